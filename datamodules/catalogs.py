@@ -1,0 +1,228 @@
+"""Readers for photo-ID catalogs on disk. Every reader yields the same table.
+
+A :class:`Catalog` is a root folder plus a list of :class:`Record` rows
+``(file, identity, group, viewpoint, meta)`` where ``file`` is relative to the root.
+
+Layouts:
+
+* ``folder`` (GREMM style): ``root/<individual>/*.jpg``. Photos may also sit one level deeper,
+  ``root/<individual>/<encounter>/*.jpg``; the sub-folder name is then the record's group.
+* ``noaa`` (Where's Whale-do): ``root/metadata.csv`` with columns image_id, path, height, width,
+  viewpoint, date, timestamp, whale_id, encounter_id. ``path`` is relative to the root.
+* ``happywhale``: ``root/train.csv`` with columns image, species, individual_id, and the photos in
+  ``root/train_images/``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datamodules.errors import DataError, resolve_inside
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+FORMATS = ("folder", "noaa", "happywhale", "synthetic")
+DEMO_HINT = "To try the suite without data, run the demo: python cli.py fit --config demo.yaml"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One photo. ``file`` is relative to the catalog root, in POSIX form."""
+
+    file: str
+    identity: str
+    group: str | None = None
+    viewpoint: str | None = None
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass
+class Catalog:
+    """A catalog root and its photos."""
+
+    root: Path
+    records: list[Record]
+    name: str = "main"
+
+    def identities(self) -> Counter:
+        """Photos per identity."""
+        return Counter(r.identity for r in self.records)
+
+    def columns(self) -> list[str]:
+        """Names usable as ``group_by``: 'encounter' plus every metadata column."""
+        cols = {"encounter"}
+        for r in self.records[:1]:
+            cols.update(r.meta)
+        return sorted(cols)
+
+
+def _check_root(root: str | Path, key: str = "data.root") -> Path:
+    if root is None or str(root) == "":
+        raise DataError(f"{key} is not set. Point it at your catalog folder. {DEMO_HINT}")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{key}: {path} does not exist or is not a folder. {DEMO_HINT}")
+    return path
+
+
+def _read_csv(path: Path, required: list[str], what: str) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"{path}: not found. A {what} catalog needs this file at its root.")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise DataError(
+                    f"{path}: missing column(s) {missing}; found {header}. A {what} catalog needs "
+                    f"the columns {required}."
+                )
+            rows = []
+            for lineno, row in enumerate(reader, start=2):
+                if None in row or any(row.get(c) in (None, "") for c in required):
+                    raise DataError(
+                        f"{path}, line {lineno}: malformed row {row!r}; every row needs a value in "
+                        f"{required} and no extra cells."
+                    )
+                row["_line"] = lineno
+                rows.append(row)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 text ({exc}). Save the CSV as UTF-8.") from exc
+    except csv.Error as exc:
+        raise DataError(f"{path}: malformed CSV ({exc}).") from exc
+    if not rows:
+        raise DataError(f"{path}: has a header but no rows.")
+    return rows
+
+
+def _require_exists(root: Path, rel: str, source: str) -> str:
+    target = resolve_inside(root, rel, source=source)
+    if not target.is_file():
+        raise DataError(
+            f"{source}: image {rel!r} is listed but missing under {root}. Restore the file or "
+            "remove its row."
+        )
+    return target.relative_to(root.resolve()).as_posix()
+
+
+def read_folder(root: str | Path) -> Catalog:
+    """GREMM layout: ``root/<individual>/[<encounter>/]*.jpg``."""
+    root = _check_root(root)
+    records = []
+    for ind_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for img in sorted(ind_dir.rglob("*")):
+            if not img.is_file() or img.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            rel_to_ind = img.relative_to(ind_dir)
+            if len(rel_to_ind.parts) > 2:
+                raise DataError(
+                    f"{img}: nested too deep. The folder layout is root/<individual>/*.jpg or "
+                    "root/<individual>/<encounter>/*.jpg."
+                )
+            group = rel_to_ind.parts[0] if len(rel_to_ind.parts) == 2 else None
+            rel = resolve_inside(root, img.relative_to(root).as_posix(), source=str(img))
+            records.append(
+                Record(
+                    file=rel.relative_to(root.resolve()).as_posix(),
+                    identity=ind_dir.name,
+                    group=group,
+                    meta={"encounter": group} if group else {},
+                )
+            )
+    if not records:
+        raise DataError(
+            f"data.root: {root} holds no images in the folder layout root/<individual>/*.jpg. "
+            f"Check the path and data.format. {DEMO_HINT}"
+        )
+    return Catalog(root=root, records=records)
+
+
+def read_noaa(root: str | Path, viewpoint: str | None = None) -> Catalog:
+    """Where's Whale-do layout: ``root/metadata.csv`` (+ ``images/``), optional viewpoint filter."""
+    root = _check_root(root)
+    csv_path = root / "metadata.csv"
+    rows = _read_csv(csv_path, ["path", "whale_id"], "NOAA Where's Whale-do")
+    records = []
+    for row in rows:
+        if viewpoint is not None and row.get("viewpoint") != viewpoint:
+            continue
+        source = f"{csv_path}, line {row['_line']}"
+        rel = _require_exists(root, row["path"], source)
+        meta = {k: v for k, v in row.items() if k != "_line"}
+        records.append(
+            Record(
+                file=rel,
+                identity=row["whale_id"],
+                group=row.get("encounter_id") or None,
+                viewpoint=row.get("viewpoint") or None,
+                meta=meta,
+            )
+        )
+    if not records:
+        seen = sorted({r.get("viewpoint", "") for r in rows})
+        raise DataError(
+            f"{csv_path}: no rows left after data.viewpoint={viewpoint!r}; viewpoints present: {seen}."
+        )
+    return Catalog(root=root, records=records)
+
+
+def read_happywhale(root: str | Path, species: str | None = None) -> Catalog:
+    """Happywhale layout: ``root/train.csv`` + ``root/train_images/``, optional species filter."""
+    root = _check_root(root)
+    csv_path = root / "train.csv"
+    rows = _read_csv(csv_path, ["image", "individual_id"], "Happywhale")
+    if species is not None and "species" not in rows[0]:
+        raise DataError(
+            f"{csv_path}: data.species={species!r} is set but there is no species column."
+        )
+    records = []
+    for row in rows:
+        if species is not None and row["species"] != species:
+            continue
+        source = f"{csv_path}, line {row['_line']}"
+        rel = _require_exists(root, f"train_images/{row['image']}", source)
+        meta = {k: v for k, v in row.items() if k != "_line"}
+        records.append(Record(file=rel, identity=row["individual_id"], meta=meta))
+    if not records:
+        seen = sorted({r.get("species", "") for r in rows})[:20]
+        raise DataError(
+            f"{csv_path}: no rows left after data.species={species!r}; species present: {seen}."
+        )
+    return Catalog(root=root, records=records)
+
+
+def read_catalog(
+    fmt: str, root: str | Path, *, viewpoint: str | None = None, species: str | None = None
+) -> Catalog:
+    """Dispatch on ``fmt`` (``folder``/``synthetic``, ``noaa``, ``happywhale``)."""
+    if fmt in ("folder", "synthetic"):
+        return read_folder(root)
+    if fmt == "noaa":
+        return read_noaa(root, viewpoint=viewpoint)
+    if fmt == "happywhale":
+        return read_happywhale(root, species=species)
+    raise DataError(f"data.format: unknown format {fmt!r}; choose one of {list(FORMATS)}.")
+
+
+def group_key(record: Record, group_by: str | None, source: str = "data.group_by") -> str | None:
+    """The value ``group_by`` picks for a record, or None when grouping is off.
+
+    ``encounter`` (or ``folder``) uses the reader's natural group (NOAA encounter_id, the folder
+    layout's sub-folder); any other name is a metadata column such as ``encounter_id`` or ``date``.
+    A record without a value forms a group of its own (its file).
+    """
+    if group_by is None:
+        return None
+    if group_by in ("encounter", "folder"):
+        value = record.group
+    elif group_by in record.meta:
+        value = record.meta[group_by]
+    else:
+        raise DataError(
+            f"{source}={group_by!r}: no such column in the catalog; use 'encounter' or one of "
+            f"{sorted(record.meta)}."
+        )
+    return value or f"file:{record.file}"

@@ -1,0 +1,305 @@
+"""The whale identity datamodule: catalog -> identity-disjoint split -> loaders and probe sets."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader
+
+from datamodules.catalogs import FORMATS, Catalog, read_catalog
+from datamodules.errors import DataError
+from datamodules.images import ManifestDataset, eval_transform, train_transform
+from datamodules.splits import (
+    SplitSettings,
+    plan_splits,
+    sha256_file,
+    verify_manifest,
+    write_manifest,
+)
+from datamodules.synthetic_whales import SyntheticWhales, generate
+
+
+def default_workers() -> int:
+    """Loader workers: none on a 2-core box (spawning costs more than decoding tiny images)."""
+    cpus = os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(8, cpus - 1)
+
+
+class WhaleDataModule(pl.LightningDataModule):
+    """Identity-disjoint photo-ID splits for membership inference (whale paper, Table 3).
+
+    Args:
+        root: catalog folder. For ``format=synthetic`` the generated catalog is written there
+            (default ``data_cache/<settings key>``).
+        format: ``folder`` (GREMM), ``noaa`` (Where's Whale-do ``metadata.csv``), ``happywhale``
+            (``train.csv``) or ``synthetic`` (generated, then read with the folder reader).
+        viewpoint: NOAA filter, e.g. ``top``.
+        species: Happywhale filter, e.g. ``humpback_whale``.
+        group_by: keep every photo of a group on one side: ``encounter`` (reader's own group),
+            or a column such as ``encounter_id`` or ``date``. ``None`` splits by photo.
+        min_images: individuals with fewer photos are left out (listed in the manifest header).
+        min_groups: with ``group_by``, individuals with fewer groups are left out (default 3).
+        identity_fractions: shares of ID1 / ID2 / ID3 among eligible individuals.
+        photo_fractions: shares of train / val / test among each ID1 individual's photos.
+        images_per_identity: balance each individual to this many photos with the paper's
+            augmentation (rotations, brightness, flip); ``None`` is off.
+        split_protocol: ``photo`` (split originals, then augment; default), ``group`` (split whole
+            groups, then augment) or ``paper`` (augment, then split by picture).
+        seed: split seed (independent of the training seed).
+        nonmember_format, nonmember_root, nonmember_viewpoint, nonmember_species: an optional
+            second catalog whose individuals serve as non-members (paper, Figure 7).
+        nonmember_use: which non-member role the second catalog fills: ``attack`` (ID2) or ``eval``.
+        synthetic: generator settings for ``format=synthetic``.
+        image_size: square input size in pixels.
+        batch_size: training batch size; probe loaders use ``eval_batch_size``.
+        num_workers: loader workers (``None``: 0 on <=2 cores, else up to 8).
+        train_augment: random crop/flip/colour jitter during training (off in the paper presets).
+        verify_images: decode-check every image and hash it for the byte-identity leak check.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        format: str = "folder",
+        viewpoint: str | None = None,
+        species: str | None = None,
+        group_by: str | None = None,
+        min_images: int = 3,
+        min_groups: int | None = None,
+        identity_fractions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
+        photo_fractions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
+        images_per_identity: int | None = None,
+        split_protocol: str = "photo",
+        seed: int = 0,
+        nonmember_format: str | None = None,
+        nonmember_root: str | None = None,
+        nonmember_viewpoint: str | None = None,
+        nonmember_species: str | None = None,
+        nonmember_use: str = "attack",
+        synthetic: SyntheticWhales | None = None,
+        image_size: int = 224,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int | None = None,
+        train_augment: bool = False,
+        verify_images: bool = True,
+    ):
+        super().__init__()
+        if format not in FORMATS:
+            raise DataError(f"data.format={format!r}: choose one of {list(FORMATS)}.")
+        self.save_hyperparameters()
+        self.fmt = format
+        self.synthetic = synthetic or SyntheticWhales()
+        self.root = root
+        self.settings = SplitSettings(
+            seed=seed,
+            min_images=min_images,
+            min_groups=min_groups,
+            identity_fractions=tuple(identity_fractions),
+            photo_fractions=tuple(photo_fractions),
+            group_by=group_by,
+            images_per_identity=images_per_identity,
+            split_protocol=split_protocol,
+            nonmember_use=nonmember_use,
+        )
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or max(batch_size, 64)
+        self.num_workers = default_workers() if num_workers is None else num_workers
+        self.train_augment = train_augment
+        self.verify_images = verify_images
+        self._rows: list[dict] | None = None
+        self._info: dict = {}
+        self._roots: dict[str, Path] = {}
+        self._verified = False
+        self.leak_counts: dict = {}
+
+    # ---- planning -------------------------------------------------------------------------
+    def _catalogs(self) -> tuple[Catalog, Catalog | None]:
+        hp = self.hparams
+        root = self.root
+        if self.fmt == "synthetic":
+            root = root or str(Path("data_cache") / self.synthetic.key())
+            generate(root, self.synthetic)
+        main = read_catalog(self.fmt, root, viewpoint=hp.viewpoint, species=hp.species)
+        external = None
+        if hp.nonmember_root or hp.nonmember_format:
+            if not (hp.nonmember_root and hp.nonmember_format):
+                raise DataError(
+                    "data.nonmember_root and data.nonmember_format go together: set both to use a "
+                    "second catalog for non-members, or neither."
+                )
+            try:
+                external = read_catalog(
+                    hp.nonmember_format,
+                    hp.nonmember_root,
+                    viewpoint=hp.nonmember_viewpoint,
+                    species=hp.nonmember_species,
+                )
+            except DataError as exc:
+                raise DataError(f"data.nonmember_root: {exc}") from exc
+            external.name = "external"
+        return main, external
+
+    def plan(self) -> list[dict]:
+        """Read the catalog(s) and plan the split once; returns manifest rows."""
+        if self._rows is None:
+            main, external = self._catalogs()
+            self._roots = {"main": main.root.resolve()}
+            if external is not None:
+                self._roots["external"] = external.root.resolve()
+            self._rows, self._info = plan_splits(main, self.settings, external)
+        return self._rows
+
+    @property
+    def num_classes(self) -> int:
+        """Number of ID1 (target) individuals: the classifier's output size."""
+        self.plan()
+        return len(self._info["class_names"])
+
+    @property
+    def class_names(self) -> list[str]:
+        """ID1 individual names, index = class label."""
+        self.plan()
+        return list(self._info["class_names"])
+
+    @property
+    def roots(self) -> dict[str, Path]:
+        self.plan()
+        return dict(self._roots)
+
+    def rows(self, *splits: str) -> list[dict]:
+        """Manifest rows of the given splits (all rows when none given), in manifest order."""
+        rows = self.plan()
+        return [r for r in rows if not splits or r["split"] in splits]
+
+    def verify(self) -> dict:
+        """Decode-check and hash every image, then run the leak checks (fails loudly)."""
+        rows = self.plan()
+        hashes = None
+        if self.verify_images:
+            hashes = {}
+            for key in sorted({(r["catalog"], r["file"]) for r in rows}):
+                path = self._roots[key[0]] / key[1]
+                hashes[key] = sha256_file(path) if path.is_file() else None
+                if hashes[key] is None:
+                    raise DataError(f"{path}: image listed in the split but missing on disk.")
+                _check_decodes(path)
+        self.leak_counts = verify_manifest(rows, hashes, protocol=self.settings.split_protocol)
+        self._verified = True
+        return self.leak_counts
+
+    def manifest_header(self) -> dict:
+        return {
+            "seed": self.settings.seed,
+            "settings": self.settings.__dict__,
+            "format": self.fmt,
+            "roots": {k: str(v) for k, v in self._roots.items()},
+            "synthetic": self.synthetic.__dict__ if self.fmt == "synthetic" else None,
+            **self._info,
+            **self.leak_counts,
+            "versions": environment_versions(),
+        }
+
+    def write_manifest(self, folder: str | Path) -> Path:
+        """Verify, then save ``split_manifest.{csv,json}`` into ``folder``."""
+        if not self._verified:
+            self.verify()
+        return write_manifest(Path(folder), self.plan(), self.manifest_header())
+
+    # ---- Lightning hooks ------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        rows = self.plan()
+        if not self._verified:
+            self.verify()
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.log_dir and trainer.is_global_zero:
+            path = self.write_manifest(trainer.log_dir)
+            rank_zero_info(f"Split manifest: {path}")
+        excluded = self._info.get("excluded_individuals", {})
+        if excluded:
+            rank_zero_warn(
+                f"{len(excluded)} individuals left out by data.min_images/min_groups; they are "
+                "listed in split_manifest.json under excluded_individuals."
+            )
+        n = self._info["n_rows"]
+        rank_zero_info(
+            f"Whale split: {len(self.class_names)} target individuals; rows {n}; "
+            f"{len(rows)} in all."
+        )
+
+    def _loader(self, rows: list[dict], *, train: bool = False) -> DataLoader:
+        tf = (
+            train_transform(self.image_size, self.train_augment)
+            if train
+            else eval_transform(self.image_size)
+        )
+        return DataLoader(
+            ManifestDataset(rows, self.roots, tf),
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=False,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.rows("train"), train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.rows("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.rows("test"))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.rows())
+
+    def probe_rows(self) -> list[dict]:
+        """Rows the leakage monitor scores: every manifest row (train, attack and eval sets)."""
+        return self.rows()
+
+    def probe_loader(self, rows: list[dict]) -> DataLoader:
+        """Deterministic, un-augmented loader over ``rows`` (no shuffling, no workers' state)."""
+        return self._loader(rows)
+
+
+def _check_decodes(path: Path) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(
+            f"{path}: unreadable or corrupt image ({exc.__class__.__name__}: {exc}). Replace the "
+            "file or remove it from the catalog."
+        ) from exc
+
+
+def environment_versions() -> dict:
+    """Versions a result depends on."""
+    import pytorch_lightning
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "pytorch_lightning": pytorch_lightning.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def save_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)

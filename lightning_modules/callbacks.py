@@ -1,0 +1,91 @@
+"""The leakage monitor: per-epoch signals on members and non-members, and the curves from them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_info
+
+from attacks.leakage import leakage_metrics
+from attacks.signals import epoch_path, save_signals
+from lightning_modules.extraction import attach_metadata, extract_arrays, gather_shards, shard
+
+
+class LeakageMonitor(pl.Callback):
+    """Every ``every_n_epochs`` training epochs, score all probe rows and log leakage curves.
+
+    Writes ``<run>/signals/epoch=NNN.npz`` (rank 0 only, each sample once; see
+    :mod:`attacks.signals`) and logs ``leak/train_acc``, ``leak/test_acc``, ``leak/gap``,
+    ``leak/kl``, ``leak/kl_photo``, ``attack/acc``, ``attack/auc``, ``attack/tpr@1%fpr`` (see
+    :func:`attacks.leakage.leakage_metrics`).
+
+    Needs a datamodule with ``probe_rows()`` and ``probe_loader(rows)`` (the whale datamodule);
+    with another datamodule it does nothing.
+
+    Args:
+        every_n_epochs: run after every n-th epoch (and after the last one).
+        topk: keep only the top-k logits per sample (losses still use the full vector);
+            ``None`` keeps all logits.
+        save_embeddings: also save penultimate embeddings (large for big backbones).
+        kl_bins: histogram bins for the KL divergence.
+        enabled: switch the monitor off without editing the callback list.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        topk: int | None = None,
+        save_embeddings: bool = False,
+        kl_bins: int = 50,
+        enabled: bool = True,
+    ):
+        self.every_n_epochs = max(1, every_n_epochs)
+        self.topk = topk
+        self.save_embeddings = save_embeddings
+        self.kl_bins = kl_bins
+        self.enabled = enabled
+        self.last_metrics: dict[str, float] = {}
+
+    def _due(self, trainer: pl.Trainer) -> bool:
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        return (epoch + 1) % self.every_n_epochs == 0 or last or bool(trainer.fast_dev_run)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        dm = trainer.datamodule
+        if (
+            not self.enabled
+            or dm is None
+            or not hasattr(dm, "probe_rows")
+            or not self._due(trainer)
+        ):
+            return
+        rows = dm.probe_rows()
+        mine = shard(len(rows), trainer.global_rank, trainer.world_size)
+        loader = dm.probe_loader([rows[i] for i in mine])
+        limit = 1 if trainer.fast_dev_run else None
+        local = extract_arrays(
+            pl_module,
+            loader,
+            pl_module.device,
+            topk=self.topk,
+            embed=pl_module.embed if self.save_embeddings else None,
+            max_batches=limit,
+        )
+        local["index"] = np.asarray(mine, dtype=np.int64)[local["index"]]
+        arrays = gather_shards(local, None if limit else len(rows))
+        signals = attach_metadata(arrays, rows)
+        metrics = None
+        if trainer.is_global_zero:
+            metrics = leakage_metrics(signals, kl_bins=self.kl_bins)
+            if trainer.log_dir and not trainer.fast_dev_run:
+                path = save_signals(epoch_path(trainer.log_dir, trainer.current_epoch), signals)
+                rank_zero_info(f"signals: {Path(path)}")
+        metrics = trainer.strategy.broadcast(metrics, src=0)
+        self.last_metrics = metrics
+        for name, value in metrics.items():
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                pl_module.log(name, float(value), on_step=False, on_epoch=True, sync_dist=False)
