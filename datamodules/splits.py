@@ -462,7 +462,7 @@ def verify_manifest(
             key = (r["catalog"], r["file"])
             h = content_hash[key]
             hash_splits[h].setdefault(r["split"], key)
-        for h, where in hash_splits.items():
+        for where in hash_splits.values():
             files = {v for v in where.values()}
             if len(where) > 1 and len(files) > 1:
                 names = ", ".join(f"{sp}: {k[1]}" for sp, k in sorted(where.items()))
