@@ -21,7 +21,7 @@ def _acc(signals: dict, split: str) -> float:
     return float((signals["pred"][m] == signals["label"][m]).mean())
 
 
-def leakage_metrics(signals: dict, *, kl_bins: int = 50, seed: int = 0) -> dict[str, float]:
+def leakage_metrics(signals: dict, *, kl_bins: int = 20, seed: int = 0) -> dict[str, float]:
     """Metrics logged every monitored epoch.
 
     * ``leak/train_acc``, ``leak/val_acc``, ``leak/test_acc``: eval-mode top-1 accuracy on ID1.

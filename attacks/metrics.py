@@ -120,28 +120,28 @@ def threshold_metrics(
     return out
 
 
-def histogram_kl(
-    p_samples: np.ndarray, q_samples: np.ndarray, bins: int = 50, eps: float = 1e-6
-) -> float:
+def histogram_kl(p_samples: np.ndarray, q_samples: np.ndarray, bins: int = 20,
+                 pseudo_count: float = 0.5) -> float:
     """KL(P || Q) in nats between two samples' histograms (whale paper, eqs. 4-5).
 
-    Binning: ``bins`` equal-width bins over the pooled range [min, max] of both samples.
-    Normalisation: each histogram is divided by its count, ``eps`` is added to every bin and the
-    histogram renormalised, so empty bins of Q stay finite. Identical samples give 0.
+    Binning: ``bins`` equal-width bins over [0, max] of both samples pooled (cross-entropies are
+    non-negative; anchoring at 0 keeps near-identical early-epoch losses in one bin instead of
+    stretching their noise over all bins). Non-finite values are dropped.
+    Normalisation: ``pseudo_count`` (Jeffreys' 0.5) is added to every bin's count before dividing
+    by the total, ``p_i = (c_i + a) / (n + a * bins)``, so an empty bin of Q stays finite and a
+    few stray samples cannot dominate. Identical samples give 0.
     """
     p_samples = np.asarray(p_samples, dtype=np.float64)
     q_samples = np.asarray(q_samples, dtype=np.float64)
     p_samples, q_samples = p_samples[np.isfinite(p_samples)], q_samples[np.isfinite(q_samples)]
     if p_samples.size == 0 or q_samples.size == 0:
         return float("nan")
-    lo = min(p_samples.min(), q_samples.min())
+    lo = min(0.0, p_samples.min(), q_samples.min())
     hi = max(p_samples.max(), q_samples.max())
     if hi <= lo:
         return 0.0
     edges = np.linspace(lo, hi, bins + 1)
-    p = np.histogram(p_samples, edges)[0].astype(np.float64)
-    q = np.histogram(q_samples, edges)[0].astype(np.float64)
-    p = p / p.sum() + eps
-    q = q / q.sum() + eps
+    p = np.histogram(p_samples, edges)[0].astype(np.float64) + pseudo_count
+    q = np.histogram(q_samples, edges)[0].astype(np.float64) + pseudo_count
     p, q = p / p.sum(), q / q.sum()
     return float(np.sum(p * np.log(p / q)))

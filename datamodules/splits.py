@@ -82,6 +82,7 @@ class SplitSettings:
     images_per_identity: int | None = None
     split_protocol: str = "photo"
     nonmember_use: str = "attack"
+    balance_nonmembers: bool = True
 
 
 def _check_fractions(fr, key: str) -> tuple[float, float, float]:
@@ -306,10 +307,18 @@ def plan_splits(
             rows.extend(_augment(originals, target, id_rng))
 
     def nonmembers(source: dict[str, list[Record]], names, cat_name: str, id_set: str, split: str):
+        # Balance with the members (paper, Table 3): a non-member individual contributes as many
+        # photos as a target individual contributes to val (or test).
         for ident in sorted(names):
             id_rng = np.random.default_rng([s.seed, _stable_int(ident), 3])
-            originals = [row(r, cat_name, id_set, split) for r in source[ident]]
-            target = per_split_target[1] if per_split_target else 0
+            recs = source[ident]
+            if per_split_target:
+                target = per_split_target[1]
+            else:
+                target = max(1, round(len(recs) * ph_fr[1])) if s.balance_nonmembers else len(recs)
+            keep = sorted(id_rng.permutation(len(recs))[:target]) if target < len(recs) else None
+            originals = [row(recs[k], cat_name, id_set, split)
+                         for k in (keep if keep is not None else range(len(recs)))]
             rows.extend(_augment(originals, target, id_rng))
 
     ext_excluded: dict[str, str] = {}

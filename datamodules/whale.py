@@ -55,6 +55,8 @@ class WhaleDataModule(pl.LightningDataModule):
         nonmember_format, nonmember_root, nonmember_viewpoint, nonmember_species: an optional
             second catalog whose individuals serve as non-members (paper, Figure 7).
         nonmember_use: which non-member role the second catalog fills: ``attack`` (ID2) or ``eval``.
+        balance_nonmembers: a non-member individual contributes as many photos (seeded choice)
+            as a target individual contributes to val, as in the paper's Table 3.
         synthetic: generator settings for ``format=synthetic``.
         image_size: square input size in pixels.
         batch_size: training batch size; probe loaders use ``eval_batch_size``.
@@ -82,6 +84,7 @@ class WhaleDataModule(pl.LightningDataModule):
         nonmember_viewpoint: str | None = None,
         nonmember_species: str | None = None,
         nonmember_use: str = "attack",
+        balance_nonmembers: bool = True,
         synthetic: SyntheticWhales | None = None,
         image_size: int = 224,
         batch_size: int = 32,
@@ -107,6 +110,7 @@ class WhaleDataModule(pl.LightningDataModule):
             images_per_identity=images_per_identity,
             split_protocol=split_protocol,
             nonmember_use=nonmember_use,
+            balance_nonmembers=balance_nonmembers,
         )
         self.image_size = image_size
         self.batch_size = batch_size

@@ -39,7 +39,7 @@ class LeakageMonitor(pl.Callback):
         every_n_epochs: int = 1,
         topk: int | None = None,
         save_embeddings: bool = False,
-        kl_bins: int = 50,
+        kl_bins: int = 20,
         enabled: bool = True,
     ):
         self.every_n_epochs = max(1, every_n_epochs)
