@@ -28,6 +28,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 #: Subcommands beside LightningCLI's: name -> "module:function" taking argv (list[str]).
 EXTRA_COMMANDS: dict[str, str] = {}
+EXTRA_COMMANDS["attack"] = "attacks.run:main"
+EXTRA_COMMANDS["discriminate"] = "attacks.discriminate:main"
 
 
 def resolve_config_args(argv: list[str]) -> list[str]:
@@ -106,6 +108,13 @@ class SuiteCLI(LightningCLI):
         parser.add_lightning_class_args(LeakageMonitor, "leakage")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        parser.add_argument(
+            "--attack_after_fit",
+            type=str | None,
+            default=None,
+            help="attack settings YAML (e.g. attack_demo.yaml): run `cli.py attack` on the run "
+            "folder when fit ends",
+        )
         parser.link_arguments(
             "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
         )
@@ -132,6 +141,11 @@ class SuiteCLI(LightningCLI):
             print(
                 f"\nRun folder: {log_dir}\n  TensorBoard: tensorboard --logdir {Path(log_dir).parent}"
             )
+        attack_cfg = self.config.get(self.subcommand, self.config).get("attack_after_fit")
+        if attack_cfg and self.trainer.is_global_zero and log_dir and not self.trainer.fast_dev_run:
+            from attacks.run import main as attack_main
+
+            attack_main(resolve_config_args(["--run", log_dir, "--config", attack_cfg]))
 
 
 def main(argv: list[str] | None = None) -> None:

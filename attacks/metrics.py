@@ -59,10 +59,18 @@ def tpr_at_fpr(scores: np.ndarray, is_member: np.ndarray, fpr: float) -> float:
     return float(t[ok].max()) if ok.any() else 0.0
 
 
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """Dense ranks scaled into [0, 1] (float64): same ROC, and torchmetrics neither applies a
+    sigmoid to scores outside [0, 1] nor merges close scores in float32."""
+    s = np.asarray(scores, dtype=np.float64)
+    _, inv = np.unique(s, return_inverse=True)
+    return inv.astype(np.float64) / max(1, inv.max(initial=0))
+
+
 def roc(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ROC curve ``(fpr, tpr)`` from torchmetrics, as float64 arrays starting at (0, 0)."""
     fpr, tpr, _ = binary_roc(
-        torch.as_tensor(np.asarray(scores, dtype=np.float64)),
+        torch.as_tensor(_ranks(scores)),
         torch.as_tensor(np.asarray(is_member, dtype=np.int64)),
     )
     return fpr.double().numpy(), tpr.double().numpy()
@@ -74,7 +82,7 @@ def auc(scores: np.ndarray, is_member: np.ndarray) -> float:
     if y.min() == y.max():
         return 0.5
     return float(
-        binary_auroc(torch.as_tensor(np.asarray(scores, dtype=np.float64)), torch.as_tensor(y))
+        binary_auroc(torch.as_tensor(_ranks(scores)), torch.as_tensor(y))
     )
 
 

@@ -1,0 +1,266 @@
+"""Attack reports: metrics.json, Markdown, ROC (linear and log-log) and score histograms as PNG,
+and the same scalars and figures in TensorBoard.
+
+``evaluate`` turns one attack's frozen-threshold scores on the evaluation set into the metric
+dict; ``write_attack`` saves one attack's folder; ``write_summary`` the Figure-6-style table.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from attacks.metrics import balance, roc  # noqa: E402
+from attacks.open_set import attack_metrics  # noqa: E402
+
+#: metrics shown in the Markdown tables, in order
+SHOWN = (
+    "acc", "balanced_acc", "precision", "recall", "tpr", "fpr", "auc",
+    "tpr@1%fpr", "tpr@0.1%fpr", "baks", "baus", "gmean", "auroc_new",
+)
+
+
+def evaluate(
+    scores: np.ndarray,
+    is_member: np.ndarray,
+    tau: float,
+    *,
+    identity: np.ndarray | None = None,
+    label: np.ndarray | None = None,
+    pred: np.ndarray | None = None,
+    balanced: bool = True,
+    seed: int = 0,
+) -> tuple[dict, np.ndarray]:
+    """Metrics (``attack/*`` keys without the prefix) on the evaluation set at frozen ``tau``.
+
+    With ``balanced`` the larger class is subsampled (seeded) so members and non-members count
+    equally. Returns ``(metrics, selected indices)``; warnings about low-FPR reliability are kept
+    in ``metrics["warnings"]``.
+    """
+    y = np.asarray(is_member).astype(np.int64)
+    sel = balance(y, seed) if balanced else np.arange(len(y))
+
+    def pick(a):
+        return None if a is None else np.asarray(a)[sel]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = attack_metrics(
+            np.asarray(scores)[sel], y[sel], tau,
+            identity=pick(identity), label=pick(label), pred=pick(pred),
+        )
+    m["warnings"] = [str(w.message) for w in caught]
+    m["balanced"] = balanced
+    return m, sel
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, loglog: bool) -> Path:
+    """ROC curves ``{name: (fpr, tpr)}``; log-log axes show the low-FPR regime."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    for name, (f, t) in curves.items():
+        ax.plot(f, t, label=name, drawstyle="steps-post")
+    lim = 1e-3 if loglog else 0.0
+    ax.plot([max(lim, 1e-4), 1], [max(lim, 1e-4), 1], "k:", lw=0.8, label="chance")
+    if loglog:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(1e-3, 1)
+        ax.set_ylim(1e-3, 1.02)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("ROC" + (" (log-log)" if loglog else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_hist(scores: np.ndarray, is_member: np.ndarray, tau: float, path: Path, title: str):
+    """Member vs non-member score histograms with the frozen threshold."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(is_member).astype(bool)
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    edges = np.histogram_bin_edges(s[np.isfinite(s)], bins=30)
+    ax.hist(s[y], edges, alpha=0.6, label=f"members ({y.sum()})")
+    ax.hist(s[~y], edges, alpha=0.6, label=f"non-members ({(~y).sum()})")
+    ax.axvline(tau, color="k", ls="--", lw=1, label=f"threshold {tau:.3g}")
+    ax.set_xlabel("membership score (higher = member)")
+    ax.set_ylabel("samples")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "nan" if v != v else f"{v:.3f}"
+    return str(v)
+
+
+def metrics_table(rows: dict[str, dict], keys=SHOWN) -> str:
+    """Markdown table: one row per attack, one column per metric."""
+    head = "| attack | " + " | ".join(keys) + " |"
+    sep = "|---" * (len(keys) + 1) + "|"
+    body = [
+        f"| {name} | " + " | ".join(_fmt(m.get(k, float("nan"))) for k in keys) + " |"
+        for name, m in rows.items()
+    ]
+    return "\n".join([head, sep, *body])
+
+
+def write_attack(
+    out_dir: Path,
+    name: str,
+    metrics: dict,
+    scores: np.ndarray,
+    is_member: np.ndarray,
+    info: dict,
+    arrays: dict[str, np.ndarray] | None = None,
+    writer=None,
+) -> dict:
+    """Write ``<out_dir>/{metrics.json, report.md, roc.png, roc_loglog.png, hist.png,
+    scores.npz}`` for one attack and log to TensorBoard ``writer`` (SummaryWriter) if given."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    f, t = roc(scores, is_member) if len(np.unique(is_member)) == 2 else (np.zeros(1), np.zeros(1))
+    plot_roc({name: (f, t)}, out_dir / "roc.png", loglog=False)
+    plot_roc({name: (f, t)}, out_dir / "roc_loglog.png", loglog=True)
+    plot_hist(scores, is_member, metrics["threshold"], out_dir / "hist.png", name)
+    np.savez(
+        out_dir / "scores.npz", score=np.asarray(scores, dtype=np.float64),
+        is_member=np.asarray(is_member), roc_fpr=f, roc_tpr=t, **(arrays or {}),
+    )
+    payload = {"attack": name, "metrics": metrics, "info": info, "roc": {"fpr": f.tolist(),
+               "tpr": t.tolist()}}
+    (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=_json))
+    lines = [
+        f"# Attack `{name}`", "",
+        "Threshold fitted on the attack set only, frozen, applied to the evaluation set "
+        "(balanced: as many members as non-members).", "",
+        metrics_table({name: metrics}), "",
+        f"Members: {metrics['n_members']}, non-members: {metrics['n_nonmembers']}. "
+        f"Threshold on the score: {metrics['threshold']:.6g}.", "",
+    ]
+    for w in metrics.get("warnings", []):
+        lines.append(f"> warning: {w}")
+    lines += ["", "## Settings and timings", "", "```json",
+              json.dumps(info, indent=2, default=_json), "```", "",
+              "![ROC](roc.png) ![ROC log-log](roc_loglog.png)", "", "![scores](hist.png)", ""]
+    (out_dir / "report.md").write_text("\n".join(lines))
+    if writer is not None:
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                writer.add_scalar(f"attack_{name}/{k}", float(v), 0)
+        for png in ("roc.png", "roc_loglog.png", "hist.png"):
+            img = plt.imread(out_dir / png)[..., :3]
+            writer.add_image(f"attack_{name}/{png[:-4]}", img, 0, dataformats="HWC")
+    return payload
+
+
+def _json(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def figure6_table(results: dict[str, dict[str, dict]]) -> str:
+    """Figure-6-style table: rows = attacks, columns = architectures, cells 'acc / FPR'.
+
+    ``results[arch][attack] = metrics``.
+    """
+    archs = list(results)
+    attacks = list(dict.fromkeys(a for r in results.values() for a in r))
+    head = "| attack | " + " | ".join(f"{a} acc / FPR / AUC" for a in archs) + " |"
+    sep = "|---" * (len(archs) + 1) + "|"
+    body = []
+    for att in attacks:
+        cells = []
+        for arch in archs:
+            m = results[arch].get(att)
+            cells.append(
+                "-" if m is None else f"{m['acc']:.3f} / {m['fpr']:.3f} / {m['auc']:.3f}"
+            )
+        body.append(f"| {att} | " + " | ".join(cells) + " |")
+    return "\n".join([head, sep, *body])
+
+
+def write_summary(
+    attacks_dir: Path,
+    results: dict[str, dict],
+    infos: dict[str, dict],
+    context: dict,
+    others: list[Path] | None = None,
+    extra_md: str = "",
+    writer=None,
+) -> Path:
+    """``<run>/attacks/{summary.json, report.md, roc*.png}``: every attack and baseline of this
+    run, plus the Figure-6 table across this and ``others`` run folders (their summary.json)."""
+    arch = context.get("arch", "target")
+    fig6 = {f"{arch} ({context.get('preset', '')})": results}
+    for other in others or []:
+        p = Path(other) / "attacks" / "summary.json"
+        if p.is_file():
+            o = json.loads(p.read_text())
+            fig6[f"{o['context'].get('arch')} ({o['context'].get('preset', '')}) "
+                 f"{Path(other).name}"] = o["metrics"]
+    curves = {}
+    for name in results:
+        p = attacks_dir / name / "scores.npz"
+        if p.is_file():
+            with np.load(p) as z:
+                curves[name] = (z["roc_fpr"], z["roc_tpr"])
+    plot_roc(curves, attacks_dir / "roc.png", loglog=False)
+    plot_roc(curves, attacks_dir / "roc_loglog.png", loglog=True)
+    summary = {"context": context, "metrics": results, "info": infos}
+    (attacks_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json))
+    timing = ["| attack | train time (s) | discrimination time per sample (s) | n eval |",
+              "|---|---|---|---|"]
+    for name, inf in infos.items():
+        timing.append(
+            f"| {name} | {inf.get('train_seconds', float('nan')):.3f} | "
+            f"{inf.get('discrimination_seconds_per_sample', float('nan')):.2e} | "
+            f"{results[name]['n_members'] + results[name]['n_nonmembers']} |"
+        )
+    lines = [
+        f"# Membership inference report: `{context.get('run')}`", "",
+        f"Target: {arch}, preset {context.get('preset')}, {context.get('n_classes')} known "
+        f"individuals; signals from `{context.get('signals')}`.", "",
+        "Every threshold was fitted on the attack set (ID1-val members + ID2 non-members) and "
+        "frozen; all numbers below are on the evaluation set (ID1-test members + ID3 new "
+        "individuals), balanced between members and non-members.", "",
+        "## Accuracy / FPR / AUC per attack and architecture (Figure 6 style)", "",
+        figure6_table(fig6), "",
+        "## All metrics", "", metrics_table(results), "",
+        "BAKS/BAUS: balanced accuracy on known/unknown samples (per-individual means; BAKS "
+        "also needs the right top-1 identity), gmean = sqrt(BAKS*BAUS); auroc_new = AUROC with "
+        "'new individual' as the positive class. The two baselines (`baseline_msp`, "
+        "`baseline_nn_cosine`) are standard open-set detectors on the same splits.", "",
+        "## Time (Table 4 style)", "", *timing, "",
+        "Discrimination time per sample includes the target's forward pass (signal "
+        "extraction) for signal attacks and the HopSkipJump queries for label-only.", "",
+        extra_md, "",
+        "![ROC](roc.png) ![ROC log-log](roc_loglog.png)", "",
+    ]
+    warn = sorted({w for m in results.values() for w in m.get("warnings", [])})
+    if warn:
+        lines += ["## Warnings", "", *[f"- {w}" for w in warn], ""]
+    path = attacks_dir / "report.md"
+    path.write_text("\n".join(lines))
+    if writer is not None:
+        for png in ("roc.png", "roc_loglog.png"):
+            writer.add_image(f"attacks/{png[:-4]}", plt.imread(attacks_dir / png)[..., :3], 0,
+                             dataformats="HWC")
+    return path

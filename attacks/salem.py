@@ -1,0 +1,119 @@
+"""Salem et al. (ML-Leaks): an MLP 64-32-2 over the sorted top-k posteriors.
+
+The MLP is trained on signals labelled member/non-member, either the target's own attack set
+(ID1-val members + ID2 non-members) or a shadow model's (see :func:`train_shadow`), and then
+scores the target's evaluation set. Pure over signal arrays: ``logits`` (N, C), or
+``topk_logits`` (N, k) when only the top-k were saved (the softmax is then over those k).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from attacks.registry import register
+from attacks.signals import membership
+
+
+def topk_posteriors(signals: dict, k: int) -> np.ndarray:
+    """Sorted (descending) top-``k`` softmax probabilities (N, k), zero-padded if C < k."""
+    logits = signals["logits"] if "logits" in signals else signals["topk_logits"]
+    p = torch.softmax(torch.as_tensor(np.asarray(logits, dtype=np.float32)), dim=1)
+    p = torch.sort(p, dim=1, descending=True).values[:, :k]
+    if p.shape[1] < k:
+        p = torch.cat([p, torch.zeros(p.shape[0], k - p.shape[1])], dim=1)
+    return p.numpy()
+
+
+def mlp(k: int, hidden: tuple[int, ...] = (64, 32)) -> nn.Sequential:
+    """``k -> 64 -> 32 -> 2`` with ReLU (the paper's 3-layer attack MLP)."""
+    layers: list[nn.Module] = []
+    d = k
+    for h in hidden:
+        layers += [nn.Linear(d, h), nn.ReLU()]
+        d = h
+    layers.append(nn.Linear(d, 2))
+    return nn.Sequential(*layers)
+
+
+@register("salem")
+class SalemAttack:
+    """ML-Leaks attack model.
+
+    Args:
+        topk: number of sorted posteriors fed to the MLP (ML-Leaks uses 3).
+        hidden: hidden widths (paper: 64, 32; output 2).
+        epochs: full-batch Adam epochs.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay (0: the paper trains it in the overfit setting).
+        seed: torch seed for the MLP's initialisation.
+        threshold: ``argmax`` (member iff P(member) >= 0.5, the MLP's own decision) or ``fit``
+            (threshold on P(member) swept on the training signals for best accuracy).
+    """
+
+    def __init__(
+        self,
+        topk: int = 3,
+        hidden: tuple[int, ...] = (64, 32),
+        epochs: int = 300,
+        lr: float = 1e-2,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        threshold: str = "argmax",
+    ):
+        if threshold not in ("argmax", "fit"):
+            raise ValueError(f"salem threshold={threshold!r}: choose 'argmax' or 'fit'")
+        self.topk, self.hidden, self.epochs, self.lr = topk, tuple(hidden), epochs, lr
+        self.weight_decay, self.seed, self.threshold_mode = weight_decay, seed, threshold
+        self.net: nn.Sequential | None = None
+        self._tau = 0.5
+        self.mean = self.std = None
+
+    def _features(self, signals: dict) -> torch.Tensor:
+        f = topk_posteriors(signals, self.topk)
+        return torch.as_tensor((f - self.mean) / self.std, dtype=torch.float32)
+
+    def fit(self, attack_signals: dict) -> SalemAttack:
+        """Train the MLP on member/non-member signals (attack set of the target or a shadow)."""
+        y = torch.as_tensor(membership(attack_signals))
+        if len(torch.unique(y)) < 2:
+            raise ValueError("salem: the attack-training signals need members and non-members")
+        raw = topk_posteriors(attack_signals, self.topk)
+        self.mean, self.std = raw.mean(0), raw.std(0) + 1e-6
+        x = self._features(attack_signals)
+        g = torch.Generator().manual_seed(self.seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=g)))
+            self.net = mlp(self.topk, self.hidden)
+        # class weights keep an unbalanced attack set from collapsing to the majority class
+        w = len(y) / (2.0 * torch.bincount(y, minlength=2).float())
+        loss_fn = nn.CrossEntropyLoss(weight=w)
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        self.net.train()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a tiny MLP: extra threads only spin (10x slower under load)
+        try:
+            for _ in range(self.epochs):
+                opt.zero_grad()
+                loss_fn(self.net(x), y).backward()
+                opt.step()
+        finally:
+            torch.set_num_threads(threads)
+        self.net.eval()
+        if self.threshold_mode == "fit":
+            from attacks.metrics import best_threshold
+
+            self._tau, _ = best_threshold(self.score(attack_signals), y.numpy())
+        return self
+
+    @torch.no_grad()
+    def score(self, signals: dict) -> np.ndarray:
+        """P(member) per sample (N,), from the MLP's softmax."""
+        if self.net is None:
+            raise RuntimeError("fit the attack first")
+        return torch.softmax(self.net(self._features(signals)), 1)[:, 1].double().numpy()
+
+    @property
+    def score_threshold(self) -> float:
+        return self._tau
