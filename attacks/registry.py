@@ -42,4 +42,6 @@ def available() -> list[str]:
 
 def _load_builtin() -> None:
     # importing the modules registers their attacks
+    import attacks.label_only  # noqa: F401
+    import attacks.salem  # noqa: F401
     import attacks.threshold  # noqa: F401
