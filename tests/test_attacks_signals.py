@@ -1,0 +1,207 @@
+"""Attacks over hand-built signal arrays with known answers; metrics against sklearn;
+ensemble truth tables; no threshold is ever fitted on the evaluation set."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+from attacks.ensemble import combine, split_identities
+from attacks.metrics import auc, roc, threshold_metrics, tpr_at_fpr
+from attacks.open_set import open_set_metrics
+from attacks.registry import available, get
+from attacks.run import _Threshold, nn_cosine_scores
+
+
+def make_signals(member_loss, nonmember_loss, set_name="attack", n_classes=4, seed=0):
+    """Signal dict with given predicted-label losses; logits built to match them exactly."""
+    rng = np.random.default_rng(seed)
+    loss = np.concatenate([member_loss, nonmember_loss]).astype(np.float64)
+    n_m = len(member_loss)
+    n = len(loss)
+    # logits: class 0 has probability p = exp(-loss), the rest share 1 - p equally
+    p = np.exp(-loss)
+    rest = (1 - p) / (n_classes - 1)
+    probs = np.concatenate([p[:, None], np.repeat(rest[:, None], n_classes - 1, 1)], 1)
+    logits = np.log(np.clip(probs, 1e-12, None)).astype(np.float32)
+    role = np.array(["member"] * n_m + ["nonmember"] * (n - n_m))
+    return {
+        "index": np.arange(n),
+        "sample_id": np.array([f"s{i}" for i in range(n)]),
+        "identity": np.array([f"id{i % 3}" if i < n_m else f"new{i % 5}" for i in range(n)]),
+        "split": np.where(role == "member", "val" if set_name == "attack" else "test",
+                          set_name),
+        "role": role,
+        "set": np.array([set_name] * n),
+        "label": np.where(role == "member", 0, -1),
+        "logits": logits,
+        "loss_pred": loss.astype(np.float32),
+        "loss_true": np.where(role == "member", loss, np.nan).astype(np.float32),
+        "pred": np.zeros(n, dtype=np.int64),
+        "max_prob": p.astype(np.float32),
+        "boundary_distance": 1.0 / (loss + 0.05) + rng.normal(0, 1e-6, n),
+        "embedding": rng.normal(size=(n, 8)).astype(np.float32),
+    }
+
+
+SEPARABLE = make_signals(np.linspace(0.01, 0.2, 20), np.linspace(1.0, 3.0, 20))
+
+
+def test_registry_lists_paper_attacks():
+    assert {"yeom", "salem", "label_only"} <= set(available())
+    with pytest.raises(ValueError, match="already registered"):
+        from attacks.registry import register
+
+        register("yeom")(type("Dup", (), {}))
+
+
+def test_yeom_separable_auc1_and_expected_threshold():
+    a = get("yeom")().fit(SEPARABLE)
+    # best threshold on -loss lies between the worst member (-0.2) and best non-member (-1.0)
+    assert a.score_threshold == pytest.approx((-0.2 + -1.0) / 2)
+    m = threshold_metrics(a.score(SEPARABLE), SEPARABLE["role"] == "member", a.score_threshold)
+    assert m["auc"] == 1.0 and m["acc"] == 1.0 and m["fpr"] == 0.0
+
+
+def test_label_only_separable_threshold_between_distances():
+    a = get("label_only")().fit(SEPARABLE)
+    d = SEPARABLE["boundary_distance"]
+    lo, hi = d[20:].max(), d[:20].min()
+    assert a.score_threshold == pytest.approx((lo + hi) / 2)
+    assert auc(a.score(SEPARABLE), SEPARABLE["role"] == "member") == 1.0
+
+
+def test_salem_separable_auc1():
+    a = get("salem")(epochs=200, seed=0).fit(SEPARABLE)
+    s = a.score(SEPARABLE)
+    y = SEPARABLE["role"] == "member"
+    assert auc(s, y) == 1.0
+    assert ((s >= a.score_threshold) == y).mean() == 1.0
+
+
+def test_salem_features_are_sorted_topk_posteriors():
+    from attacks.salem import topk_posteriors
+
+    sig = {"logits": np.log(np.array([[0.1, 0.6, 0.3], [0.2, 0.2, 0.6]], dtype=np.float32))}
+    f = topk_posteriors(sig, 4)
+    np.testing.assert_allclose(f, [[0.6, 0.3, 0.1, 0.0], [0.6, 0.2, 0.2, 0.0]], atol=1e-6)
+
+
+def test_baselines_msp_and_nn_cosine():
+    gal = np.array([[1.0, 0.0], [0.0, 1.0]])
+    q = np.array([[2.0, 0.0], [1.0, 1.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(nn_cosine_scores(gal, q), [1.0, np.sqrt(0.5), 0.0], atol=1e-9)
+    msp = _Threshold(lambda x: x["max_prob"].astype(np.float64)).fit(SEPARABLE)
+    assert auc(msp.score(SEPARABLE), SEPARABLE["role"] == "member") == 1.0
+
+
+@pytest.mark.parametrize("name", ["yeom", "salem", "label_only", "msp"])
+def test_threshold_never_fitted_on_eval_set(name):
+    """Plant an evaluation set shifted far beyond the attack set: a threshold fitted on it would
+    separate it perfectly; the frozen attack-set threshold calls every eval sample a non-member
+    (members' losses moved above tau), so accuracy is exactly 0.5 and the threshold unchanged."""
+    att = make_signals(np.full(10, 0.05) + np.linspace(0, 0.01, 10), np.full(10, 1.0))
+    ev = make_signals(np.full(10, 4.0), np.full(10, 6.0) + np.linspace(0, 0.1, 10), "eval")
+    a = _Threshold(lambda x: x["max_prob"].astype(np.float64)) if name == "msp" else get(name)()
+    a.fit(att)
+    tau = a.score_threshold
+    s = a.score(ev)
+    y = ev["role"] == "member"
+    assert a.score_threshold == tau
+    assert auc(s, y) == 1.0  # the eval set itself is separable ...
+    assert ((s >= tau) == y).mean() == 0.5  # ... but the frozen threshold is the attack set's
+
+
+def test_metrics_against_sklearn_on_random_scores():
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        y = rng.integers(0, 2, 300)
+        s = rng.normal(size=300) + 0.7 * y
+        s[:20] = np.round(s[:20], 1)  # some ties
+        assert auc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-6)
+        f, t = roc(s, y)
+        fs, ts, _ = roc_curve(y, s, drop_intermediate=False)
+        ours = np.array(sorted(zip(f, t)))
+        theirs = np.array(sorted(zip(fs, ts)))
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
+        tau = float(np.median(s))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = threshold_metrics(s, y, tau)
+        pred = s >= tau
+        assert m["acc"] == pytest.approx(accuracy_score(y, pred))
+        assert m["balanced_acc"] == pytest.approx(balanced_accuracy_score(y, pred))
+        assert m["precision"] == pytest.approx(precision_score(y, pred))
+        assert m["recall"] == pytest.approx(recall_score(y, pred))
+        assert m["fpr"] == pytest.approx(((pred == 1) & (y == 0)).sum() / (y == 0).sum())
+        # tpr@fpr: the best sklearn ROC point with fpr <= 1%
+        ok = fs <= 0.01
+        assert tpr_at_fpr(s, y, 0.01) == pytest.approx(ts[ok].max())
+
+
+def test_low_fpr_reliability_flag_and_warning():
+    y = np.array([1] * 50 + [0] * 50)
+    s = np.arange(100.0)
+    with pytest.warns(UserWarning, match="50 non-members"):
+        m = threshold_metrics(s, y, 50.0)
+    assert m["tpr@1%fpr_reliable"] is False and m["n_nonmembers"] == 50
+
+
+def test_open_set_metrics_by_hand():
+    # two known individuals (A: 2 photos, B: 1), two new (X: 2, Y: 2)
+    ident = np.array(["A", "A", "B", "X", "X", "Y", "Y"])
+    y = np.array([1, 1, 1, 0, 0, 0, 0])
+    s = np.array([0.9, 0.2, 0.8, 0.7, 0.1, 0.2, 0.3])
+    label = np.array([0, 0, 1, -1, -1, -1, -1])
+    pred = np.array([0, 0, 0, 0, 1, 1, 0])  # B's photo gets the wrong identity
+    m = open_set_metrics(s, y, 0.5, identity=ident, label=label, pred=pred)
+    assert m["baks_detect"] == pytest.approx((0.5 + 1.0) / 2)
+    assert m["baks"] == pytest.approx((0.5 + 0.0) / 2)
+    assert m["baus"] == pytest.approx((0.5 + 1.0) / 2)
+    assert m["gmean"] == pytest.approx(np.sqrt(0.25 * 0.75))
+    assert m["auroc_new"] == pytest.approx(roc_auc_score(1 - y, -s))
+
+
+def test_ensemble_rule_truth_tables():
+    taus = np.array([0.5, 0.5, 0.5])
+    for votes in itertools.product([0, 1], repeat=3):
+        scores = np.array(votes, dtype=float)[:, None] * 0.4 + 0.3  # 0.7 (yes) or 0.3 (no)
+        any_, _ = combine(scores, taus, "any")
+        maj, _ = combine(scores, taus, "majority")
+        mean, _ = combine(scores, taus, "mean_score")
+        assert bool(any_[0]) == (sum(votes) >= 1)
+        assert bool(maj[0]) == (sum(votes) >= 2)
+        assert bool(mean[0]) == (np.mean(np.array(votes) * 0.4 - 0.2) >= 0)
+    # mean_score uses margins, not votes: one confident yes outweighs two weak no's
+    dec, _ = combine(np.array([[0.9], [0.45], [0.45]]), taus, "mean_score")
+    assert dec[0]
+    dec, _ = combine(np.array([[0.9], [0.45], [0.45]]), taus, "majority")
+    assert not dec[0]
+    with pytest.raises(ValueError, match="rule"):
+        combine(np.zeros((2, 1)), np.zeros(2), "median")
+
+
+def test_ensemble_majority_even_k_needs_more_than_half():
+    scores = np.array([[1.0], [1.0], [0.0], [0.0]])
+    dec, _ = combine(scores, np.full(4, 0.5), "majority")
+    assert not dec[0]
+
+
+def test_split_identities_down_to_one_per_subset():
+    names = [f"w{i}" for i in range(7)]
+    groups = split_identities(names, 3, seed=1)
+    assert sorted(sum(groups, [])) == sorted(names) and len(groups) == 3
+    assert max(map(len, groups)) - min(map(len, groups)) <= 1
+    singles = split_identities(names, 100)
+    assert len(singles) == 7 and all(len(g) == 1 for g in singles)
