@@ -30,11 +30,13 @@ def shadow_rows(rows: list[dict], seed: int = 0, train_fraction: float = 0.5) ->
     """
     id2 = [r for r in rows if r["split"] == "attack"]
     names = sorted({r["identity"] for r in id2})
-    if len(names) < 2:
-        raise ValueError("a shadow needs at least 2 ID2 individuals")
+    if len(names) < 3:
+        raise ValueError(
+            f"a shadow needs at least 3 ID2 individuals (2 known + 1 out), found {len(names)}"
+        )
     rng = np.random.default_rng(seed)
     names = list(rng.permutation(names))
-    known = set(names[: max(1, len(names) // 2)])
+    known = set(names[: max(2, len(names) // 2)])
     out = []
     for ident in sorted(known):
         photos = [r for r in id2 if r["identity"] == ident]
