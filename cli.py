@@ -28,6 +28,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 #: Subcommands beside LightningCLI's: name -> "module:function" taking argv (list[str]).
 EXTRA_COMMANDS: dict[str, str] = {}
+EXTRA_COMMANDS["audit"] = "attacks.detection.audit:main"
 EXTRA_COMMANDS["attack"] = "attacks.run:main"
 EXTRA_COMMANDS["discriminate"] = "attacks.discriminate:main"
 

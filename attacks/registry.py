@@ -45,3 +45,5 @@ def _load_builtin() -> None:
     import attacks.label_only  # noqa: F401
     import attacks.salem  # noqa: F401
     import attacks.threshold  # noqa: F401
+    import attacks.detection.xgb  # noqa: F401
+    import attacks.detection.canvas_cnn  # noqa: F401

@@ -79,7 +79,11 @@ class DetectionDataset(Dataset):
         keep_difficult: bool = True,
     ):
         self.rows, self.records, self.root = rows, records, Path(root)
-        self.class_index, self.transform, self.keep_difficult = class_index, transform, keep_difficult
+        self.class_index, self.transform, self.keep_difficult = (
+            class_index,
+            transform,
+            keep_difficult,
+        )
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -99,7 +103,9 @@ class DetectionDataset(Dataset):
         labels = torch.tensor([self.class_index[n] for n in rec.labels], dtype=torch.int64)[keep]
         crowd = torch.as_tensor(rec.difficult, dtype=torch.int64)[keep]
         target = {
-            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(img.height, img.width)),
+            "boxes": tv_tensors.BoundingBoxes(
+                boxes, format="XYXY", canvas_size=(img.height, img.width)
+            ),
             "labels": labels,
             "iscrowd": crowd,
         }
@@ -107,7 +113,8 @@ class DetectionDataset(Dataset):
         target = {
             "boxes": target["boxes"].as_subclass(torch.Tensor),
             "labels": target["labels"],
-            "iscrowd": target["iscrowd"] if len(target["iscrowd"]) == len(target["labels"])
+            "iscrowd": target["iscrowd"]
+            if len(target["iscrowd"]) == len(target["labels"])
             else torch.zeros_like(target["labels"]),
             "orig_size": torch.tensor([rec.height, rec.width]),
         }
@@ -226,8 +233,10 @@ class DetectionDataModule(pl.LightningDataModule):
             root = Path(self.root_arg)
             recs, self.report = read_voc(root, hp.years, hp.image_sets, hp.classes, hp.on_invalid)
             found = {n for r in recs for n in r.labels}
-            names = list(hp.classes) if hp.classes else (
-                list(VOC_CLASSES) if found <= set(VOC_CLASSES) else sorted(found)
+            names = (
+                list(hp.classes)
+                if hp.classes
+                else (list(VOC_CLASSES) if found <= set(VOC_CLASSES) else sorted(found))
             )
         elif self.fmt == "inria":
             if not self.root_arg:
@@ -244,8 +253,14 @@ class DetectionDataModule(pl.LightningDataModule):
         self.root = root
         self._classes = names
         skipped = self.report.summary()
-        if self.report.n_skipped_images or self.report.n_skipped_objects or self.report.clipped_boxes:
-            rank_zero_warn(f"{self.fmt} reader at {root}: {skipped} (data.on_invalid={hp.on_invalid})")
+        if (
+            self.report.n_skipped_images
+            or self.report.n_skipped_objects
+            or self.report.clipped_boxes
+        ):
+            rank_zero_warn(
+                f"{self.fmt} reader at {root}: {skipped} (data.on_invalid={hp.on_invalid})"
+            )
         return recs
 
     def plan(self) -> list[dict]:
@@ -331,7 +346,9 @@ class DetectionDataModule(pl.LightningDataModule):
             f"{len(self._classes)} classes; reader: {self.report.summary()}"
         )
 
-    def _loader(self, rows: list[dict], *, train: bool = False, limit: int | None = None) -> DataLoader:
+    def _loader(
+        self, rows: list[dict], *, train: bool = False, limit: int | None = None
+    ) -> DataLoader:
         if limit is not None:
             rows = rows[:limit]
         ds = DetectionDataset(

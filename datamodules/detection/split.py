@@ -39,7 +39,17 @@ import numpy as np
 from datamodules.detection.records import DetRecord
 from datamodules.errors import DataError, SplitLeakError
 
-COLUMNS = ["sample_id", "dataset", "file", "annotation", "group", "set", "split", "role", "n_objects"]
+COLUMNS = [
+    "sample_id",
+    "dataset",
+    "file",
+    "annotation",
+    "group",
+    "set",
+    "split",
+    "role",
+    "n_objects",
+]
 PROTOCOLS = ("random", "sequential")
 
 
@@ -85,7 +95,10 @@ def plan_detection_split(
     s = settings
     if s.protocol not in PROTOCOLS:
         raise DataError(f"data.protocol={s.protocol!r}: choose one of {list(PROTOCOLS)}.")
-    for key, v in (("data.target_fraction", s.target_fraction), ("data.in_fraction", s.in_fraction)):
+    for key, v in (
+        ("data.target_fraction", s.target_fraction),
+        ("data.in_fraction", s.in_fraction),
+    ):
         if not 0 < v < 1:
             raise DataError(f"{key}={v}: give a fraction strictly between 0 and 1.")
     order, members = _groups_in_order(records)
@@ -101,15 +114,16 @@ def plan_detection_split(
         rng.shuffle(shuffled)
         target, shadow = _cut(shuffled, sizes, s.target_fraction)
     else:
-        target, shadow, acc = [], [], 0
+        target, shadow, n_t, n_s = [], [], 0, 0
         for g in order:
-            if acc < s.n_target:
+            if n_t < s.n_target:
                 target.append(g)
-            elif acc < s.n_target + s.n_shadow:
+                n_t += sizes[g]
+            elif n_s < s.n_shadow:
                 shadow.append(g)
+                n_s += sizes[g]
             else:
                 break
-            acc += sizes[g]
         if not shadow or len(target) < 2 or len(shadow) < 2:
             raise DataError(
                 f"{dataset}: {len(records)} images cannot fill data.n_target={s.n_target} and "
@@ -144,7 +158,11 @@ def plan_detection_split(
     counts = defaultdict(int)
     for row in rows:
         counts[f"{row['set']}_{row['split']}"] += 1
-    info = {"counts": dict(sorted(counts.items())), "n_rows": len(rows), "n_unused": len(records) - len(rows)}
+    info = {
+        "counts": dict(sorted(counts.items())),
+        "n_rows": len(rows),
+        "n_unused": len(records) - len(rows),
+    }
     return rows, info
 
 

@@ -68,7 +68,9 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int],
         draw.rectangle([x0, y0 + h // 3, x1, y1 - h // 3], fill=colour)
 
 
-def _xml(image_id: str, size: int, objects: list[tuple[str, tuple[int, int, int, int], int]]) -> str:
+def _xml(
+    image_id: str, size: int, objects: list[tuple[str, tuple[int, int, int, int], int]]
+) -> str:
     parts = [
         "<annotation>",
         "  <folder>VOC2012</folder>",
@@ -137,7 +139,9 @@ def generate(root: str | Path, settings: SyntheticVOC) -> Path:
                 difficult = int(min(w, h) < 0.12 * s.image_size)
                 objects.append((shape, box, difficult))
             img.save(voc / "JPEGImages" / f"{image_id}.jpg", quality=92)
-            (voc / "Annotations" / f"{image_id}.xml").write_text(_xml(image_id, s.image_size, objects))
+            (voc / "Annotations" / f"{image_id}.xml").write_text(
+                _xml(image_id, s.image_size, objects)
+            )
             ids.append(image_id)
         (voc / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")
         (tmp / "synthetic.json").write_text(json.dumps(asdict(s), indent=2))

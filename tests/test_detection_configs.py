@@ -1,0 +1,107 @@
+"""Every detection config passes ``fit --trainer.fast_dev_run true`` on tiny fixture data written
+in the real formats (VOC, INRIA, SynthText; synthetic for the demo), on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from detection_fixtures import write_inria, write_synthtext, write_voc
+
+import cli
+
+CONFIGS = Path(cli.__file__).resolve().parent / "configs"
+DETECTION = sorted(p.name for p in CONFIGS.glob("detection*.yaml"))
+
+#: config -> (fixture kind, extra arguments); SSD-VGG/ResNet keep their native 300/512 px input
+#: (their extra layers need it), the two-stage models run at 128 px.
+CASES = {
+    "detection_demo.yaml": ("synthetic", ["--data.init_args.synthetic.n_images", "24"]),
+    "detection_ssd300_vgg16_voc.yaml": ("voc", []),
+    "detection_ssd512_vgg16_voc.yaml": ("voc", []),
+    "detection_ssd300_resnet50_voc.yaml": ("voc", []),
+    "detection_frcnn_vgg16_voc.yaml": (
+        "voc",
+        ["--model.init_args.input_size", "128", "--model.init_args.max_size", "160"],
+    ),
+    "detection_frcnn_resnet50_fpn_voc.yaml": (
+        "voc",
+        ["--model.init_args.input_size", "128", "--model.init_args.max_size", "160"],
+    ),
+    "detection_ssd300_vgg16_inria.yaml": ("inria", []),
+    "detection_ssd300_vgg16_synthtext.yaml": (
+        "synthtext",
+        ["--data.init_args.n_target", "6", "--data.init_args.n_shadow", "6"],
+    ),
+    "detection_transfer_grid.yaml": ("voc", []),
+}
+SLOW = {
+    "detection_ssd512_vgg16_voc.yaml",
+    "detection_ssd300_resnet50_voc.yaml",
+    "detection_frcnn_vgg16_voc.yaml",
+}
+
+
+def test_every_detection_config_has_a_case():
+    assert set(DETECTION) == set(CASES), "add new detection configs to CASES"
+
+
+def _root(kind: str, tmp: Path) -> Path:
+    root = tmp / kind
+    if kind == "voc":
+        write_voc(root, n=8)
+    elif kind == "inria":
+        write_inria(root, n_train=4, n_test=4)
+    elif kind == "synthtext":
+        write_synthtext(root, n_backgrounds=6, variants=2)
+    return root
+
+
+@pytest.mark.parametrize(
+    "config",
+    [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in DETECTION],
+)
+def test_fast_dev_run(config, tmp_path, monkeypatch):
+    kind, extra = CASES[config]
+    root = _root(kind, tmp_path)
+    monkeypatch.chdir(tmp_path)  # nothing may land in the checkout
+    cli.main(
+        [
+            "fit",
+            "--config",
+            config,
+            "--trainer.fast_dev_run",
+            "true",
+            "--trainer.accelerator",
+            "cpu",
+            "--data.init_args.root",
+            str(root),
+            "--data.init_args.batch_size",
+            "2" if kind == "synthetic" else "1",
+            "--data.init_args.num_workers",
+            "0",
+            *extra,
+        ]
+    )
+    assert not (tmp_path / "lightning_logs").exists() or not any(
+        (tmp_path / "lightning_logs").rglob("*.ckpt")
+    )
+
+
+def test_missing_voc_root_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(
+            [
+                "fit",
+                "--config",
+                "detection_ssd300_vgg16_voc.yaml",
+                "--data.init_args.root",
+                str(tmp_path / "nope"),
+                "--trainer.fast_dev_run",
+                "true",
+            ]
+        )
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "data.root" in err and "nope" in err and "Traceback" not in err

@@ -1,0 +1,155 @@
+"""Target/shadow split: disjoint buckets, whole groups, SynthText's first/next protocol, manifest."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from detection_fixtures import write_synthtext, write_voc
+
+from datamodules.detection.datamodule import DetectionDataModule
+from datamodules.detection.records import DetRecord
+from datamodules.detection.split import (
+    DetSplitSettings,
+    plan_detection_split,
+    read_detection_manifest,
+    verify_cross_runs,
+    verify_detection_split,
+    write_detection_manifest,
+)
+from datamodules.detection.synthtext import read_synthtext
+from datamodules.errors import DataError, SplitLeakError
+
+
+def _recs(n: int, group_size: int = 1) -> list[DetRecord]:
+    box = np.array([[0, 0, 4, 4]], np.float32)
+    return [
+        DetRecord(
+            f"im{i:03d}.jpg", 8, 8, box, ["a"], np.zeros(1, bool), group=f"g{i // group_size}"
+        )
+        for i in range(n)
+    ]
+
+
+def _buckets(rows):
+    out = {}
+    for r in rows:
+        out.setdefault((r["set"], r["split"]), set()).add(r["file"])
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_random_split_is_disjoint_and_seeded(seed):
+    rows, info = plan_detection_split(_recs(40), DetSplitSettings(seed=seed), "voc")
+    b = _buckets(rows)
+    assert set(b) == {("target", "in"), ("target", "out"), ("shadow", "in"), ("shadow", "out")}
+    assert all(len(v) == 10 for v in b.values())
+    files = [f for v in b.values() for f in v]
+    assert len(files) == len(set(files)) == 40
+    target = b["target", "in"] | b["target", "out"]
+    shadow = b["shadow", "in"] | b["shadow", "out"]
+    assert not target & shadow
+    assert all(r["role"] == ("member" if r["split"] == "in" else "nonmember") for r in rows)
+    verify_detection_split(rows)
+    again, _ = plan_detection_split(_recs(40), DetSplitSettings(seed=seed), "voc")
+    assert again == rows
+    other, _ = plan_detection_split(_recs(40), DetSplitSettings(seed=seed + 100), "voc")
+    assert _buckets(other) != b
+
+
+def test_groups_stay_in_one_bucket():
+    rows, _ = plan_detection_split(_recs(60, group_size=3), DetSplitSettings(seed=2), "synthtext")
+    where = {}
+    for r in rows:
+        where.setdefault(r["group"], set()).add((r["set"], r["split"]))
+    assert all(len(v) == 1 for v in where.values())
+
+
+def test_sequential_first_and_next(tmp_path):
+    write_synthtext(tmp_path, n_backgrounds=6, variants=3)
+    recs, _ = read_synthtext(tmp_path)
+    s = DetSplitSettings(seed=0, protocol="sequential", n_target=7, n_shadow=5)
+    rows, info = plan_detection_split(recs, s, "synthtext")
+    order = [r.file for r in recs]
+    target = [order.index(r["file"]) for r in rows if r["set"] == "target"]
+    shadow = [order.index(r["file"]) for r in rows if r["set"] == "shadow"]
+    # first 7 images, finished at the background boundary (3 variants each) -> 9; then next 5 -> 6
+    assert sorted(target) == list(range(9)) and sorted(shadow) == list(range(9, 15))
+    assert info["n_unused"] == 3
+    verify_detection_split(rows)
+
+
+def test_leaks_fail_loudly():
+    rows, _ = plan_detection_split(_recs(20, group_size=2), DetSplitSettings(), "voc")
+    bad = [dict(r) for r in rows]
+    # move one image of a group to another bucket
+    i = next(k for k, r in enumerate(bad) if r["set"] == "target")
+    bad[i]["set"] = "shadow"
+    with pytest.raises(SplitLeakError, match="must stay in one bucket"):
+        verify_detection_split(bad)
+    dup = rows + [dict(rows[0], set="shadow")]
+    with pytest.raises(SplitLeakError, match="appears twice"):
+        verify_detection_split(dup)
+    hashes = {
+        r["file"]: "same" if r["file"] in (rows[0]["file"], rows[-1]["file"]) else r["file"]
+        for r in rows
+    }
+    if (rows[0]["set"], rows[0]["split"]) != (rows[-1]["set"], rows[-1]["split"]):
+        with pytest.raises(SplitLeakError, match="byte-identical"):
+            verify_detection_split(rows, hashes)
+    with pytest.raises(DataError, match="at least 4"):
+        plan_detection_split(_recs(3), DetSplitSettings(), "voc")
+
+
+def test_cross_run_check():
+    rows, _ = plan_detection_split(_recs(20), DetSplitSettings(seed=0), "voc")
+    verify_cross_runs(rows, rows)  # same plan: target and shadow halves are disjoint
+    other, _ = plan_detection_split(_recs(20), DetSplitSettings(seed=5), "voc")
+    with pytest.raises(SplitLeakError, match="overlap"):
+        verify_cross_runs(rows, other)
+
+
+def test_manifest_written_and_checked(tmp_path):
+    rows, _ = plan_detection_split(_recs(12), DetSplitSettings(), "voc")
+    write_detection_manifest(tmp_path, rows, {"seed": 0})
+    back, header = read_detection_manifest(tmp_path)
+    assert [r["file"] for r in back] == [r["file"] for r in rows] and len(header["hash"]) == 64
+    write_detection_manifest(tmp_path, rows, {"seed": 0})  # same split: fine
+    other, _ = plan_detection_split(_recs(12), DetSplitSettings(seed=3), "voc")
+    with pytest.raises(SplitLeakError, match="already holds a different split"):
+        write_detection_manifest(tmp_path, other, {"seed": 3})
+
+
+def test_datamodule_roles_share_one_plan(tmp_path):
+    write_voc(tmp_path / "voc", n=16)
+    kw = dict(format="voc", root=str(tmp_path / "voc"), image_size=32, batch_size=2, num_workers=0)
+    t = DetectionDataModule(role="target", **kw)
+    s = DetectionDataModule(role="shadow", **kw)
+    t.setup("fit")
+    s.setup("fit")
+    assert t.plan() == s.plan() and t.num_classes == 21  # VOC's 20 classes + background
+    assert {r["file"] for r in t.signal_rows()}.isdisjoint({r["file"] for r in s.signal_rows()})
+    assert {r["set"] for r in s.signal_rows()} == {"shadow"}
+    images, targets, idx = next(iter(t.train_dataloader()))
+    assert images[0].shape == (3, 32, 32) and targets[0]["boxes"].shape[1] == 4
+    t.write_manifest(tmp_path / "run")
+    header = json.loads((tmp_path / "run" / "split_manifest.json").read_text())
+    assert header["counts"] == {"shadow_in": 4, "shadow_out": 4, "target_in": 4, "target_out": 4}
+    assert header["reader_summary"] == "nothing skipped"
+
+
+def test_datamodule_shows_skip_counts(tmp_path):
+    write_voc(tmp_path / "voc", n=10, broken_xml=("img_004",), missing_images=("img_007",))
+    dm = DetectionDataModule(
+        format="voc", root=str(tmp_path / "voc"), on_invalid="skip", num_workers=0
+    )
+    with pytest.warns(
+        UserWarning, match=r"skipped 2 images \(malformed XML: 1, missing image: 1\)"
+    ):
+        dm.setup("fit")
+    dm.write_manifest(tmp_path / "run")
+    header = json.loads((tmp_path / "run" / "split_manifest.json").read_text())
+    assert header["reader"]["skipped_images"] == {"malformed XML": 1, "missing image": 1}
+    with pytest.raises(DataError, match="img_004.xml"):
+        DetectionDataModule(format="voc", root=str(tmp_path / "voc")).setup("fit")
