@@ -3,7 +3,7 @@
 ID1 is split into ``n_subsets`` disjoint groups of individuals (down to one individual per
 subset). For each subset ``k`` a target model is trained on that subset's ID1-train photos, and
 an attack is fitted on its own attack set: the subset's ID1-val photos (members) against as many
-ID2 individuals, drawn at random (non-members). Every attack then scores the whole evaluation
+ID2 individuals, drawn at random (non-members), balanced by photo count. Every attack then scores the whole evaluation
 set (ID1-test + ID3) through its own target, and a rule combines the ``K`` outputs:
 
 * ``any`` (the paper's): member iff at least one attack says member;
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attacks.metrics import balance
 from attacks.registry import get
 from attacks.signals import load_signals, membership, subset
 
@@ -79,7 +80,9 @@ def run_ensemble(ctx, out_dir: Path, cfg: dict, single_signals: dict, log=print)
         ctx: :class:`attacks.training.RunContext` of the finished run.
         out_dir: ``<run>/attacks/ensemble``; per-subset signals land in ``subset_K/``.
         cfg: ``n_subsets``, ``rules``, ``base`` (a signal attack name, default ``yeom``),
-            ``base_args``, ``epochs``, ``batch_size``, ``seed``, ``max_subsets``.
+            ``base_args``, ``epochs``, ``match_steps`` (scale ``epochs`` by all-ID1 / subset
+            training photos so each subset's target gets as many optimisation steps as the
+            run's target; default True), ``batch_size``, ``seed``, ``max_subsets``.
         single_signals: the run's own signals (for the single-model comparison).
 
     Returns a dict with ``subsets`` (Table 6), per-rule decisions and scores on the evaluation
@@ -111,6 +114,11 @@ def run_ensemble(ctx, out_dir: Path, cfg: dict, single_signals: dict, log=print)
             if r["sample_id"] not in seen:
                 seen.add(r["sample_id"])
                 uniq.append(r)
+        # same number of optimisation steps as the run's target (a subset has fewer photos)
+        n_all = sum(r["split"] == "train" for r in ctx.rows)
+        epochs = int(cfg.get("epochs") or 10)
+        if cfg.get("match_steps", True):
+            epochs = int(np.ceil(epochs * n_all / max(1, len(train_rows))))
         t0 = time.perf_counter()
         if path.is_file() and cfg.get("reuse", True):
             sig = load_signals(path)
@@ -118,7 +126,7 @@ def run_ensemble(ctx, out_dir: Path, cfg: dict, single_signals: dict, log=print)
         else:
             model, secs = train_classifier(
                 train_rows, ctx.roots, ids, ctx.model_args, image_size=ctx.image_size,
-                epochs=int(cfg.get("epochs", 10)), batch_size=int(cfg.get("batch_size", 32)),
+                epochs=epochs, batch_size=int(cfg.get("batch_size", 32)),
                 seed=seed + k, device=ctx.device,
             )
             sig = extract_signals(
@@ -127,6 +135,7 @@ def run_ensemble(ctx, out_dir: Path, cfg: dict, single_signals: dict, log=print)
         sid = {s: i for i, s in enumerate(sig["sample_id"])}
         att_sel = np.array([sid[r["sample_id"]] for r in att_rows])
         att = {kk: v[att_sel] for kk, v in sig.items()}
+        att = {kk: v[balance(membership(att), seed + k)] for kk, v in att.items()}
         attack = get(base)(**base_args).fit(att)
         ev_sel = np.array([sid[r["sample_id"]] for r in eval_rows])
         ev = {kk: v[ev_sel] for kk, v in sig.items()}
@@ -146,6 +155,8 @@ def run_ensemble(ctx, out_dir: Path, cfg: dict, single_signals: dict, log=print)
                 "test_acc": te_acc,
                 "overfitting_level": tr_acc - te_acc,
                 "train_seconds": secs,
+                "epochs": epochs,
+                "n_train_photos": len(train_rows),
             }
         )
         log(f"ensemble subset {k + 1}/{len(groups)}: {len(ids)} individuals, "

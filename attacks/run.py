@@ -79,7 +79,8 @@ class LabelOnlySettings:
 @dataclass
 class EnsembleSettings:
     """Ensemble MIA: ``n_subsets`` targets over disjoint ID1 subsets; ``epochs``/``batch_size``
-    None = the run's own; ``base``: the per-subset signal attack."""
+    None = the run's own; with ``match_steps`` the epochs are scaled up so each subset's target
+    gets as many optimisation steps as the run's; ``base``: the per-subset signal attack."""
 
     enabled: bool = True
     n_subsets: int = 2
@@ -87,6 +88,7 @@ class EnsembleSettings:
     rules: list[str] = field(default_factory=lambda: ["any", "majority", "mean_score"])
     base: str = "yeom"
     epochs: int | None = None
+    match_steps: bool = True
     batch_size: int | None = None
     seed: int = 0
 
@@ -102,6 +104,7 @@ class AttackSettings:
     seed: int = 0
     device: str | None = None
     compare: list[str] = field(default_factory=list)
+    output: str = "attacks"
 
 
 def _balanced(sig: dict, seed: int) -> dict:
@@ -177,9 +180,10 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
     s = settings or AttackSettings()
     t_start = time.perf_counter()
     ctx = RunContext.open(run, s.device)
-    out = ctx.folder / "attacks"
+    out = ctx.folder / s.output
     out.mkdir(parents=True, exist_ok=True)
     (out / "attack_config.json").write_text(json.dumps(asdict(s), indent=2))
+    # whatever run.py writes is in ``out``; ``output`` keeps transfer runs beside the main one
     torch.manual_seed(s.seed)
     sig, fwd = final_signals(ctx)
     att, ev = subset(sig, "attack"), subset(sig, "eval")
@@ -224,10 +228,11 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
                 ssig = subset(full, "attack")
             ssig = _balanced(ssig, s.seed) if s.balanced else ssig
             t_shadow = time.perf_counter() - t0
-            name = "salem_shadow"
+            target_arch = ctx.model_args.get("arch")
+            name = "salem_shadow" if sinfo["arch"] == target_arch else f"salem_shadow_{sinfo['arch']}"
             m, i = _signal_attack(name, get("salem")(**kw), ssig, ev, fwd, s,
                                   {**common, **kw, "fit_on": "shadow", "shadow": sinfo,
-                                   "target_arch": ctx.model_args.get("arch")},
+                                   "target_arch": target_arch},
                                   out, writer, s.seed)
             i["train_seconds"] += t_shadow
             done(name, m, i)
@@ -339,7 +344,8 @@ def _ensemble(ctx, sig, s: AttackSettings, out: Path, writer, log) -> dict:
     epochs = e.epochs or int(ctx.config.get("trainer", {}).get("max_epochs") or 10)
     bs = e.batch_size or int(ctx.data_args.get("batch_size", 32))
     cfg = {"n_subsets": e.n_subsets, "max_subsets": e.max_subsets, "rules": e.rules,
-           "base": e.base, "epochs": epochs, "batch_size": bs, "seed": e.seed, "reuse": False}
+           "base": e.base, "epochs": epochs, "match_steps": e.match_steps, "batch_size": bs,
+           "seed": e.seed, "reuse": False}
     edir = out / "ensemble"
     res = run_ensemble(ctx, edir, cfg, sig, log=log)
     y = res["is_member"]
@@ -369,16 +375,18 @@ def _ensemble(ctx, sig, s: AttackSettings, out: Path, writer, log) -> dict:
     single = res["single"]
     ssel = balance(single["is_member"], s.seed) if s.balanced else np.arange(len(single["score"]))
     sm = attack_metrics(single["score"][ssel], single["is_member"][ssel], single["threshold"])
-    table6 = ["| subset | individuals | train acc | test acc | overfitting level |",
-              "|---|---|---|---|---|"]
+    table6 = ["| subset | individuals | epochs | train acc | test acc | overfitting level |",
+              "|---|---|---|---|---|---|"]
     for t in res["subsets"]:
         ids = ", ".join(t["individuals"][:6]) + (" ..." if len(t["individuals"]) > 6 else "")
-        table6.append(f"| {t['subset']} | {ids} | {t['train_acc']:.3f} | {t['test_acc']:.3f} | "
+        table6.append(f"| {t['subset']} | {ids} | {t['epochs']} | {t['train_acc']:.3f} | "
+                      f"{t['test_acc']:.3f} | "
                       f"{t['overfitting_level']:.3f} |")
     md = [
         "# Ensemble MIA", "",
         f"{res['n_subsets']} disjoint subsets of ID1, one target ({ctx.model_args.get('arch')}, "
-        f"{epochs} epochs) and one `{res['base']}` attack per subset. Each attack's threshold is "
+        f"{epochs} run epochs, scaled to equal steps: {e.match_steps}) and one `{res['base']}` "
+        "attack per subset. Each attack's threshold is "
         "fitted on its own attack set (its subset's ID1-val + as many random ID2 individuals).",
         "", "## Overfitting level per subset (Table 6 style)", "", *table6, "",
         "## Ensemble vs single model (evaluation set, balanced)", "",
