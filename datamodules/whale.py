@@ -223,8 +223,9 @@ class WhaleDataModule(pl.LightningDataModule):
         if not self._verified:
             self.verify()
         trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.log_dir and trainer.is_global_zero:
-            path = self.write_manifest(trainer.log_dir)
+        log_dir = trainer.log_dir if trainer is not None else None  # collective: all ranks ask
+        if log_dir and trainer.is_global_zero and not trainer.fast_dev_run:
+            path = self.write_manifest(log_dir)
             rank_zero_info(f"Split manifest: {path}")
         excluded = self._info.get("excluded_individuals", {})
         if excluded:

@@ -79,10 +79,11 @@ class LeakageMonitor(pl.Callback):
         arrays = gather_shards(local, None if limit else len(rows))
         signals = attach_metadata(arrays, rows)
         metrics = None
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
         if trainer.is_global_zero:
             metrics = leakage_metrics(signals, kl_bins=self.kl_bins)
-            if trainer.log_dir and not trainer.fast_dev_run:
-                path = save_signals(epoch_path(trainer.log_dir, trainer.current_epoch), signals)
+            if log_dir and not trainer.fast_dev_run:
+                path = save_signals(epoch_path(log_dir, trainer.current_epoch), signals)
                 rank_zero_info(f"signals: {Path(path)}")
         metrics = trainer.strategy.broadcast(metrics, src=0)
         self.last_metrics = metrics
