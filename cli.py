@@ -73,9 +73,12 @@ class RunFolderConfigCallback(SaveConfigCallback):
     """
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.already_saved or not trainer.log_dir:
+        if self.already_saved:
             return
-        log_dir = Path(trainer.log_dir)
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks, once
+        if not log_dir:
+            return
+        log_dir = Path(log_dir)
         if trainer.is_global_zero:
             log_dir.mkdir(parents=True, exist_ok=True)
             name = self.config_filename
@@ -122,6 +125,12 @@ class SuiteCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        trainer_cfg = cfg.get("trainer", {})
+        if trainer_cfg.get("enable_progress_bar") is False:
+            self.trainer_defaults["callbacks"] = [
+                c for c in self.trainer_defaults.get("callbacks", [])
+                if not isinstance(c, RichProgressBar)
+            ]
         ckpt = cfg.get("ckpt_path")
         logger = cfg.get("trainer", {}).get("logger")
         if not ckpt or not logger or isinstance(logger, bool):
@@ -143,6 +152,12 @@ class SuiteCLI(LightningCLI):
                 f"\nRun folder: {log_dir}\n  TensorBoard: tensorboard --logdir {Path(log_dir).parent}"
             )
         attack_cfg = self.config.get(self.subcommand, self.config).get("attack_after_fit")
+        if attack_cfg and self.trainer.world_size > 1:
+            # the attacks train models of their own; they must not run inside the DDP group
+            if self.trainer.is_global_zero:
+                print(f"Multi-process fit: run the attacks as their own job:\n  python cli.py "
+                      f"attack --run {log_dir} --config {attack_cfg}")
+            return
         if attack_cfg and self.trainer.is_global_zero and log_dir and not self.trainer.fast_dev_run:
             from attacks.run import main as attack_main
 
