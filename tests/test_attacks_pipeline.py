@@ -110,3 +110,25 @@ def test_attack_command_writes_every_report(run_folder, tmp_path):
     assert "Table 6" in (att / "ensemble" / "report.md").read_text()
     assert list((att / "tensorboard").glob("events.out.tfevents.*"))
     assert (run_folder / "signals" / "final.npz").is_file()
+
+
+def test_shadow_rows_split_id2_only():
+    from attacks.shadow import shadow_rows
+
+    rows = [{"identity": f"w{i}", "split": "attack", "sample_id": f"{i}-{j}"}
+            for i in range(5) for j in range(4)]
+    rows += [{"identity": "t", "split": "train", "sample_id": "t"}]
+    sh = shadow_rows(rows, seed=0)
+    assert all(r["identity"] != "t" for r in sh)  # never ID1 (nor ID3)
+    known = {r["identity"] for r in sh if r["role"] == "member"}
+    out = {r["identity"] for r in sh if r["role"] == "nonmember"}
+    assert len(known) >= 2 and out and not known & out
+    assert {r["split"] for r in sh} == {"shadow_train", "shadow_val", "shadow_out"}
+
+
+def test_shadow_from_a_second_run_uses_its_attack_set(run_folder, tmp_path):
+    from attacks.shadow import shadow_run_signals
+
+    sig, info = shadow_run_signals(run_folder, tmp_path)
+    assert set(sig["set"]) == {"attack"} and set(sig["role"]) == {"member", "nonmember"}
+    assert info["arch"] == "resnet18"
