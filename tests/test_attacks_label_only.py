@@ -18,6 +18,15 @@ from attacks.label_only import Float32Model, art_reference_attack, hsj_distances
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: extra intra-op threads only spin, 10-100x slower on a loaded 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _bench():
     spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks/label_only_vs_art.py")
     mod = importlib.util.module_from_spec(spec)
