@@ -33,8 +33,9 @@ def combine(
     """Combine ``K`` attacks' scores (K, N) with their thresholds (K,).
 
     Returns ``(decision (N,) bool, ensemble score (N,) float64)``. The score orders samples
-    consistently with the rule: ``any`` -> max margin, ``majority`` -> number of votes (+ mean
-    margin / 1e6 to break ties), ``mean_score`` -> mean margin; margins are ``score_k - tau_k``.
+    consistently with the rule: ``any`` -> max margin, ``majority`` -> number of votes
+    (+ 0.49 tanh(mean margin) to break ties; member iff >= floor(K/2) + 0.5), ``mean_score``
+    -> mean margin (member iff >= 0); margins are ``score_k - tau_k``; ``any``: member iff >= 0.
     """
     s = np.asarray(scores, dtype=np.float64)
     t = np.asarray(thresholds, dtype=np.float64).reshape(-1, 1)
@@ -47,7 +48,7 @@ def combine(
         return votes.any(0), margin.max(0)
     if rule == "majority":
         n = votes.sum(0)
-        return n * 2 > k, n + np.tanh(margin.mean(0)) * 0.5
+        return n * 2 > k, n + np.tanh(margin.mean(0)) * 0.49
     if rule == "mean_score":
         m = margin.mean(0)
         return m >= 0, m
@@ -168,7 +169,9 @@ def run_ensemble(ctx, out_dir: Path, cfg: dict, single_signals: dict, log=print)
         dec, sc = combine(scores_a, taus_a, rule)
         rules[rule] = {"decision": dec, "score": sc}
     per_sample = (time.perf_counter() - t0) / max(1, len(eval_rows))
-    single = get(base)(**base_args).fit(subset(single_signals, "attack"))
+    s_att = subset(single_signals, "attack")
+    s_att = {kk: v[balance(membership(s_att), seed)] for kk, v in s_att.items()}
+    single = get(base)(**base_args).fit(s_att)
     sev = {k: v[np.isin(single_signals["index"], eval_index)] for k, v in single_signals.items()}
     return {
         "subsets": table,

@@ -205,3 +205,15 @@ def test_split_identities_down_to_one_per_subset():
     assert max(map(len, groups)) - min(map(len, groups)) <= 1
     singles = split_identities(names, 100)
     assert len(singles) == 7 and all(len(g) == 1 for g in singles)
+
+
+def test_ensemble_scores_order_like_decisions():
+    """The ensemble score crosses its cut exactly where the rule's decision flips, even with
+    saturated margins (the ROC of the combined score matches the decisions)."""
+    rng = np.random.default_rng(0)
+    for k in (1, 2, 3, 4, 5):
+        scores = rng.normal(0, 50, (k, 400))
+        taus = np.zeros(k)
+        for rule, cut in (("any", 0.0), ("mean_score", 0.0), ("majority", k // 2 + 0.5)):
+            dec, sc = combine(scores, taus, rule)
+            np.testing.assert_array_equal(sc >= cut, dec)
