@@ -35,10 +35,13 @@ CASES = {
     ),
     "detection_transfer_grid.yaml": ("voc", []),
 }
-SLOW = {
+SLOW = {  # over ~15 s each on 2 shared cores (SSD-VGG/ResNet50 at their native 300/512 px)
+    "detection_ssd300_vgg16_voc.yaml",
     "detection_ssd512_vgg16_voc.yaml",
     "detection_ssd300_resnet50_voc.yaml",
     "detection_frcnn_vgg16_voc.yaml",
+    "detection_frcnn_resnet50_fpn_voc.yaml",
+    "detection_transfer_grid.yaml",
 }
 
 

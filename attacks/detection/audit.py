@@ -353,7 +353,6 @@ def main(argv: list[str]) -> dict:
     if settings.transfer:
         reuse = {}
         if not settings.shadow_config and not settings.shadow_args:
-            reuse[_Entry("", args.config, []).key] = (target_run, shadow_run)
             reuse[_Entry("", config, []).key] = (target_run, shadow_run)
         transfer = run_transfer(settings, fit_args, out, reuse)
     timings["total_s"] = round(time.time() - t0, 1)
@@ -402,7 +401,7 @@ def run_transfer(
     audit's own pair, which are not trained again.
     """
     grids = {
-        g: [_Entry(e["name"], e["config"], list(e.get("args") or [])) for e in entries]
+        g: [_Entry(e["name"], _resolve(e["config"]), list(e.get("args") or [])) for e in entries]
         for g, entries in settings.transfer.items()
     }
     runs: dict[str, tuple[Path, Path]] = dict(reuse or {})

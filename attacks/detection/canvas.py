@@ -74,12 +74,13 @@ def render_canvas(
     box_style: str = "original",
     rescale: bool = False,
     uniform_frac: float = 0.1,
-    chunk: int = 64,
+    chunk: int | None = None,
 ) -> torch.Tensor:
     """Render canvases (N, 1, S, S) float32 from boxes (N, K, 4) normalised and scores (N, K).
 
     ``n_boxes`` (N,) marks the valid slots (None: score > 0). Works on the device of ``boxes``;
-    numpy inputs are converted. ``chunk`` canvases are summed at a time (cache-friendly on CPUs).
+    numpy inputs are converted. ``chunk`` canvases are summed at a time (None: 8 on the CPU, which
+    keeps the buffer in cache; all at once on a GPU).
     """
     boxes = torch.as_tensor(np.asarray(boxes) if not torch.is_tensor(boxes) else boxes)
     scores = torch.as_tensor(
@@ -89,18 +90,21 @@ def render_canvas(
         n_boxes = torch.as_tensor(
             np.asarray(n_boxes) if not torch.is_tensor(n_boxes) else n_boxes, device=boxes.device
         )
-    n, k = scores.shape
+    n = scores.shape[0]
     x0, y0, x1, y1 = pixel_rects(boxes, size, box_style, uniform_frac)
     v = intensity(scores, rescale) * _valid(scores, n_boxes)
     w = size + 1
+    idx = torch.cat([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], 1)
+    val = torch.cat([v, -v, -v, v], 1)
     out = torch.empty(n, 1, size, size, dtype=torch.float32, device=boxes.device)
-    idx_all = torch.cat([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], 1)
-    val_all = torch.cat([v, -v, -v, v], 1)
+    if chunk is None:
+        chunk = 8 if boxes.device.type == "cpu" else max(1, n)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
         diff = torch.zeros(b - a, w * w, dtype=torch.float32, device=boxes.device)
-        diff.scatter_add_(1, idx_all[a:b], val_all[a:b])
-        grid = diff.view(b - a, w, w).cumsum(1).cumsum(2)
+        diff.scatter_add_(1, idx[a:b], val[a:b])
+        grid = diff.view(b - a, w, w)
+        grid.cumsum_(1).cumsum_(2)  # in place: two prefix sums give the filled rectangles
         out[a:b, 0] = grid[:, :size, :size]
     return out
 
