@@ -68,19 +68,17 @@ class SalemAttack:
         self.weight_decay, self.seed, self.threshold_mode = weight_decay, seed, threshold
         self.net: nn.Sequential | None = None
         self._tau = 0.5
-        self.mean = self.std = None
 
     def _features(self, signals: dict) -> torch.Tensor:
-        f = topk_posteriors(signals, self.topk)
-        return torch.as_tensor((f - self.mean) / self.std, dtype=torch.float32)
+        # raw posteriors in [0, 1], as in ML-Leaks: standardising with a shadow's statistics
+        # blows up when the shadow is unsure (tiny spread) and saturates the MLP on the target
+        return torch.as_tensor(topk_posteriors(signals, self.topk), dtype=torch.float32)
 
     def fit(self, attack_signals: dict) -> SalemAttack:
         """Train the MLP on member/non-member signals (attack set of the target or a shadow)."""
         y = torch.as_tensor(membership(attack_signals))
         if len(torch.unique(y)) < 2:
             raise ValueError("salem: the attack-training signals need members and non-members")
-        raw = topk_posteriors(attack_signals, self.topk)
-        self.mean, self.std = raw.mean(0), raw.std(0) + 1e-6
         x = self._features(attack_signals)
         g = torch.Generator().manual_seed(self.seed)
         with torch.random.fork_rng():
