@@ -31,6 +31,7 @@ EXTRA_COMMANDS: dict[str, str] = {}
 EXTRA_COMMANDS["audit"] = "attacks.detection.audit:main"
 EXTRA_COMMANDS["attack"] = "attacks.run:main"
 EXTRA_COMMANDS["discriminate"] = "attacks.discriminate:main"
+EXTRA_COMMANDS["study"] = "attacks.protocol_study:main"
 
 
 def resolve_config_args(argv: list[str]) -> list[str]:

@@ -81,9 +81,7 @@ def auc(scores: np.ndarray, is_member: np.ndarray) -> float:
     y = np.asarray(is_member, dtype=np.int64)
     if y.min() == y.max():
         return 0.5
-    return float(
-        binary_auroc(torch.as_tensor(_ranks(scores)), torch.as_tensor(y))
-    )
+    return float(binary_auroc(torch.as_tensor(_ranks(scores)), torch.as_tensor(y)))
 
 
 def threshold_metrics(
@@ -128,8 +126,9 @@ def threshold_metrics(
     return out
 
 
-def histogram_kl(p_samples: np.ndarray, q_samples: np.ndarray, bins: int = 20,
-                 pseudo_count: float = 0.5) -> float:
+def histogram_kl(
+    p_samples: np.ndarray, q_samples: np.ndarray, bins: int = 20, pseudo_count: float = 0.5
+) -> float:
     """KL(P || Q) in nats between two samples' histograms (whale paper, eqs. 4-5).
 
     Binning: ``bins`` equal-width bins over [0, max] of both samples pooled (cross-entropies are

@@ -10,9 +10,16 @@ is set) are shuffled by seed into ID1 (target), ID2 (attack-set non-members) and
 
 Optional balancing augmentation adds deterministic copies (the paper's rotations of 90/180/270/330
 degrees, brightness and horizontal flip) up to ``images_per_identity``. ``split_protocol`` decides
-the order: ``photo`` (default) and ``group`` split the originals and augment inside each split;
-``paper`` augments first and then splits by picture, as the paper describes, so copies of one
-original can land in train and test (the manifest's ``file`` column names the original).
+the unit and the order:
+
+* ``photo``: split the original photos, then augment inside each split (default without group_by);
+* ``group``: split whole groups (``group_by``), then augment inside each split (default with
+  group_by);
+* ``paper``: augment first, then split by picture, as the paper describes, so copies of one
+  original can land in train and test (the manifest's ``file`` column names the original).
+
+With ``group_by`` set, the group column is recorded and used for eligibility under every protocol,
+so all three protocols see the same individuals and the same ID1/ID2/ID3 for one seed.
 
 Every manifest row::
 
@@ -37,7 +44,7 @@ import io
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +87,7 @@ class SplitSettings:
     photo_fractions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
     group_by: str | None = None
     images_per_identity: int | None = None
-    split_protocol: str = "photo"
+    split_protocol: str | None = None
     nonmember_use: str = "attack"
     balance_nonmembers: bool = True
 
@@ -188,6 +195,8 @@ def plan_splits(
         with counts and the excluded individuals.
     """
     s = settings
+    if s.split_protocol is None:
+        s = replace(s, split_protocol="group" if s.group_by else "photo")
     if s.split_protocol not in PROTOCOLS:
         raise DataError(
             f"data.split_protocol={s.split_protocol!r}: choose one of {list(PROTOCOLS)}."
@@ -196,8 +205,9 @@ def plan_splits(
         raise DataError("data.split_protocol='group' needs data.group_by (e.g. encounter_id).")
     id_fr = _check_fractions(s.identity_fractions, "data.identity_fractions")
     ph_fr = _check_fractions(s.photo_fractions, "data.photo_fractions")
-    use_groups = s.group_by is not None and s.split_protocol != "paper"
-    min_groups = s.min_groups if s.min_groups is not None else (3 if use_groups else 1)
+    use_groups = s.split_protocol == "group"
+    # eligibility does not depend on the protocol, so every protocol sees the same individuals
+    min_groups = s.min_groups if s.min_groups is not None else (3 if s.group_by else 1)
 
     def by_identity(cat: Catalog) -> dict[str, list[Record]]:
         d: dict[str, list[Record]] = defaultdict(list)
@@ -317,8 +327,10 @@ def plan_splits(
             else:
                 target = max(1, round(len(recs) * ph_fr[1])) if s.balance_nonmembers else len(recs)
             keep = sorted(id_rng.permutation(len(recs))[:target]) if target < len(recs) else None
-            originals = [row(recs[k], cat_name, id_set, split)
-                         for k in (keep if keep is not None else range(len(recs)))]
+            originals = [
+                row(recs[k], cat_name, id_set, split)
+                for k in (keep if keep is not None else range(len(recs)))
+            ]
             rows.extend(_augment(originals, target, id_rng))
 
     ext_excluded: dict[str, str] = {}

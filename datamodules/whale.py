@@ -49,8 +49,9 @@ class WhaleDataModule(pl.LightningDataModule):
         photo_fractions: shares of train / val / test among each ID1 individual's photos.
         images_per_identity: balance each individual to this many photos with the paper's
             augmentation (rotations, brightness, flip); ``None`` is off.
-        split_protocol: ``photo`` (split originals, then augment; default), ``group`` (split whole
-            groups, then augment) or ``paper`` (augment, then split by picture).
+        split_protocol: ``photo`` (split originals, then augment), ``group`` (split whole groups,
+            then augment) or ``paper`` (augment, then split by picture). ``None``: ``group`` when
+            ``group_by`` is set, else ``photo``.
         seed: split seed (independent of the training seed).
         nonmember_format, nonmember_root, nonmember_viewpoint, nonmember_species: an optional
             second catalog whose individuals serve as non-members (paper, Figure 7).
@@ -77,7 +78,7 @@ class WhaleDataModule(pl.LightningDataModule):
         identity_fractions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
         photo_fractions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
         images_per_identity: int | None = None,
-        split_protocol: str = "photo",
+        split_protocol: str | None = None,
         seed: int = 0,
         nonmember_format: str | None = None,
         nonmember_root: str | None = None,
@@ -108,7 +109,7 @@ class WhaleDataModule(pl.LightningDataModule):
             photo_fractions=tuple(photo_fractions),
             group_by=group_by,
             images_per_identity=images_per_identity,
-            split_protocol=split_protocol,
+            split_protocol=split_protocol or ("group" if group_by else "photo"),
             nonmember_use=nonmember_use,
             balance_nonmembers=balance_nonmembers,
         )

@@ -84,7 +84,9 @@ def test_malformed_csv_row(tmp_path):
 def test_listed_but_missing_image(tmp_path):
     noaa_catalog(tmp_path, n_ind=2)
     os.remove(tmp_path / "images" / "train0003.jpg")
-    with pytest.raises(DataError, match=r"line 5: image 'images/train0003.jpg' is listed but missing"):
+    with pytest.raises(
+        DataError, match=r"line 5: image 'images/train0003.jpg' is listed but missing"
+    ):
         read_noaa(tmp_path)
 
 
@@ -101,13 +103,23 @@ def test_path_escaping_root_rejected(tmp_path):
     outside = tiny_image(tmp_path / "outside.jpg", 1)
     root = tmp_path / "cat"
     root.mkdir()
-    noaa_catalog(root, n_ind=2, extra_rows=[{"path": "../outside.jpg", "whale_id": "whaleX",
-                                             "image_id": "x", "viewpoint": "top"}])
+    noaa_catalog(
+        root,
+        n_ind=2,
+        extra_rows=[
+            {"path": "../outside.jpg", "whale_id": "whaleX", "image_id": "x", "viewpoint": "top"}
+        ],
+    )
     assert outside.exists()
     with pytest.raises(DataError, match=r"path '../outside.jpg' escapes the data root"):
         read_noaa(root)
-    noaa_catalog(root, n_ind=2, extra_rows=[{"path": str(outside), "whale_id": "whaleX",
-                                             "image_id": "x", "viewpoint": "top"}])
+    noaa_catalog(
+        root,
+        n_ind=2,
+        extra_rows=[
+            {"path": str(outside), "whale_id": "whaleX", "image_id": "x", "viewpoint": "top"}
+        ],
+    )
     with pytest.raises(DataError, match=r"is absolute"):
         read_noaa(root)
 

@@ -27,8 +27,11 @@ def is_fit_config(cfg: dict) -> bool:
 
 
 def whale_configs() -> list[Path]:
-    return sorted(p for p in CONFIGS.glob("*.yaml")
-                  if is_fit_config(c := _load(p)) and "WhaleDataModule" in c["data"]["class_path"])
+    return sorted(
+        p
+        for p in CONFIGS.glob("*.yaml")
+        if is_fit_config(c := _load(p)) and "WhaleDataModule" in c["data"]["class_path"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,18 +43,42 @@ def catalogs(tmp_path_factory):
 @pytest.mark.parametrize("config", whale_configs(), ids=lambda p: p.stem)
 def test_fast_dev_run(config, catalogs, tmp_path):
     cfg = _load(config)["data"]["init_args"]
-    args = ["fit", "--config", config.name, "--trainer.fast_dev_run", "true",
-            "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-            "--trainer.strategy", "auto", "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", str(tmp_path),
-            "--data.init_args.image_size", "32", "--data.init_args.batch_size", "4",
-            "--data.init_args.num_workers", "0"]
+    args = [
+        "fit",
+        "--config",
+        config.name,
+        "--trainer.fast_dev_run",
+        "true",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.strategy",
+        "auto",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--data.init_args.image_size",
+        "32",
+        "--data.init_args.batch_size",
+        "4",
+        "--data.init_args.num_workers",
+        "0",
+    ]
     if cfg.get("format") == "synthetic":
-        args += ["--data.init_args.root", str(tmp_path / "synthetic"),
-                 "--data.init_args.synthetic.n_individuals", "9",
-                 "--data.init_args.synthetic.encounters_per_individual", "3",
-                 "--data.init_args.synthetic.photos_per_encounter", "1",
-                 "--data.init_args.synthetic.image_size", "32"]
+        args += [
+            "--data.init_args.root",
+            str(tmp_path / "synthetic"),
+            "--data.init_args.synthetic.n_individuals",
+            "9",
+            "--data.init_args.synthetic.encounters_per_individual",
+            "3",
+            "--data.init_args.synthetic.photos_per_encounter",
+            "1",
+            "--data.init_args.synthetic.image_size",
+            "32",
+        ]
     else:
         args += ["--data.init_args.root", str(catalogs[cfg["format"]])]
     if cfg.get("images_per_identity"):
@@ -79,16 +106,34 @@ def test_bare_config_name_resolves_and_unknown_fails():
 
 def test_bad_config_key_names_the_key(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        cli.main(["fit", "--config", "demo.yaml", "--model.init_args.no_such_key", "1",
-                  "--trainer.default_root_dir", str(tmp_path)])
+        cli.main(
+            [
+                "fit",
+                "--config",
+                "demo.yaml",
+                "--model.init_args.no_such_key",
+                "1",
+                "--trainer.default_root_dir",
+                str(tmp_path),
+            ]
+        )
     assert exc.value.code != 0
     assert "no_such_key" in capsys.readouterr().err
 
 
 def test_missing_data_root_is_one_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        cli.main(["fit", "--config", "noaa_resnet50_overfit.yaml", "--data.init_args.root",
-                  str(tmp_path / "absent"), "--trainer.default_root_dir", str(tmp_path)])
+        cli.main(
+            [
+                "fit",
+                "--config",
+                "noaa_resnet50_overfit.yaml",
+                "--data.init_args.root",
+                str(tmp_path / "absent"),
+                "--trainer.default_root_dir",
+                str(tmp_path),
+            ]
+        )
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "data.root" in err and "demo.yaml" in err and "Traceback" not in err

@@ -21,22 +21,39 @@ REPO = Path(__file__).resolve().parents[1]
 
 def tiny_args(tmp: Path, epochs: int, name: str = "run") -> list[str]:
     return [
-        "fit", "--config", "demo.yaml",
-        "--trainer.max_epochs", str(epochs),
-        "--trainer.accelerator", "cpu",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.logger.init_args.save_dir", str(tmp / "logs"),
-        "--trainer.logger.init_args.name", name,
-        "--data.init_args.root", str(tmp / "catalog"),
-        "--data.init_args.synthetic.n_individuals", "9",
-        "--data.init_args.synthetic.encounters_per_individual", "3",
-        "--data.init_args.synthetic.photos_per_encounter", "2",
-        "--data.init_args.synthetic.image_size", "32",
-        "--data.init_args.image_size", "32",
-        "--data.init_args.batch_size", "8",
-        "--data.init_args.num_workers", "0",
-        "--model.init_args.arch", "resnet18",
-        "--attack_after_fit", "null",  # the attacks have tests of their own
+        "fit",
+        "--config",
+        "demo.yaml",
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(tmp / "logs"),
+        "--trainer.logger.init_args.name",
+        name,
+        "--data.init_args.root",
+        str(tmp / "catalog"),
+        "--data.init_args.synthetic.n_individuals",
+        "9",
+        "--data.init_args.synthetic.encounters_per_individual",
+        "3",
+        "--data.init_args.synthetic.photos_per_encounter",
+        "2",
+        "--data.init_args.synthetic.image_size",
+        "32",
+        "--data.init_args.image_size",
+        "32",
+        "--data.init_args.batch_size",
+        "8",
+        "--data.init_args.num_workers",
+        "0",
+        "--model.init_args.arch",
+        "resnet18",
+        "--attack_after_fit",
+        "null",  # the attacks have tests of their own
     ]
 
 
@@ -60,8 +77,15 @@ def demo_run(tmp_path_factory):
 
 def test_run_folder_holds_everything(demo_run):
     _, run = demo_run
-    for name in ("config.yaml", "environment.json", "split_manifest.csv", "split_manifest.json",
-                 "checkpoints/last.ckpt", "signals/epoch=000.npz", "signals/epoch=001.npz"):
+    for name in (
+        "config.yaml",
+        "environment.json",
+        "split_manifest.csv",
+        "split_manifest.json",
+        "checkpoints/last.ckpt",
+        "signals/epoch=000.npz",
+        "signals/epoch=001.npz",
+    ):
         assert (run / name).is_file(), name
     rows, header = read_manifest(run)
     assert header["seed"] == 0 and len(header["hash"]) == 64
@@ -72,8 +96,17 @@ def test_run_folder_holds_everything(demo_run):
     assert sig["logits"].shape == (len(rows), header["n_individuals"]["ID1"])
     nonmember = sig["label"] == -1
     assert np.isnan(sig["loss_true"][nonmember]).all() and np.isfinite(sig["loss_pred"]).all()
-    for tag in ("leak/train_acc", "leak/test_acc", "leak/gap", "leak/kl", "attack/acc",
-                "attack/auc", "attack/tpr@1%fpr", "train/loss_epoch", "val/acc"):
+    for tag in (
+        "leak/train_acc",
+        "leak/test_acc",
+        "leak/gap",
+        "leak/kl",
+        "attack/acc",
+        "attack/auc",
+        "attack/tpr@1%fpr",
+        "train/loss_epoch",
+        "val/acc",
+    ):
         assert len(scalars(run, tag)) == 2, tag
 
 
@@ -95,10 +128,22 @@ def test_resume_continues_without_duplicated_epochs(demo_run):
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_write_each_sample_once(tmp_path):
     args = tiny_args(tmp_path, epochs=1, name="ddp") + [
-        "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.num_nodes", "1"]
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.num_nodes",
+        "1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "cli.py", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "cli.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "logs" / "ddp" / "version_0"
     rows, _ = read_manifest(run)

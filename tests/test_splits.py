@@ -32,12 +32,19 @@ def test_roles_and_sets_follow_table3(noaa):
     by = defaultdict(set)
     for r in rows:
         by[r["id_set"]].add(r["identity"])
-        expect_set = {"train": "train", "val": "attack", "test": "eval", "attack": "attack",
-                      "eval": "eval"}[r["split"]]
+        expect_set = {
+            "train": "train",
+            "val": "attack",
+            "test": "eval",
+            "attack": "attack",
+            "eval": "eval",
+        }[r["split"]]
         assert r["set"] == expect_set
         assert (r["role"] == "member") == (r["id_set"] == "ID1")
         assert (r["label"] >= 0) == (r["id_set"] == "ID1")
-    assert not (by["ID1"] & by["ID2"]) and not (by["ID1"] & by["ID3"]) and not (by["ID2"] & by["ID3"])
+    assert (
+        not (by["ID1"] & by["ID2"]) and not (by["ID1"] & by["ID3"]) and not (by["ID2"] & by["ID3"])
+    )
     # every ID1 individual has photos in train, val and test
     for ident in by["ID1"]:
         assert {r["split"] for r in rows if r["identity"] == ident} == {"train", "val", "test"}

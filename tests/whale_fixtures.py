@@ -18,8 +18,9 @@ def tiny_image(path: Path, seed: int, size: int = 24) -> Path:
     return path
 
 
-def folder_catalog(root: Path, n_ind: int = 9, n_enc: int = 3, per_enc: int = 2,
-                   nested: bool = True) -> Path:
+def folder_catalog(
+    root: Path, n_ind: int = 9, n_enc: int = 3, per_enc: int = 2, nested: bool = True
+) -> Path:
     """GREMM layout: root/<ind>/[enc_k/]img.jpg."""
     seed = 0
     for i in range(n_ind):
@@ -31,23 +32,45 @@ def folder_catalog(root: Path, n_ind: int = 9, n_enc: int = 3, per_enc: int = 2,
     return root
 
 
-def noaa_catalog(root: Path, n_ind: int = 9, n_enc: int = 3, per_enc: int = 2,
-                 extra_rows: list[dict] | None = None, drop_column: str | None = None) -> Path:
+def noaa_catalog(
+    root: Path,
+    n_ind: int = 9,
+    n_enc: int = 3,
+    per_enc: int = 2,
+    extra_rows: list[dict] | None = None,
+    drop_column: str | None = None,
+) -> Path:
     """Where's Whale-do layout: root/metadata.csv + root/images/trainNNNN.jpg."""
-    cols = ["image_id", "path", "height", "width", "viewpoint", "date", "timestamp", "whale_id",
-            "encounter_id"]
+    cols = [
+        "image_id",
+        "path",
+        "height",
+        "width",
+        "viewpoint",
+        "date",
+        "timestamp",
+        "whale_id",
+        "encounter_id",
+    ]
     rows, k = [], 0
     for i in range(n_ind):
         for e in range(n_enc):
             for _ in range(per_enc):
                 image_id = f"train{k:04d}"
                 tiny_image(root / "images" / f"{image_id}.jpg", 1000 + k)
-                rows.append({
-                    "image_id": image_id, "path": f"images/{image_id}.jpg", "height": 24,
-                    "width": 24, "viewpoint": "top" if k % 7 else "lateral",
-                    "date": f"2019-08-{e + 1:02d}", "timestamp": f"2019-08-{e + 1:02d} 10:00:00",
-                    "whale_id": f"whale{i:03d}", "encounter_id": f"whale{i:03d}-{e:03d}",
-                })
+                rows.append(
+                    {
+                        "image_id": image_id,
+                        "path": f"images/{image_id}.jpg",
+                        "height": 24,
+                        "width": 24,
+                        "viewpoint": "top" if k % 7 else "lateral",
+                        "date": f"2019-08-{e + 1:02d}",
+                        "timestamp": f"2019-08-{e + 1:02d} 10:00:00",
+                        "whale_id": f"whale{i:03d}",
+                        "encounter_id": f"whale{i:03d}-{e:03d}",
+                    }
+                )
                 k += 1
     rows += extra_rows or []
     if drop_column:
@@ -66,8 +89,7 @@ def happywhale_catalog(root: Path, n_ind: int = 9, per_ind: int = 6) -> Path:
         for _ in range(per_ind):
             name = f"{k:06x}.jpg"
             tiny_image(root / "train_images" / name, 5000 + k)
-            rows.append({"image": name, "species": "humpback_whale",
-                         "individual_id": f"hw{i:03d}"})
+            rows.append({"image": name, "species": "humpback_whale", "individual_id": f"hw{i:03d}"})
             k += 1
     # another species that the filter must drop
     for j in range(4):

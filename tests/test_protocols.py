@@ -1,0 +1,125 @@
+"""Split protocols (paper / photo / group) and the protocol-study command."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import pytest
+from whale_fixtures import noaa_catalog
+
+from attacks.protocol_study import StudySettings, run_study
+from datamodules.catalogs import read_noaa
+from datamodules.splits import SplitSettings, plan_splits, read_manifest, verify_manifest
+
+
+@pytest.fixture(scope="module")
+def noaa(tmp_path_factory):
+    return read_noaa(noaa_catalog(tmp_path_factory.mktemp("noaa"), n_ind=12, n_enc=4, per_enc=3))
+
+
+def plan(noaa, protocol):
+    s = SplitSettings(
+        seed=5, group_by="encounter_id", images_per_identity=30, split_protocol=protocol
+    )
+    return plan_splits(noaa, s)[0]
+
+
+def test_in_train_count(rows) -> int:
+    """Test rows whose original photo also has a copy in train, counted directly."""
+    train = {r["file"] for r in rows if r["split"] == "train"}
+    return sum(r["file"] in train for r in rows if r["split"] == "test")
+
+
+test_in_train_count.__test__ = False  # a helper, not a test
+
+
+def test_paper_protocol_puts_copies_of_one_original_in_train_and_test(noaa):
+    rows = plan(noaa, "paper")
+    n = test_in_train_count(rows)
+    assert n > 0
+    counts = verify_manifest(rows, protocol="paper")
+    assert counts["paper_overlap_test_in_train"] == n
+    assert counts["paper_test_rows"] == sum(r["split"] == "test" for r in rows)
+    # every copy names its original in `file`, and copies carry an aug spec
+    assert all(r["aug"] or r["file"] for r in rows)
+    # the paper protocol fails the leak guard of the other protocols, on purpose
+    with pytest.raises(Exception, match="must sit in one split"):
+        verify_manifest(rows, protocol="photo")
+
+
+@pytest.mark.parametrize("protocol", ["photo", "group"])
+def test_photo_and_group_have_no_original_on_both_sides(noaa, protocol):
+    rows = plan(noaa, protocol)
+    assert test_in_train_count(rows) == 0
+    verify_manifest(rows, protocol=protocol)
+
+
+def test_group_never_splits_an_encounter(noaa):
+    rows = plan(noaa, "group")
+    where = defaultdict(set)
+    for r in rows:
+        if r["id_set"] == "ID1":
+            where[r["group"]].add(r["split"])
+    assert where and all(len(s) == 1 for s in where.values())
+    # the photo protocol with the same group column does cut encounters here
+    rows = plan(noaa, "photo")
+    where = defaultdict(set)
+    for r in rows:
+        if r["id_set"] == "ID1":
+            where[r["group"]].add(r["split"])
+    assert any(len(s) > 1 for s in where.values())
+
+
+def test_all_protocols_give_the_same_identity_groups(noaa):
+    groups = {
+        p: sorted({(r["identity"], r["id_set"]) for r in plan(noaa, p)})
+        for p in ("paper", "photo", "group")
+    }
+    assert groups["paper"] == groups["photo"] == groups["group"]
+
+
+@pytest.mark.slow
+def test_study_report_count_matches_manifest(tmp_path):
+    attack_cfg = tmp_path / "attack_min.yaml"
+    attack_cfg.write_text(
+        "salem: {enabled: false}\nlabel_only: {enabled: false}\nensemble: {enabled: false}\n"
+        "baselines: false\n"
+    )
+    fit_args = [
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.accelerator",
+        "cpu",
+        "--data.root",
+        str(tmp_path / "catalog"),
+        "--data.synthetic.n_individuals",
+        "9",
+        "--data.synthetic.encounters_per_individual",
+        "3",
+        "--data.synthetic.photos_per_encounter",
+        "2",
+        "--data.synthetic.image_size",
+        "32",
+        "--data.image_size",
+        "32",
+        "--data.num_workers",
+        "0",
+    ]
+    study = run_study(
+        StudySettings(
+            attack_config=str(attack_cfg),
+            images_per_identity=12,
+            fit_args=fit_args,
+            out=str(tmp_path / "study"),
+        )
+    )
+    out = tmp_path / "study" / "version_0"
+    assert (out / "report.md").is_file() and (out / "attack_auc.png").is_file()
+    assert study["same_identity_groups"]
+    saved = json.loads((out / "summary.json").read_text())["protocols"]
+    rows, _ = read_manifest(out / "paper" / "version_0")
+    assert saved["paper"]["paper_overlap_test_in_train"] == test_in_train_count(rows) > 0
+    assert "yeom" in saved["photo"]["attacks"] and saved["group"]["test_acc"] is not None
+    report = (out / "report.md").read_text()
+    assert f"{test_in_train_count(rows)} of {sum(r['split'] == 'test' for r in rows)}" in report
