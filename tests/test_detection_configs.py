@@ -108,3 +108,36 @@ def test_missing_voc_root_is_one_clear_error(tmp_path, monkeypatch, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "data.root" in err and "nope" in err and "Traceback" not in err
+
+
+SHARED_VOC = Path(cli.__file__).resolve().parents[1] / "shared" / "data" / "voc2012_sample"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_VOC.is_dir(), reason="../shared/data/voc2012_sample not present")
+def test_real_voc_sample_through_the_pipeline(tmp_path, monkeypatch):
+    """The 100 real VOC 2012 images: read, split, hash, train one step, evaluate, predict."""
+    monkeypatch.chdir(tmp_path)
+    cli.main(
+        [
+            "fit",
+            "--config",
+            "detection_ssd300_vgg16_voc.yaml",
+            "--trainer.fast_dev_run",
+            "true",
+            "--trainer.accelerator",
+            "cpu",
+            "--data.init_args.root",
+            str(SHARED_VOC),
+            "--data.init_args.image_size",
+            "64",
+            "--data.init_args.batch_size",
+            "2",
+            "--data.init_args.num_workers",
+            "0",
+            "--model.init_args.arch",
+            "tiny_ssd",
+            "--model.init_args.input_size",
+            "64",
+        ]
+    )
