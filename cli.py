@@ -174,24 +174,29 @@ def main(argv: list[str] | None = None) -> None:
             getattr(importlib.import_module(module), func)(resolve_config_args(argv[1:]))
             return
         argv = resolve_config_args(argv)
-        if from_sys:  # LightningCLI warns when given args while sys.argv also has some
-            sys.argv[1:] = argv
-        SuiteCLI(
-            pl.LightningModule,
-            pl.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_callback=RunFolderConfigCallback,
-            seed_everything_default=0,
-            trainer_defaults={
-                "logger": {
-                    "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-                    "init_args": {"save_dir": "lightning_logs", "name": config_stem(argv)},
+        # LightningCLI reads sys.argv when args is None (the DDP launcher re-runs that argv),
+        # and warns when given args while sys.argv holds others
+        saved_argv = sys.argv
+        sys.argv = saved_argv[:1] + argv if from_sys else saved_argv[:1]
+        try:
+            SuiteCLI(
+                pl.LightningModule,
+                pl.LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                save_config_callback=RunFolderConfigCallback,
+                seed_everything_default=0,
+                trainer_defaults={
+                    "logger": {
+                        "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+                        "init_args": {"save_dir": "lightning_logs", "name": config_stem(argv)},
+                    },
+                    "callbacks": [RichProgressBar()],
                 },
-                "callbacks": [RichProgressBar()],
-            },
-            args=None if from_sys else argv,
-        )
+                args=None if from_sys else argv,
+            )
+        finally:
+            sys.argv = saved_argv
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -63,6 +63,8 @@ def test_fast_dev_run(config, catalogs, tmp_path):
         "32",
         "--data.init_args.batch_size",
         "4",
+        "--data.init_args.eval_batch_size",
+        "4",
         "--data.init_args.num_workers",
         "0",
     ]
