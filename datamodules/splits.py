@@ -375,13 +375,13 @@ def _stable_int(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
-def manifest_csv(rows: list[dict]) -> str:
-    """Canonical CSV text of the rows (the hash is taken over this)."""
+def manifest_csv(rows: list[dict], columns: list[str] = COLUMNS) -> str:
+    """Canonical CSV text of the rows' ``columns`` (the hash is taken over this)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow(r)
+        writer.writerow({c: r[c] for c in columns})
     return buf.getvalue()
 
 
@@ -389,23 +389,26 @@ def manifest_hash(rows: list[dict]) -> str:
     return hashlib.sha256(manifest_csv(rows).encode()).hexdigest()
 
 
-def write_manifest(folder: Path, rows: list[dict], header: dict) -> Path:
+def write_manifest(
+    folder: Path, rows: list[dict], header: dict, columns: list[str] = COLUMNS
+) -> Path:
     """Write ``split_manifest.csv`` and ``split_manifest.json`` (seed, hash, settings, counts).
 
-    If a manifest is already there (a resumed run), it must be identical: a changed config or seed
+    Shared by the whale and the detection pipelines (each passes its own ``columns``). If a
+    manifest is already there (a resumed run), it must be identical: a changed config or seed
     fails instead of silently training on a different split.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = folder / "split_manifest.csv", folder / "split_manifest.json"
-    text = manifest_csv(rows)
+    text = manifest_csv(rows, columns)
     digest = hashlib.sha256(text.encode()).hexdigest()
     if csv_path.exists():
         old = json.loads(json_path.read_text()) if json_path.exists() else {}
         if old.get("hash") != digest:
             raise SplitLeakError(
                 f"{csv_path}: this run folder already holds a different split (hash "
-                f"{old.get('hash', '?')[:12]} vs {digest[:12]}). Resume with the same data config "
+                f"{str(old.get('hash', '?'))[:12]} vs {digest[:12]}). Resume with the same data config "
                 "and seed, or start a new run."
             )
         return csv_path

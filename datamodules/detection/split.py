@@ -27,8 +27,6 @@ and the reader's skip report)::
 from __future__ import annotations
 
 import csv
-import hashlib
-import io
 import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -38,6 +36,8 @@ import numpy as np
 
 from datamodules.detection.records import DetRecord
 from datamodules.errors import DataError, SplitLeakError
+from datamodules.splits import manifest_csv as shared_manifest_csv
+from datamodules.splits import write_manifest
 
 COLUMNS = [
     "sample_id",
@@ -225,39 +225,13 @@ def verify_cross_runs(target_rows: list[dict], shadow_rows: list[dict]) -> None:
 
 
 def manifest_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r[k] for k in COLUMNS})
-    return buf.getvalue()
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Canonical CSV text of detection manifest rows."""
+    return shared_manifest_csv(rows, COLUMNS)
 
 
 def write_detection_manifest(folder: str | Path, rows: list[dict], header: dict) -> Path:
     """Write ``split_manifest.{csv,json}``; an existing, different manifest is a SplitLeakError."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = folder / "split_manifest.csv", folder / "split_manifest.json"
-    text = manifest_csv(rows)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    if csv_path.exists():
-        old = json.loads(json_path.read_text()) if json_path.exists() else {}
-        if old.get("hash") != digest:
-            raise SplitLeakError(
-                f"{csv_path}: this run folder already holds a different split (hash "
-                f"{str(old.get('hash', '?'))[:12]} vs {digest[:12]}). Resume with the same data "
-                "config and seed, or start a new run."
-            )
-        return csv_path
-    _atomic_write(csv_path, text)
-    _atomic_write(json_path, json.dumps({**header, "hash": digest}, indent=2, default=str))
-    return csv_path
+    return write_manifest(Path(folder), rows, header, COLUMNS)
 
 
 def read_detection_manifest(folder: str | Path) -> tuple[list[dict], dict]:
