@@ -31,6 +31,7 @@ EXTRA_COMMANDS: dict[str, str] = {}
 EXTRA_COMMANDS["audit"] = "attacks.detection.audit:main"
 EXTRA_COMMANDS["attack"] = "attacks.run:main"
 EXTRA_COMMANDS["discriminate"] = "attacks.discriminate:main"
+EXTRA_COMMANDS["defend"] = "attacks.defend:main"
 EXTRA_COMMANDS["study"] = "attacks.protocol_study:main"
 
 
@@ -129,7 +130,8 @@ class SuiteCLI(LightningCLI):
         trainer_cfg = cfg.get("trainer", {})
         if trainer_cfg.get("enable_progress_bar") is False:
             self.trainer_defaults["callbacks"] = [
-                c for c in self.trainer_defaults.get("callbacks", [])
+                c
+                for c in self.trainer_defaults.get("callbacks", [])
                 if not isinstance(c, RichProgressBar)
             ]
         ckpt = cfg.get("ckpt_path")
@@ -156,13 +158,36 @@ class SuiteCLI(LightningCLI):
         if attack_cfg and self.trainer.world_size > 1:
             # the attacks train models of their own; they must not run inside the DDP group
             if self.trainer.is_global_zero:
-                print(f"Multi-process fit: run the attacks as their own job:\n  python cli.py "
-                      f"attack --run {log_dir} --config {attack_cfg}")
+                print(
+                    f"Multi-process fit: run the attacks as their own job:\n  python cli.py "
+                    f"attack --run {log_dir} --config {attack_cfg}"
+                )
             return
         if attack_cfg and self.trainer.is_global_zero and log_dir and not self.trainer.fast_dev_run:
             from attacks.run import main as attack_main
 
             attack_main(resolve_config_args(["--run", log_dir, "--config", attack_cfg]))
+
+
+def suite_cli(args: list[str] | None, *, run: bool = True, logger: dict | None = None) -> SuiteCLI:
+    """The suite's LightningCLI (subclass mode, run-folder config saving, rich progress bar).
+
+    ``args=None`` reads ``sys.argv``; ``run=False`` only instantiates (``cli.trainer``, ...).
+    """
+    defaults: dict = {"callbacks": [RichProgressBar()]}
+    if logger is not None:
+        defaults["logger"] = logger
+    return SuiteCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=RunFolderConfigCallback,
+        seed_everything_default=0,
+        trainer_defaults=defaults,
+        args=args,
+        run=run,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -179,22 +204,11 @@ def main(argv: list[str] | None = None) -> None:
         saved_argv = sys.argv
         sys.argv = saved_argv[:1] + argv if from_sys else saved_argv[:1]
         try:
-            SuiteCLI(
-                pl.LightningModule,
-                pl.LightningDataModule,
-                subclass_mode_model=True,
-                subclass_mode_data=True,
-                save_config_callback=RunFolderConfigCallback,
-                seed_everything_default=0,
-                trainer_defaults={
-                    "logger": {
-                        "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-                        "init_args": {"save_dir": "lightning_logs", "name": config_stem(argv)},
-                    },
-                    "callbacks": [RichProgressBar()],
-                },
-                args=None if from_sys else argv,
-            )
+            logger = {
+                "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": "lightning_logs", "name": config_stem(argv)},
+            }
+            suite_cli(None if from_sys else argv, logger=logger)
         finally:
             sys.argv = saved_argv
     except DataError as exc:

@@ -117,9 +117,7 @@ def _resolve(config: str) -> str:
 def fit_run(config: str, args: list[str], run_dir: Path) -> Path:
     """Train one detector with the suite's LightningCLI into ``run_dir``; write its signals and
     ``detector_metrics.json`` (final train/test mAP). Returns ``run_dir``."""
-    from pytorch_lightning.callbacks import RichProgressBar
-
-    from cli import RunFolderConfigCallback, SuiteCLI
+    from cli import suite_cli
     from lightning_modules.detector import write_prediction_signals
 
     logger = {
@@ -128,17 +126,7 @@ def fit_run(config: str, args: list[str], run_dir: Path) -> Path:
     }
     argv = ["--config", _resolve(config), *args, f"--trainer.logger={json.dumps(logger)}"]
     t0 = time.time()
-    cli = SuiteCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_callback=RunFolderConfigCallback,
-        seed_everything_default=0,
-        trainer_defaults={"callbacks": [RichProgressBar()]},
-        args=argv,
-        run=False,
-    )
+    cli = suite_cli(argv, run=False)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     trainer.fit(model, datamodule=dm)
     fit_s = time.time() - t0
