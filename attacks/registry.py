@@ -42,8 +42,8 @@ def available() -> list[str]:
 
 def _load_builtin() -> None:
     # importing the modules registers their attacks
+    import attacks.detection.canvas_cnn  # noqa: F401
+    import attacks.detection.xgb  # noqa: F401
     import attacks.label_only  # noqa: F401
     import attacks.salem  # noqa: F401
     import attacks.threshold  # noqa: F401
-    import attacks.detection.xgb  # noqa: F401
-    import attacks.detection.canvas_cnn  # noqa: F401

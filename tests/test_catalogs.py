@@ -64,7 +64,7 @@ def test_noaa_reader_on_real_sample():
 
 def test_missing_root_points_to_demo(tmp_path):
     with pytest.raises(DataError, match=r"data.root: .*does not exist.*demo.yaml"):
-        WhaleDataModule(root=str(tmp_path / "nope"), format="noaa").num_classes
+        _ = WhaleDataModule(root=str(tmp_path / "nope"), format="noaa").num_classes
 
 
 def test_csv_without_identity_column(tmp_path):
@@ -137,7 +137,7 @@ def test_individual_with_too_few_photos(tmp_path):
     folder_catalog(tmp_path / "two", n_ind=6, n_enc=2, per_enc=1, nested=False)
     dm = WhaleDataModule(root=str(tmp_path / "two"), format="folder", min_images=1)
     with pytest.raises(DataError, match=r"identity 'ind_\d+' has 2 photos.*data.min_images"):
-        dm.num_classes
+        _ = dm.num_classes
     # with the default min_images=3 such an individual is left out, and listed as such
     folder_catalog(tmp_path / "one", n_ind=9, n_enc=3, per_enc=1, nested=False)
     for p in sorted((tmp_path / "one" / "ind_04").glob("*.jpg"))[2:]:
@@ -150,7 +150,7 @@ def test_individual_with_too_few_photos(tmp_path):
 def test_too_few_individuals(tmp_path):
     folder_catalog(tmp_path, n_ind=2, n_enc=3, per_enc=1)
     with pytest.raises(DataError, match="only 2 individuals.*data.min_images"):
-        WhaleDataModule(root=str(tmp_path), format="folder").num_classes
+        _ = WhaleDataModule(root=str(tmp_path), format="folder").num_classes
 
 
 def test_bad_format_and_protocol_keys(tmp_path):
@@ -158,4 +158,4 @@ def test_bad_format_and_protocol_keys(tmp_path):
         WhaleDataModule(root=str(tmp_path), format="csv")
     folder_catalog(tmp_path, n_ind=6)
     with pytest.raises(DataError, match="data.split_protocol='random'"):
-        WhaleDataModule(root=str(tmp_path), split_protocol="random").num_classes
+        _ = WhaleDataModule(root=str(tmp_path), split_protocol="random").num_classes
