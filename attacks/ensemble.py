@@ -1,7 +1,7 @@
 """Ensemble MIA (whale paper, sections 3.4 and 5.4).
 
-ID1 is split into ``n_subsets`` disjoint groups of individuals (down to one individual per
-subset). For each subset ``k`` a target model is trained on that subset's ID1-train photos, and
+ID1 is split into ``n_subsets`` disjoint groups of individuals (down to two individuals per
+subset; see :func:`split_identities`). For each subset ``k`` a target model is trained on that subset's ID1-train photos, and
 an attack is fitted on its own attack set: the subset's ID1-val photos (members) against as many
 ID2 individuals, drawn at random (non-members), balanced by photo count. Every attack then scores the whole evaluation
 set (ID1-test + ID3) through its own target, and a rule combines the ``K`` outputs:
@@ -16,6 +16,7 @@ set (ID1-test + ID3) through its own target, and a rule combines the ``K`` outpu
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -58,9 +59,18 @@ def combine(
 def split_identities(names: list[str], n_subsets: int, seed: int = 0) -> list[list[str]]:
     """``names`` shuffled by ``seed`` into ``n_subsets`` near-equal disjoint groups.
 
-    ``n_subsets`` larger than the number of individuals is clipped (one individual per subset).
+    ``n_subsets`` is clipped so every subset keeps at least two individuals: a softmax target
+    trained on one individual gives that individual probability 1 for every photo, known or new,
+    so it carries no membership signal. The paper's "one individual per subset" therefore becomes
+    two individuals per subset here.
     """
-    n = max(1, min(int(n_subsets), len(names)))
+    n = max(1, min(int(n_subsets), len(names) // 2))
+    if n < int(n_subsets):
+        warnings.warn(
+            f"ensemble.n_subsets={n_subsets} clipped to {n}: each subset's target needs at least "
+            f"two of the {len(names)} known individuals.",
+            stacklevel=2,
+        )
     order = list(np.random.default_rng(seed).permutation(sorted(names)))
     return [sorted(order[i::n]) for i in range(n)]
 
@@ -126,9 +136,15 @@ def run_ensemble(ctx, out_dir: Path, cfg: dict, single_signals: dict, log=print)
             secs = 0.0
         else:
             model, secs = train_classifier(
-                train_rows, ctx.roots, ids, ctx.model_args, image_size=ctx.image_size,
-                epochs=epochs, batch_size=int(cfg.get("batch_size", 32)),
-                seed=seed + k, device=ctx.device,
+                train_rows,
+                ctx.roots,
+                ids,
+                ctx.model_args,
+                image_size=ctx.image_size,
+                epochs=epochs,
+                batch_size=int(cfg.get("batch_size", 32)),
+                seed=seed + k,
+                device=ctx.device,
             )
             sig = extract_signals(
                 model, uniq, ctx.roots, ctx.image_size, device=ctx.device, embed=False, path=path
@@ -160,8 +176,10 @@ def run_ensemble(ctx, out_dir: Path, cfg: dict, single_signals: dict, log=print)
                 "n_train_photos": len(train_rows),
             }
         )
-        log(f"ensemble subset {k + 1}/{len(groups)}: {len(ids)} individuals, "
-            f"overfitting {tr_acc - te_acc:.3f}")
+        log(
+            f"ensemble subset {k + 1}/{len(groups)}: {len(ids)} individuals, "
+            f"overfitting {tr_acc - te_acc:.3f}"
+        )
     scores_a, taus_a = np.stack(scores), np.array(taus)
     t0 = time.perf_counter()
     rules = {}
