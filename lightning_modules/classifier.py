@@ -11,6 +11,8 @@ from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_modules.components.classifier import build_classifier
+from lightning_modules.components.defenses import apply_dropout_defense
+from lightning_modules.dp import CKPT_KEY, DPConfig, DPTraining, as_config
 
 OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
 
@@ -39,6 +41,10 @@ class WhaleClassifier(pl.LightningModule):
         weights_path: optional local pretrained state dict for the backbone.
         channels_last: use the channels-last memory format (faster convolutions on GPUs).
         compile: wrap the network in ``torch.compile`` (off by default).
+        dropout_defense: the detection paper's dropout defense: two dropout layers (p =
+            ``dropout_defense_p``) before the last two (linear) layers, see
+            :mod:`lightning_modules.components.defenses`.
+        dp: DP-SGD settings (:class:`~lightning_modules.dp.DPConfig`); None trains without DP.
     """
 
     def __init__(
@@ -54,6 +60,9 @@ class WhaleClassifier(pl.LightningModule):
         weights_path: str | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        dropout_defense: bool = False,
+        dropout_defense_p: float = 0.5,
+        dp: DPConfig | None = None,
     ):
         super().__init__()
         if preset not in PRESETS:
@@ -75,6 +84,13 @@ class WhaleClassifier(pl.LightningModule):
             dropout=cfg["dropout"],
             weights_path=weights_path,
         )
+        if dropout_defense:
+            apply_dropout_defense(self.net, num_classes, dropout_defense_p)
+        self.dp = DPTraining(as_config(dp), "WhaleClassifier") if dp is not None else None
+        if self.dp is not None:
+            if compile:
+                raise ValueError("model.compile is not supported with model.dp (Opacus hooks).")
+            self.net = self.dp.prepare_module(self.net)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self._forward = torch.compile(self.net) if compile else self.net
@@ -117,7 +133,30 @@ class WhaleClassifier(pl.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
+        if self.dp is not None and len(batch[1]) == 0:
+            # an empty Poisson batch is still a (noise-only) DP step for the accountant. One zero
+            # image with zero loss weight has a zero per-sample gradient, so the step equals the
+            # empty one, and every DDP process runs the same hooks and collectives
+            x = batch[0]
+            return self(x.new_zeros((1, *x.shape[1:]))).sum() * 0.0
         return self._step(batch, "train", self.train_acc)
+
+    # ---- DP-SGD (lightning_modules.dp) ---------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.dp is not None and stage == "fit":
+            self.dp.attach(self.trainer)
+
+    def on_train_epoch_end(self) -> None:
+        if self.dp is not None:
+            self.dp.log_epsilon(self)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.dp is not None:
+            checkpoint[CKPT_KEY] = self.dp.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.dp is not None and CKPT_KEY in checkpoint:
+            self.dp.load_state_dict(checkpoint[CKPT_KEY])
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val", self.val_acc)
@@ -141,6 +180,8 @@ class WhaleClassifier(pl.LightningModule):
             opt = torch.optim.SGD(groups, lr=1e-4, momentum=0.9)
         else:
             opt = self.optimizer_factory(groups)
+        if self.dp is not None:
+            opt = self.dp.make_optimizer(opt, self.trainer)
         if self.scheduler_factory is None:
             return opt
         return {"optimizer": opt, "lr_scheduler": self.scheduler_factory(opt)}

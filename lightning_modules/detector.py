@@ -31,6 +31,16 @@ from lightning_modules.components.detectors import (
     is_two_stage,
     set_postprocess,
 )
+from lightning_modules.dp import (
+    CKPT_KEY,
+    DPConfig,
+    DPTraining,
+    as_config,
+    check_dp_detector,
+    per_sample_loss_mean,
+    prepare_ssd_for_dp,
+    ssd_per_image_losses,
+)
 
 OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
 
@@ -74,6 +84,9 @@ class ObjectDetector(pl.LightningModule):
         predict: post-processing for the attack's signal files.
         representation_size: ``frcnn_vgg16`` box-head width.
         anchor_sizes: anchor sides for ``frcnn_vgg16``/``tiny_frcnn`` (pixels).
+        dp: DP-SGD settings (:class:`~lightning_modules.dp.DPConfig`), SSD family and
+            ``tiny_ssd`` only: per-image losses (:func:`~lightning_modules.dp.ssd_per_image_losses`)
+            give true per-image clipping; two-stage detectors raise a ``ValueError`` saying why.
     """
 
     def __init__(
@@ -95,6 +108,7 @@ class ObjectDetector(pl.LightningModule):
         predict: PredictionSettings | None = None,
         representation_size: int = 4096,
         anchor_sizes: list[int] | None = None,
+        dp: DPConfig | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
@@ -116,6 +130,12 @@ class ObjectDetector(pl.LightningModule):
             representation_size=representation_size,
             anchor_sizes=tuple(anchor_sizes) if anchor_sizes else None,
         )
+        self.dp = None
+        if dp is not None:
+            check_dp_detector(arch)
+            prepare_ssd_for_dp(self.net)
+            self.dp = DPTraining(as_config(dp), f"ObjectDetector {arch}")
+            self.net = self.dp.prepare_module(self.net)
         self.optimizer_factory = optimizer
         self.val_names: list[str] = ["in", "out"]
         self.maps = torch.nn.ModuleDict(
@@ -162,6 +182,8 @@ class ObjectDetector(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         images, targets, _ = batch
         targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+        if self.dp is not None:
+            return self._dp_training_step(list(images), targets)
         losses = self.net(images, targets)
         loss = sum(losses.values())
         bs = len(images)
@@ -169,6 +191,36 @@ class ObjectDetector(pl.LightningModule):
         for k, v in losses.items():
             self.log(f"train/{k}", v, on_step=False, on_epoch=True, batch_size=bs)
         return loss
+
+    # ---- DP-SGD (lightning_modules.dp) ---------------------------------------------------
+    def _dp_training_step(self, images, targets):
+        if not images:  # an empty Poisson batch: one zero image with zero weight (a noise step)
+            size = self.input_size
+            images = [torch.zeros(3, size, size, device=self.device)]
+            targets = [{"boxes": torch.zeros(0, 4, device=self.device),
+                        "labels": torch.zeros(0, dtype=torch.int64, device=self.device)}]
+            return ssd_per_image_losses(self.net, images, targets).sum() * 0.0
+        losses = ssd_per_image_losses(self.net, images, targets)
+        loss = per_sample_loss_mean(losses)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=len(images))
+        return loss
+
+    def setup(self, stage: str) -> None:
+        if self.dp is not None and stage == "fit":
+            self.dp.attach(self.trainer)
+
+    def on_train_epoch_end(self) -> None:
+        if self.dp is not None:
+            self.dp.log_epsilon(self)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.dp is not None:
+            checkpoint[CKPT_KEY] = self.dp.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.dp is not None and CKPT_KEY in checkpoint:
+            self.dp.load_state_dict(checkpoint[CKPT_KEY])
 
     def on_validation_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -232,6 +284,8 @@ class ObjectDetector(pl.LightningModule):
             opt = self.optimizer_factory(groups)
         else:
             opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
+        if self.dp is not None:
+            opt = self.dp.make_optimizer(opt, self.trainer)
         milestones = sorted(hp.lr_milestones or [])
         warm, gamma = int(hp.warmup_steps), hp.lr_gamma
 

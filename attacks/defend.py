@@ -1,0 +1,164 @@
+"""Defense sweep (detection paper Table 4; whale paper Figure 9): train each variant with the same
+seed and splits, then tabulate utility, attack success and privacy loss.
+
+    python cli.py defend --config defense_sweep.yaml [--epochs 5] [--out DIR]
+        [--fit_args '[--data.init_args.synthetic.n_individuals, "12"]']
+
+Each variant is a ``cli.py fit`` run (in this process) of ``variants.<name>.config`` plus its
+``args``, the sweep's ``fit_args`` and ``--trainer.max_epochs epochs``; runs land in
+``<out>/<name>/version_0``. The numbers are read from each run's TensorBoard scalars at the last
+epoch, as the leakage monitor logs them: ``leak/train_acc``, ``leak/test_acc`` (utility),
+``attack/acc``, ``attack/auc`` (the Yeom loss-threshold attack on members vs non-members),
+``leak/gap``; and for DP runs ``dp/epsilon`` (Opacus RDP, Poisson) and ``dp/epsilon_yu`` (the
+paper's Yu et al. bound). Writes ``<out>/defense_table.csv``, ``defense_table.md`` and
+``privacy_utility.png`` (test accuracy and attack AUC against epsilon; non-DP runs at epsilon =
+inf on the right edge), and ``overfit_vs_no_overfit.png`` when both ``base`` and ``no_overfit``
+variants ran (Figure 9's comparison).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+COLUMNS = ("variant", "train_acc", "test_acc", "gap", "attack_acc", "attack_auc", "epsilon",
+           "epsilon_yu", "noise_multiplier", "epochs")
+TAGS = {"train_acc": "leak/train_acc", "test_acc": "leak/test_acc", "gap": "leak/gap",
+        "attack_acc": "attack/acc", "attack_auc": "attack/auc", "epsilon": "dp/epsilon",
+        "epsilon_yu": "dp/epsilon_yu", "noise_multiplier": "dp/noise_multiplier"}
+
+
+@dataclass
+class Variant:
+    config: str = "demo.yaml"
+    args: list[str] = field(default_factory=list)
+
+
+def last_scalars(run: Path) -> dict[str, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, tuple[int, float]] = {}
+    for ev in sorted(glob.glob(str(run / "events.out.tfevents.*"))):
+        acc = EventAccumulator(ev)
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            for e in acc.Scalars(tag):
+                if tag not in out or e.step >= out[tag][0]:
+                    out[tag] = (e.step, e.value)
+    return {k: v for k, (_, v) in out.items()}
+
+
+def summarize(name: str, run: Path, epochs: int) -> dict:
+    s = last_scalars(run)
+    row = {"variant": name, "epochs": epochs}
+    for col, tag in TAGS.items():
+        row[col] = s.get(tag, math.nan)
+    return row
+
+
+def write_table(rows: list[dict], out: Path) -> None:
+    with open(out / "defense_table.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+
+    def fmt(v):
+        if isinstance(v, float):
+            return "-" if math.isnan(v) else (f"{v:.3g}" if abs(v) >= 1e3 else f"{v:.3f}")
+        return str(v)
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
+    (out / "defense_table.md").write_text("\n".join(lines) + "\n")
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finite = [r["epsilon"] for r in rows if not math.isnan(r["epsilon"])]
+    right = max(finite) * 3 if finite else 10.0
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        x = right if math.isnan(r["epsilon"]) else r["epsilon"]
+        ax.scatter(x, r["test_acc"], marker="o", color="tab:blue")
+        ax.scatter(x, r["attack_auc"], marker="s", color="tab:red")
+        ax.annotate(r["variant"], (x, r["test_acc"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.axhline(0.5, ls=":", color="grey")
+    ax.set_xscale("log")
+    ax.set_xlabel("epsilon (RDP, delta=1e-5); non-DP runs at the right edge")
+    ax.set_ylabel("value")
+    ax.scatter([], [], marker="o", color="tab:blue", label="test accuracy")
+    ax.scatter([], [], marker="s", color="tab:red", label="attack AUC")
+    ax.legend(fontsize=8)
+    ax.set_title("privacy-utility trade-off")
+    fig.tight_layout()
+    fig.savefig(out / "privacy_utility.png", dpi=120)
+    plt.close(fig)
+    by = {r["variant"]: r for r in rows}
+    if "base" in by and "no_overfit" in by:
+        fig, ax = plt.subplots(figsize=(4, 3))
+        names = ["base", "no_overfit"]
+        ax.bar([0, 1], [by[n]["attack_acc"] for n in names], width=0.35, label="attack acc")
+        ax.bar([0.35, 1.35], [by[n]["attack_auc"] for n in names], width=0.35,
+               label="attack AUC")
+        ax.set_xticks([0.17, 1.17], ["overfit", "no overfit"])
+        ax.axhline(0.5, ls=":", color="grey")
+        ax.legend(fontsize=8)
+        ax.set_title("overfit vs no-overfit (Fig. 9)")
+        fig.tight_layout()
+        fig.savefig(out / "overfit_vs_no_overfit.png", dpi=120)
+        plt.close(fig)
+
+
+def run_sweep(variants: dict[str, Variant], epochs: int, out: str | Path,
+              fit_args: list[str] | None = None, only: list[str] | None = None) -> list[dict]:
+    import cli
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, v in variants.items():
+        if only and name not in only:
+            continue
+        run = out / name / "version_0"
+        if not (run / "checkpoints" / "last.ckpt").is_file():
+            args = ["fit", "--config", v.config, *v.args, *(fit_args or []),
+                    "--trainer.max_epochs", str(epochs),
+                    "--trainer.logger.init_args.save_dir", str(out),
+                    "--trainer.logger.init_args.name", name,
+                    "--trainer.logger.init_args.version", "version_0",
+                    "--attack_after_fit", "null"]
+            print(f"[defend] {name}: python cli.py {' '.join(args)}")
+            cli.main(cli.resolve_config_args(args))
+        rows.append(summarize(name, run, epochs))
+    write_table(rows, out)
+    plot(rows, out)
+    print((out / "defense_table.md").read_text())
+    print(f"[defend] table and plots in {out}")
+    return rows
+
+
+def main(argv: list[str]) -> list[dict]:
+    """Entry point of ``python cli.py defend``."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="cli.py defend", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", action=ActionConfigFile, help="sweep settings YAML")
+    parser.add_argument("--variants", type=dict[str, Variant], default={})
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--out", type=str, default="lightning_logs/defense_sweep")
+    parser.add_argument("--fit_args", type=list[str], default=[])
+    parser.add_argument("--only", type=list[str] | None, default=None)
+    cfg = parser.parse_args(argv)
+    variants = {k: v if isinstance(v, Variant) else Variant(**dict(v))
+                for k, v in cfg.variants.items()}
+    if not variants:
+        raise SystemExit("cli.py defend: no variants (give --config defense_sweep.yaml)")
+    return run_sweep(variants, cfg.epochs, cfg.out, cfg.fit_args, cfg.only)

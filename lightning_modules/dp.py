@@ -1,0 +1,411 @@
+"""DP-SGD (Opacus) for the suite's LightningModules, through Opacus's public API only.
+
+One :class:`DPConfig` (a ``model.init_args.dp`` block in a config) and one helper,
+:class:`DPTraining`, that a LightningModule owns and calls from five of its own hooks:
+
+=========================  =====================================================================
+``__init__``               :meth:`DPTraining.prepare_module`: ``ModuleValidator.fix`` (BatchNorm
+                           -> GroupNorm, each replacement logged), ``ModuleValidator.validate``,
+                           then :class:`opacus.GradSampleModule` (per-sample gradients by hooks)
+``setup("fit")``           :meth:`DPTraining.attach`: the datamodule's ``train_dataloader`` is
+                           wrapped so that the loader Lightning asks for is a Poisson
+                           :class:`opacus.data_loader.DPDataLoader` (distributed under DDP), split
+                           into physical batches by ``BatchMemoryManager``'s wrapper when
+                           ``max_physical_batch_size`` is set
+``configure_optimizers``   :meth:`DPTraining.make_optimizer`: the module's optimizer wrapped in a
+                           :class:`opacus.optimizers.DPOptimizer` (``DistributedDPOptimizer``
+                           when ``trainer.world_size > 1``); the accountant(s) hooked to its steps
+``on_train_epoch_end``     :meth:`DPTraining.log_epsilon`: ``dp/epsilon`` (and ``dp/epsilon_rdp``,
+                           ``dp/epsilon_yu``, ``dp/noise_multiplier``, ``dp/steps``)
+``on_save/load_checkpoint`` accountant history in the checkpoint under ``"dp_accountant"``, so a
+                           resumed run continues epsilon instead of restarting it
+=========================  =====================================================================
+
+No trainer internals are touched: the helper only uses ``trainer.datamodule``,
+``trainer.world_size``, ``trainer.max_epochs`` and ``trainer.current_epoch``.
+
+DDP: Lightning wraps the LightningModule in torch DDP; the clipped, noised gradient is written by
+Opacus's ``DistributedDPOptimizer`` (noise on rank 0 only, then an all-reduce and the mean), which
+overwrites the gradients DDP has averaged. Every rank Poisson-samples its shard of the training set
+with the same rate q, so the accountant sees the same (sigma, q, steps) as a single process. The
+DP loader carries its own distributed sampler, so DDP fits need
+``trainer.use_distributed_sampler: false``.
+
+Accounting: RDP by default (``accountant: rdp``); ``accountant: prv`` uses Opacus's PRV
+accountant, and when it cannot compute (e.g. a tiny sigma makes its discretisation domain explode)
+the warning says so and ``dp/epsilon`` falls back to the RDP value, which is always tracked.
+``dp/epsilon_yu`` is the bound the detection paper reports (Yu et al. 2019, random reshuffling;
+see :mod:`attacks.dp_bounds`), with k = epochs completed.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+from opacus import GradSampleModule
+from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
+from opacus.data_loader import DPDataLoader
+from opacus.optimizers import DistributedDPOptimizer, DPOptimizer
+from opacus.utils.batch_memory_manager import wrap_data_loader
+from opacus.validators import ModuleValidator
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
+
+from attacks.dp_bounds import yu_epsilon
+
+CKPT_KEY = "dp_accountant"
+#: below this noise multiplier the PRV accountant is not attempted (memory blows up)
+PRV_MIN_SIGMA = 0.2
+
+
+@dataclass
+class DPConfig:
+    """DP-SGD settings (``model.init_args.dp``).
+
+    Attributes:
+        noise_multiplier: sigma (noise std / clipping bound). Give this or ``target_epsilon``.
+        target_epsilon: aim for this epsilon after ``epochs`` epochs at ``delta`` (sigma is solved
+            with Opacus's ``get_noise_multiplier`` for the chosen accountant).
+        epochs: epochs the target epsilon is spent over (None: ``trainer.max_epochs``).
+        max_grad_norm: per-sample clipping bound C.
+        delta: the delta of (epsilon, delta)-DP.
+        poisson_sampling: Poisson-sample each batch (rate q = 1 / len(train loader)); the
+            accountants assume it. ``False`` keeps the datamodule's shuffled fixed-size batches
+            (single process only; epsilon is then the Poisson figure, an approximation).
+        max_physical_batch_size: split logical batches into physical ones of at most this size
+            (virtual batches, Opacus's ``BatchMemoryManager``); None or 0: no split. One process
+            only (under DDP the processes' physical batch counts would differ).
+        accountant: ``rdp`` (default) or ``prv``.
+        secure_mode: Opacus secure RNG for the noise (needs ``torchcsprng``).
+    """
+
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    epochs: int | None = None
+    max_grad_norm: float = 1.0
+    delta: float = 1e-5
+    poisson_sampling: bool = True
+    max_physical_batch_size: int | None = None
+    accountant: str = "rdp"
+    secure_mode: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError("dp: give exactly one of noise_multiplier and target_epsilon.")
+        if self.noise_multiplier is not None and self.noise_multiplier < 0:
+            raise ValueError("dp.noise_multiplier must be >= 0.")
+        if self.max_grad_norm <= 0:
+            raise ValueError("dp.max_grad_norm (C) must be > 0.")
+        if not 0 < self.delta < 1:
+            raise ValueError("dp.delta must be in (0, 1).")
+        if self.accountant not in ("rdp", "prv"):
+            raise ValueError(f"dp.accountant={self.accountant!r}: choose 'rdp' or 'prv'.")
+        if self.max_physical_batch_size is not None and self.max_physical_batch_size < 0:
+            raise ValueError("dp.max_physical_batch_size must be >= 0 (0 or null: no split).")
+
+
+def as_config(dp) -> DPConfig | None:
+    """Accept a :class:`DPConfig`, a dict of its fields, or None."""
+    if dp is None or isinstance(dp, DPConfig):
+        return dp
+    return DPConfig(**dict(dp))
+
+
+class CloneIdentity(nn.Module):
+    """Identity that returns a copy, so later in-place ops never touch a hooked output."""
+
+    def forward(self, x):
+        return x.clone()
+
+
+def fix_module(net: nn.Module, owner: str = "model") -> tuple[nn.Module, list[str]]:
+    """``ModuleValidator.fix`` (BatchNorm -> GroupNorm) with each replacement logged.
+
+    Returns the fixed module and the replaced modules as ``"name: Old -> New"`` strings.
+    """
+    before = {name: type(m).__name__ for name, m in net.named_modules()}
+    fixed = ModuleValidator.fix(net)
+    after = {name: type(m).__name__ for name, m in fixed.named_modules()}
+    replaced = [f"{n}: {before[n]} -> {after[n]}" for n in before
+                if n in after and before[n] != after[n] and "Norm" in before[n]]
+    if replaced:
+        rank_zero_info(
+            f"DP ({owner}): ModuleValidator.fix replaced {len(replaced)} normalisation layers "
+            f"(BatchNorm mixes samples; GroupNorm does not): " + "; ".join(replaced)
+        )
+    n_ident = 0
+    for name, m in list(fixed.named_modules()):
+        # Identity returns the hooked output of the layer before it as-is; blocks that then add in
+        # place (ResNet's ``out += identity`` once BatchNorm is stripped) would break autograd
+        if type(m) is nn.Identity and name:
+            parent = fixed.get_submodule(name.rsplit(".", 1)[0]) if "." in name else fixed
+            setattr(parent, name.rsplit(".", 1)[-1], CloneIdentity())
+            n_ident += 1
+    if n_ident:
+        rank_zero_info(f"DP ({owner}): {n_ident} Identity layers replaced by CloneIdentity.")
+    n_inplace = 0
+    for m in fixed.modules():  # in-place ops on the outputs of Opacus's backward hooks are
+        if getattr(m, "inplace", False) is True:  # forbidden by autograd (e.g. conv -> ReLU_)
+            m.inplace = False
+            n_inplace += 1
+    if n_inplace:
+        rank_zero_info(f"DP ({owner}): {n_inplace} in-place activations set to inplace=False.")
+    errors = ModuleValidator.validate(fixed, strict=False)
+    if errors:
+        raise ValueError(f"DP ({owner}): Opacus cannot train this model: {errors}")
+    return fixed, replaced
+
+
+class DPTraining:
+    """DP-SGD state of one LightningModule (see the module docstring for the hook wiring)."""
+
+    def __init__(self, cfg: DPConfig, owner: str = "model"):
+        self.cfg = cfg
+        self.owner = owner
+        self.rdp = RDPAccountant()
+        self.prv = PRVAccountant() if cfg.accountant == "prv" else None
+        self.noise_multiplier: float | None = cfg.noise_multiplier
+        self.sample_rate: float | None = None
+        self.optimizer: DPOptimizer | None = None
+        self.replaced: list[str] = []
+        self._orig_loader_fn = None
+        self._prv_warned = False
+
+    # ---- model ---------------------------------------------------------------------------
+    def prepare_module(self, net: nn.Module) -> GradSampleModule:
+        fixed, self.replaced = fix_module(net, self.owner)
+        return GradSampleModule(fixed, loss_reduction="mean")
+
+    # ---- data ----------------------------------------------------------------------------
+    def attach(self, trainer) -> None:
+        """Wrap ``trainer.datamodule.train_dataloader`` with the DP loader (once)."""
+        dm = trainer.datamodule
+        if dm is None:
+            raise ValueError(
+                f"DP ({self.owner}): needs a datamodule (trainer.fit(model, datamodule=...)); the "
+                "training loader is rebuilt with Poisson sampling from it."
+            )
+        if getattr(dm.train_dataloader, "_dp_wrapped", False):
+            self._orig_loader_fn = dm.train_dataloader._dp_original
+            return
+        orig = dm.train_dataloader
+        self._orig_loader_fn = orig
+
+        @functools.wraps(orig)
+        def train_dataloader():
+            return self.dp_loader(orig(), trainer.world_size)
+
+        train_dataloader._dp_wrapped = True
+        train_dataloader._dp_original = orig
+        dm.train_dataloader = train_dataloader
+
+    def dp_loader(self, loader, world_size: int = 1):
+        if self.optimizer is None:
+            raise RuntimeError("DP: the optimizer must exist before the training loader.")
+        if self.cfg.poisson_sampling:
+            loader = DPDataLoader.from_data_loader(loader, distributed=world_size > 1)
+        elif world_size > 1:
+            raise ValueError("dp.poisson_sampling=false is supported in one process only.")
+        if self.cfg.max_physical_batch_size and world_size > 1:
+            raise ValueError(
+                "dp.max_physical_batch_size under DDP: each process would split its own Poisson "
+                "batch into a different number of physical batches, so torch DDP's per-backward "
+                "all-reduces would not pair up across processes (a hang). Set it to 0/null and "
+                "lower data.batch_size (or add processes) instead."
+            )
+        if self.cfg.max_physical_batch_size:
+            # what BatchMemoryManager(...).__enter__ returns: physical batches, and the optimizer
+            # told to skip its step until the logical batch is complete
+            loader = wrap_data_loader(
+                data_loader=loader,
+                max_batch_size=self.cfg.max_physical_batch_size,
+                optimizer=self.optimizer,
+            )
+        return loader
+
+    # ---- optimizer -----------------------------------------------------------------------
+    def make_optimizer(self, optimizer: torch.optim.Optimizer, trainer) -> DPOptimizer:
+        if self._orig_loader_fn is None:
+            self.attach(trainer)
+        base = self._orig_loader_fn()
+        n_batches = len(base)
+        n = len(base.dataset)
+        world = max(1, int(trainer.world_size))
+        self.sample_rate = 1.0 / n_batches
+        expected = n * self.sample_rate / world  # per process, as PrivacyEngine.make_private
+        if self.cfg.noise_multiplier is None:
+            epochs = self.cfg.epochs or trainer.max_epochs
+            if not epochs or epochs < 0:
+                raise ValueError("dp.target_epsilon needs dp.epochs or trainer.max_epochs.")
+            self.noise_multiplier = get_noise_multiplier(
+                target_epsilon=self.cfg.target_epsilon,
+                target_delta=self.cfg.delta,
+                sample_rate=self.sample_rate,
+                epochs=epochs,
+                accountant=self.cfg.accountant,
+            )
+        generator = None
+        if self.cfg.secure_mode:
+            from opacus import PrivacyEngine
+
+            generator = PrivacyEngine(secure_mode=True).secure_rng
+        cls = DistributedDPOptimizer if world > 1 else DPOptimizer
+        opt = cls(
+            optimizer,
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=self.cfg.max_grad_norm,
+            expected_batch_size=expected,
+            loss_reduction="mean",
+            generator=generator,
+            secure_mode=self.cfg.secure_mode,
+        )
+        opt.attach_step_hook(self.rdp.get_optimizer_hook_fn(self.sample_rate))
+        if self.prv is not None:
+            opt.attach_step_hook(self.prv.get_optimizer_hook_fn(self.sample_rate))
+        self.optimizer = opt
+        rank_zero_info(
+            f"DP ({self.owner}): sigma={self.noise_multiplier:.4g} C={self.cfg.max_grad_norm} "
+            f"q={self.sample_rate:.4g} (N={n}, {n_batches} steps/epoch) delta={self.cfg.delta} "
+            f"accountant={self.cfg.accountant} poisson={self.cfg.poisson_sampling} "
+            f"processes={world}"
+        )
+        return opt
+
+    # ---- accounting ----------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        return sum(n for _, _, n in self.rdp.history)
+
+    def epsilon(self, epochs_done: int | None = None) -> dict[str, float]:
+        """``epsilon`` (chosen accountant), ``epsilon_rdp``, ``epsilon_yu`` (if epochs given)."""
+        delta = self.cfg.delta
+        out = {"epsilon_rdp": self.rdp.get_epsilon(delta) if self.rdp.history else 0.0}
+        out["epsilon"] = out["epsilon_rdp"]
+        if self.prv is not None and self.prv.history:
+            try:
+                if min(s for s, _, _ in self.prv.history) < PRV_MIN_SIGMA:
+                    raise ValueError(
+                        f"sigma < {PRV_MIN_SIGMA}: PRV's discretisation domain grows like "
+                        "exp(1/sigma^2) (sigma=1e-3 asks for ~84 GiB), so it is not attempted"
+                    )
+                out["epsilon_prv"] = out["epsilon"] = float(self.prv.get_epsilon(delta))
+            except Exception as exc:  # noqa: BLE001 - Opacus raises several types here
+                if not self._prv_warned:
+                    rank_zero_warn(
+                        f"DP: the PRV accountant cannot compute epsilon for sigma="
+                        f"{self.noise_multiplier}, q={self.sample_rate}, {self.steps} steps, "
+                        f"delta={delta} ({type(exc).__name__}: {exc}). dp/epsilon reports the "
+                        "RDP accountant's epsilon instead (an upper bound, looser than PRV's)."
+                    )
+                    self._prv_warned = True
+        if epochs_done and self.noise_multiplier:
+            out["epsilon_yu"] = yu_epsilon(self.noise_multiplier, epochs_done, delta)
+        return out
+
+    def log_epsilon(self, module) -> dict[str, float]:
+        eps = self.epsilon(module.current_epoch + 1)
+        for key, value in eps.items():
+            if math.isfinite(value):
+                module.log(f"dp/{key}", float(value), on_step=False, on_epoch=True,
+                           rank_zero_only=True)
+        module.log("dp/noise_multiplier", float(self.noise_multiplier or 0.0), on_step=False,
+                   on_epoch=True, rank_zero_only=True)
+        module.log("dp/steps", float(self.steps), on_step=False, on_epoch=True,
+                   rank_zero_only=True)
+        rank_zero_info(
+            f"DP epoch {module.current_epoch}: epsilon={eps['epsilon']:.4g} "
+            f"(delta={self.cfg.delta}, {self.steps} steps)"
+        )
+        return eps
+
+    def state_dict(self) -> dict:
+        state = {"rdp": self.rdp.state_dict(), "noise_multiplier": self.noise_multiplier,
+                 "sample_rate": self.sample_rate}
+        if self.prv is not None:
+            state["prv"] = self.prv.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rdp.load_state_dict(state["rdp"])
+        if self.prv is not None and "prv" in state:
+            self.prv.load_state_dict(state["prv"])
+        rank_zero_info(f"DP: accountant restored from the checkpoint ({self.steps} steps).")
+
+
+def per_sample_loss_mean(losses: torch.Tensor) -> torch.Tensor:
+    """Mean of per-sample losses that is also well defined on an empty Poisson batch."""
+    if losses.numel() == 0:
+        return losses.sum()
+    return losses.mean()
+
+
+# ---- detectors -----------------------------------------------------------------------------
+#: detectors that DP-SGD supports, and why the others are not
+DP_DETECTORS = ("ssd300_vgg16", "ssd512_vgg16", "ssd300_resnet50", "tiny_ssd")
+DP_UNSUPPORTED_WHY = (
+    "two-stage detectors (Faster R-CNN) cannot be trained with per-sample DP-SGD here: the RoI "
+    "heads pool the proposals of every image of the batch into one tensor, so the box head's "
+    "batch dimension counts RoIs, not images, and Opacus's per-sample gradients (computed by "
+    "hooks along each layer's batch dimension) would clip per RoI; the RPN and RoI sampling also "
+    "mix images. Choose an SSD: " + ", ".join(DP_DETECTORS) + "."
+)
+
+
+def check_dp_detector(arch: str) -> None:
+    if arch not in DP_DETECTORS:
+        raise ValueError(f"model.dp with model.arch={arch!r}: {DP_UNSUPPORTED_WHY}")
+
+
+def prepare_ssd_for_dp(net: nn.Module) -> list[str]:
+    """Freeze the parameters Opacus has no per-sample rule for (SSD-VGG's L2Norm scale).
+
+    Returns the frozen parameter names (logged). Frozen parameters keep their initial value
+    (20, as in the SSD paper) and take no gradient, so they cost no privacy.
+    """
+    frozen = []
+    for name, p in net.named_parameters():
+        if name.endswith("scale_weight"):
+            p.requires_grad_(False)
+            frozen.append(name)
+    if frozen:
+        rank_zero_info(f"DP (detector): frozen (no per-sample rule in Opacus): {frozen}")
+    return frozen
+
+
+def ssd_per_image_losses(net: nn.Module, images: list[torch.Tensor],
+                         targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """Per-image SSD losses (B,), each normalised by that image's own matched anchors.
+
+    torchvision's ``SSD.forward`` divides the summed losses of the batch by the batch's total
+    number of foreground anchors, which couples the images; here the same forward is run
+    (transform, backbone, head, anchors, matching) and ``SSD.compute_loss`` is called per image,
+    whose hard-negative mining is already per image. No layer mixes images (BatchNorm is replaced
+    by GroupNorm under DP), so Opacus's per-sample gradient of image i is the gradient of loss i.
+    ``net`` may be wrapped in a ``GradSampleModule`` (attributes are forwarded).
+    """
+    from collections import OrderedDict
+
+    from torchvision.ops import boxes as box_ops
+
+    net = net._module if isinstance(net, GradSampleModule) else net  # hooks stay on the layers
+    images_t, targets_t = net.transform(images, targets)
+    features = net.backbone(images_t.tensors)
+    if isinstance(features, torch.Tensor):
+        features = OrderedDict([("0", features)])
+    features = list(features.values())
+    head_outputs = net.head(features)
+    anchors = net.anchor_generator(images_t, features)
+    losses = []
+    for i, (anc, tgt) in enumerate(zip(anchors, targets_t)):
+        if tgt["boxes"].numel() == 0:
+            matched = torch.full((anc.size(0),), -1, dtype=torch.int64, device=anc.device)
+        else:
+            matched = net.proposal_matcher(box_ops.box_iou(tgt["boxes"], anc))
+        part = net.compute_loss([tgt], {k: v[i:i + 1] for k, v in head_outputs.items()}, [anc],
+                                [matched])
+        losses.append(part["bbox_regression"] + part["classification"])
+    return torch.stack(losses)

@@ -1,0 +1,157 @@
+"""DP-SGD wiring (lightning_modules.dp): accounting, clipping, resume, DDP, the Yu et al. bound."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from opacus.accountants import RDPAccountant
+from opacus.optimizers import DPOptimizer
+from test_run_folder import scalars, tiny_args
+from torch import nn
+
+import cli
+from attacks.dp_bounds import TABLE4, epochs_from_iterations, round_sig, yu_epsilon
+from lightning_modules.dp import CKPT_KEY, DPConfig, DPTraining
+
+REPO = Path(__file__).resolve().parents[1]
+SIGMA, DELTA = 1.0, 1e-5
+
+
+def dp_args(tmp: Path, epochs: int, name: str = "dp", virtual: bool = True) -> list[str]:
+    args = tiny_args(tmp, epochs, name)
+    args[args.index("demo.yaml")] = "demo_dp.yaml"
+    return args + ["--data.init_args.batch_size", "2",  # 3 Poisson steps per epoch (N = 6)
+                   "--model.init_args.dp.noise_multiplier", str(SIGMA),
+                   "--model.init_args.dp.max_physical_batch_size", "1" if virtual else "0",
+                   "--model.init_args.arch", "resnet18"]
+
+
+def opacus_epsilon(sigma: float, q: float, steps: int, delta: float = DELTA) -> float:
+    acc = RDPAccountant()
+    acc.history = [(sigma, q, steps)]
+    return acc.get_epsilon(delta)
+
+
+@pytest.fixture(scope="module")
+def dp_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dp")
+    torch.set_num_threads(1)
+    cli.main(dp_args(tmp, epochs=2))
+    return tmp, tmp / "logs" / "dp" / "version_0"
+
+
+def test_epsilon_equals_opacus_accountant_and_grows(dp_run):
+    _, run = dp_run
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    history = ckpt[CKPT_KEY]["rdp"]["history"]
+    assert [(s, round(q, 6)) for s, q, _ in history] == [(SIGMA, round(1 / 3, 6))]
+    eps = [v for _, v in scalars(run, "dp/epsilon")]
+    steps = [v for _, v in scalars(run, "dp/steps")]
+    assert steps == [3, 6]
+    assert len(eps) == 2 and all(map(torch.isfinite, torch.tensor(eps)))
+    assert eps[0] < eps[1]
+    for e, n in zip(eps, steps):
+        assert e == pytest.approx(opacus_epsilon(SIGMA, 1 / 3, int(n)), rel=1e-5)
+    yu = [v for _, v in scalars(run, "dp/epsilon_yu")]
+    assert yu == pytest.approx([yu_epsilon(SIGMA, k, DELTA) for k in (1, 2)], rel=1e-5)
+
+
+def test_resumed_run_continues_the_accountant(dp_run):
+    tmp, run = dp_run
+    cli.main(dp_args(tmp, epochs=3) + ["--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
+    assert not (tmp / "logs" / "dp" / "version_1").exists()
+    steps = [v for _, v in scalars(run, "dp/steps")]
+    eps = [v for _, v in scalars(run, "dp/epsilon")]
+    assert steps == [3, 6, 9]  # a restart would log 3 again
+    assert eps[2] > eps[1] > eps[0]
+    assert eps[2] == pytest.approx(opacus_epsilon(SIGMA, 1 / 3, 9), rel=1e-5)
+
+
+def test_per_sample_gradients_are_clipped_to_c():
+    torch.manual_seed(0)
+    c = 0.05
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 6 * 6, 3))
+    dp = DPTraining(DPConfig(noise_multiplier=0.0, max_grad_norm=c))
+    gsm = dp.prepare_module(net)
+    assert any("BatchNorm2d -> GroupNorm" in r for r in dp.replaced)
+    opt = DPOptimizer(torch.optim.SGD(gsm.parameters(), lr=0.0), noise_multiplier=0.0,
+                      max_grad_norm=c, expected_batch_size=5, loss_reduction="mean")
+    x, y = torch.randn(5, 3, 8, 8) * 10, torch.tensor([0, 1, 2, 0, 1])
+    nn.functional.cross_entropy(gsm(x), y).backward()
+    params = [p for p in gsm.parameters() if p.requires_grad]
+    per_sample = torch.cat([p.grad_sample.reshape(5, -1) for p in params], dim=1)
+    norms = per_sample.norm(dim=1)
+    assert (norms > c).all()  # every sample needs clipping
+    # Opacus's grad_sample agrees with a per-sample autograd loop
+    for i in range(5):
+        gsm.zero_grad(set_to_none=True)
+        g = torch.autograd.grad(nn.functional.cross_entropy(gsm(x[i:i + 1]), y[i:i + 1]), params)
+        assert torch.allclose(torch.cat([t.reshape(-1) for t in g]), per_sample[i], atol=1e-5)
+    gsm.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(gsm(x), y).backward()
+    opt.pre_step()
+    summed = torch.cat([p.summed_grad.reshape(-1) for p in params])
+    clipped = per_sample * (c / (norms + 1e-6)).clamp(max=1.0)[:, None]
+    assert clipped.norm(dim=1).max() <= c * (1 + 1e-5)
+    assert torch.allclose(summed, clipped.sum(0), atol=1e-6)
+    # one sample alone: the clipped gradient has norm exactly C
+    opt.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(gsm(x[:1]), y[:1]).backward()
+    opt.pre_step()
+    one = torch.cat([p.summed_grad.reshape(-1) for p in params])
+    assert one.norm().item() == pytest.approx(c, rel=1e-4)
+
+
+@pytest.mark.parametrize("row", TABLE4, ids=["sigma1e-3", "sigma1e-4"])
+def test_yu_bound_reproduces_table4(row):
+    sigma, iters, batch, delta, printed = row
+    k = epochs_from_iterations(iters, batch, 2066)  # N implied by both figures
+    assert round_sig(yu_epsilon(sigma, k, delta), 3) == printed
+
+
+def test_config_needs_sigma_or_target_and_prv_message():
+    with pytest.raises(ValueError, match="exactly one"):
+        DPConfig()
+    with pytest.raises(ValueError, match="exactly one"):
+        DPConfig(noise_multiplier=1.0, target_epsilon=3.0)
+    dp = DPTraining(DPConfig(noise_multiplier=1e-3, accountant="prv"))
+    dp.noise_multiplier, dp.sample_rate = 1e-3, 0.5
+    dp.rdp.history = [(1e-3, 0.5, 10)]
+    dp.prv.history = [(1e-3, 0.5, 10)]
+    with pytest.warns(UserWarning, match="PRV accountant cannot compute epsilon"):
+        eps = dp.epsilon()
+    assert eps["epsilon"] == eps["epsilon_rdp"] and "epsilon_prv" not in eps
+    ok = DPTraining(DPConfig(noise_multiplier=1.0, accountant="prv"))
+    ok.rdp.history = ok.prv.history = [(1.0, 0.5, 10)]
+    e = ok.epsilon()
+    assert e["epsilon"] == e["epsilon_prv"] <= e["epsilon_rdp"]
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_two_processes_same_epsilon_as_one(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    runs = {}
+    for devices in (1, 2):
+        name = f"ddp{devices}"
+        # 12 training photos, Poisson rate 1/2: about 3 photos per process and step
+        args = dp_args(tmp_path, epochs=2, name=name, virtual=False) + [
+            "--data.init_args.synthetic.photos_per_encounter", "4",
+            "--data.init_args.batch_size", "8",
+            "--trainer.devices", str(devices), "--trainer.strategy",
+            "ddp" if devices > 1 else "auto", "--trainer.num_nodes", "1"]
+        proc = subprocess.run([sys.executable, "cli.py", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[devices] = tmp_path / "logs" / name / "version_0"
+    eps1 = [v for _, v in scalars(runs[1], "dp/epsilon")]
+    eps2 = [v for _, v in scalars(runs[2], "dp/epsilon")]
+    assert len(eps1) == len(eps2) == 2
+    assert eps2 == pytest.approx(eps1, rel=1e-6)
+    assert [v for _, v in scalars(runs[2], "dp/steps")] == [2, 4]
