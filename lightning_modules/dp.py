@@ -51,9 +51,11 @@ from opacus.accountants.utils import get_noise_multiplier
 from opacus.data_loader import DPDataLoader
 from opacus.optimizers import DistributedDPOptimizer, DPOptimizer
 from opacus.utils.batch_memory_manager import wrap_data_loader
+from opacus.utils.uniform_sampler import DistributedUniformWithReplacementSampler
 from opacus.validators import ModuleValidator
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+from torch.utils.data import DataLoader
 
 from attacks.dp_bounds import yu_epsilon
 
@@ -113,6 +115,29 @@ def as_config(dp) -> DPConfig | None:
     if dp is None or isinstance(dp, DPConfig):
         return dp
     return DPConfig(**dict(dp))
+
+
+class EvenDistributedPoissonSampler(DistributedUniformWithReplacementSampler):
+    """Opacus's distributed Poisson sampler, yielding empty batches too.
+
+    Opacus's ``DistributedUniformWithReplacementSampler`` skips a process's empty Poisson batch,
+    so processes can take different numbers of steps in an epoch; under torch DDP that leaves one
+    process waiting in an all-reduce the others never join (a hang), and the accountant of a
+    process that skipped counts fewer steps than were taken. Here every process yields all
+    ``num_batches`` batches; an empty one is a noise-only step (see the modules' training steps).
+    """
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.shuffle_seed + self.epoch)
+            indices = torch.randperm(self.total_size, generator=g)
+        else:
+            indices = torch.arange(self.total_size)
+        indices = indices[self.rank : self.total_size : self.num_replicas]
+        for _ in range(self.num_batches):
+            mask = torch.rand(self.num_samples, generator=self.generator) < self.sample_rate
+            yield indices[mask.nonzero(as_tuple=False).reshape(-1)].tolist()
 
 
 class CloneIdentity(nn.Module):
@@ -207,7 +232,21 @@ class DPTraining:
         if self.optimizer is None:
             raise RuntimeError("DP: the optimizer must exist before the training loader.")
         if self.cfg.poisson_sampling:
-            loader = DPDataLoader.from_data_loader(loader, distributed=world_size > 1)
+            dpl = DPDataLoader.from_data_loader(loader, distributed=world_size > 1)
+            if world_size > 1:
+                # same loader, but every process yields every Poisson batch, empty ones included
+                dpl = DataLoader(
+                    dpl.dataset,
+                    batch_sampler=EvenDistributedPoissonSampler(
+                        total_size=len(dpl.dataset), sample_rate=dpl.sample_rate
+                    ),
+                    collate_fn=dpl.collate_fn,
+                    num_workers=loader.num_workers,
+                    pin_memory=loader.pin_memory,
+                    worker_init_fn=loader.worker_init_fn,
+                    persistent_workers=loader.persistent_workers,
+                )
+            loader = dpl
         elif world_size > 1:
             raise ValueError("dp.poisson_sampling=false is supported in one process only.")
         if self.cfg.max_physical_batch_size and world_size > 1:
