@@ -155,3 +155,20 @@ def test_ddp_two_processes_same_epsilon_as_one(tmp_path):
     assert eps2 == pytest.approx(eps1, rel=1e-6)
     assert [v for _, v in scalars(runs[2], "dp/steps")] == [3, 6]
     assert eps2[-1] == pytest.approx(opacus_epsilon(SIGMA, 1 / 3, 6), rel=1e-5)
+
+
+def test_target_epsilon_solves_sigma_for_the_run():
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    ds = TensorDataset(torch.rand(20, 3), torch.zeros(20, dtype=torch.long))
+    dm = SimpleNamespace(train_dataloader=lambda: DataLoader(ds, batch_size=5))
+    trainer = SimpleNamespace(datamodule=dm, world_size=1, max_epochs=3)
+    dp = DPTraining(DPConfig(target_epsilon=4.0, delta=DELTA))
+    net = dp.prepare_module(nn.Linear(3, 2))
+    opt = dp.make_optimizer(torch.optim.SGD(net.parameters(), lr=0.1), trainer)
+    assert isinstance(opt, DPOptimizer) and dp.sample_rate == 0.25
+    assert opacus_epsilon(dp.noise_multiplier, 0.25, 12) == pytest.approx(4.0, rel=0.02)
+    loader = dm.train_dataloader()  # now the Poisson loader
+    assert type(loader).__name__ == "DPDataLoader"
