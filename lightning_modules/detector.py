@@ -87,6 +87,8 @@ class ObjectDetector(pl.LightningModule):
         dp: DP-SGD settings (:class:`~lightning_modules.dp.DPConfig`), SSD family and
             ``tiny_ssd`` only: per-image losses (:func:`~lightning_modules.dp.ssd_per_image_losses`)
             give true per-image clipping; two-stage detectors raise a ``ValueError`` saying why.
+        dropout_defense: the paper's dropout defense for SSDs: ``Dropout2d(dropout_defense_p)``
+            before the classification and regression convolutions (the last two layers).
     """
 
     def __init__(
@@ -109,6 +111,8 @@ class ObjectDetector(pl.LightningModule):
         representation_size: int = 4096,
         anchor_sizes: list[int] | None = None,
         dp: DPConfig | None = None,
+        dropout_defense: bool = False,
+        dropout_defense_p: float = 0.5,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
@@ -130,6 +134,12 @@ class ObjectDetector(pl.LightningModule):
             representation_size=representation_size,
             anchor_sizes=tuple(anchor_sizes) if anchor_sizes else None,
         )
+        if dropout_defense:
+            if self.two_stage:
+                raise ValueError("model.dropout_defense is implemented for the SSD family only.")
+            from lightning_modules.components.defenses import apply_ssd_dropout_defense
+
+            apply_ssd_dropout_defense(self.net, dropout_defense_p)
         self.dp = None
         if dp is not None:
             check_dp_detector(arch)

@@ -88,3 +88,21 @@ def test_tiny_ssd_trains_with_dp_and_epsilon_grows(tmp_path):
     steps_per_epoch = round(1 / model.dp.sample_rate)
     assert model.dp.steps == 2 * steps_per_epoch
     assert len(eps) == 2 and 0 < eps[0] < eps[1] < float("inf")
+
+
+def test_ssd_dropout_defense_puts_dropout_before_both_heads():
+    torch.manual_seed(0)
+    model = ObjectDetector(num_classes=3, arch="tiny_ssd", input_size=64, dropout_defense=True)
+    heads = model.net.head
+    for head in (heads.classification_head, heads.regression_head):
+        assert all(isinstance(m[0], torch.nn.Dropout2d) and m[0].p == 0.5
+                   for m in head.module_list)
+    imgs, tg = _batch()
+    model.train()
+    losses = model.net(imgs, tg)
+    assert torch.isfinite(sum(losses.values()))
+    model.eval()
+    with torch.no_grad():
+        assert len(model.net(imgs)) == 3
+    with pytest.raises(ValueError, match="SSD family"):
+        ObjectDetector(num_classes=3, arch="tiny_frcnn", dropout_defense=True)

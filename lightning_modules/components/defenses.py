@@ -29,3 +29,13 @@ def apply_dropout_defense(net: nn.Module, num_classes: int, p: float = 0.5,
     """Replace ``net.head`` of a :class:`~lightning_modules.components.classifier.ClassifierNet`."""
     net.head = dropout_defense_head(net.embed_dim, num_classes, p, hidden)
     return net
+
+
+def apply_ssd_dropout_defense(net: nn.Module, p: float = 0.5) -> nn.Module:
+    """SSD: a dropout layer in front of each of the two last layers, the classification and the
+    box-regression convolutions of every feature map (``head.classification_head`` and
+    ``head.regression_head``), i.e. ``Dropout2d(p) -> Conv2d`` per map and head."""
+    for head in (net.head.classification_head, net.head.regression_head):
+        for i, conv in enumerate(head.module_list):
+            head.module_list[i] = nn.Sequential(nn.Dropout2d(p), conv)
+    return net
