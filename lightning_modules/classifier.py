@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_modules.components.classifier import build_classifier
 from lightning_modules.components.defenses import apply_dropout_defense
-from lightning_modules.dp import CKPT_KEY, DPConfig, DPTraining, as_config
+from lightning_modules.dp import DPConfig, DPHooks, DPTraining, as_config
 
 OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
 
@@ -26,7 +26,7 @@ PRESETS = {
 }
 
 
-class WhaleClassifier(pl.LightningModule):
+class WhaleClassifier(DPHooks, pl.LightningModule):
     """Closed-set identity classifier over the ID1 individuals.
 
     Args:
@@ -140,23 +140,6 @@ class WhaleClassifier(pl.LightningModule):
             x = batch[0]
             return self(x.new_zeros((1, *x.shape[1:]))).sum() * 0.0
         return self._step(batch, "train", self.train_acc)
-
-    # ---- DP-SGD (lightning_modules.dp) ---------------------------------------------------
-    def setup(self, stage: str) -> None:
-        if self.dp is not None and stage == "fit":
-            self.dp.attach(self.trainer)
-
-    def on_train_epoch_end(self) -> None:
-        if self.dp is not None:
-            self.dp.log_epsilon(self)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.dp is not None:
-            checkpoint[CKPT_KEY] = self.dp.state_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self.dp is not None and CKPT_KEY in checkpoint:
-            self.dp.load_state_dict(checkpoint[CKPT_KEY])
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val", self.val_acc)

@@ -32,8 +32,8 @@ from lightning_modules.components.detectors import (
     set_postprocess,
 )
 from lightning_modules.dp import (
-    CKPT_KEY,
     DPConfig,
+    DPHooks,
     DPTraining,
     as_config,
     check_dp_detector,
@@ -64,7 +64,7 @@ class PredictionSettings:
     max_boxes: int = 200
 
 
-class ObjectDetector(pl.LightningModule):
+class ObjectDetector(DPHooks, pl.LightningModule):
     """Thin wrapper around :func:`~lightning_modules.components.detectors.build_detector`.
 
     Args:
@@ -207,30 +207,19 @@ class ObjectDetector(pl.LightningModule):
         if not images:  # an empty Poisson batch: one zero image with zero weight (a noise step)
             size = self.input_size
             images = [torch.zeros(3, size, size, device=self.device)]
-            targets = [{"boxes": torch.zeros(0, 4, device=self.device),
-                        "labels": torch.zeros(0, dtype=torch.int64, device=self.device)}]
+            targets = [
+                {
+                    "boxes": torch.zeros(0, 4, device=self.device),
+                    "labels": torch.zeros(0, dtype=torch.int64, device=self.device),
+                }
+            ]
             return ssd_per_image_losses(self.net, images, targets).sum() * 0.0
         losses = ssd_per_image_losses(self.net, images, targets)
         loss = per_sample_loss_mean(losses)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=len(images))
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images)
+        )
         return loss
-
-    def setup(self, stage: str) -> None:
-        if self.dp is not None and stage == "fit":
-            self.dp.attach(self.trainer)
-
-    def on_train_epoch_end(self) -> None:
-        if self.dp is not None:
-            self.dp.log_epsilon(self)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.dp is not None:
-            checkpoint[CKPT_KEY] = self.dp.state_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self.dp is not None and CKPT_KEY in checkpoint:
-            self.dp.load_state_dict(checkpoint[CKPT_KEY])
 
     def on_validation_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)

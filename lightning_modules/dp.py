@@ -155,8 +155,11 @@ def fix_module(net: nn.Module, owner: str = "model") -> tuple[nn.Module, list[st
     before = {name: type(m).__name__ for name, m in net.named_modules()}
     fixed = ModuleValidator.fix(net)
     after = {name: type(m).__name__ for name, m in fixed.named_modules()}
-    replaced = [f"{n}: {before[n]} -> {after[n]}" for n in before
-                if n in after and before[n] != after[n] and "Norm" in before[n]]
+    replaced = [
+        f"{n}: {before[n]} -> {after[n]}"
+        for n in before
+        if n in after and before[n] != after[n] and "Norm" in before[n]
+    ]
     if replaced:
         rank_zero_info(
             f"DP ({owner}): ModuleValidator.fix replaced {len(replaced)} normalisation layers "
@@ -349,12 +352,17 @@ class DPTraining:
         eps = self.epsilon(module.current_epoch + 1)
         for key, value in eps.items():
             if math.isfinite(value):
-                module.log(f"dp/{key}", float(value), on_step=False, on_epoch=True,
-                           rank_zero_only=True)
-        module.log("dp/noise_multiplier", float(self.noise_multiplier or 0.0), on_step=False,
-                   on_epoch=True, rank_zero_only=True)
-        module.log("dp/steps", float(self.steps), on_step=False, on_epoch=True,
-                   rank_zero_only=True)
+                module.log(
+                    f"dp/{key}", float(value), on_step=False, on_epoch=True, rank_zero_only=True
+                )
+        module.log(
+            "dp/noise_multiplier",
+            float(self.noise_multiplier or 0.0),
+            on_step=False,
+            on_epoch=True,
+            rank_zero_only=True,
+        )
+        module.log("dp/steps", float(self.steps), on_step=False, on_epoch=True, rank_zero_only=True)
         rank_zero_info(
             f"DP epoch {module.current_epoch}: epsilon={eps['epsilon']:.4g} "
             f"(delta={self.cfg.delta}, {self.steps} steps)"
@@ -362,8 +370,11 @@ class DPTraining:
         return eps
 
     def state_dict(self) -> dict:
-        state = {"rdp": self.rdp.state_dict(), "noise_multiplier": self.noise_multiplier,
-                 "sample_rate": self.sample_rate}
+        state = {
+            "rdp": self.rdp.state_dict(),
+            "noise_multiplier": self.noise_multiplier,
+            "sample_rate": self.sample_rate,
+        }
         if self.prv is not None:
             state["prv"] = self.prv.state_dict()
         return state
@@ -415,8 +426,9 @@ def prepare_ssd_for_dp(net: nn.Module) -> list[str]:
     return frozen
 
 
-def ssd_per_image_losses(net: nn.Module, images: list[torch.Tensor],
-                         targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+def ssd_per_image_losses(
+    net: nn.Module, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
+) -> torch.Tensor:
     """Per-image SSD losses (B,), each normalised by that image's own matched anchors.
 
     torchvision's ``SSD.forward`` divides the summed losses of the batch by the batch's total
@@ -444,7 +456,35 @@ def ssd_per_image_losses(net: nn.Module, images: list[torch.Tensor],
             matched = torch.full((anc.size(0),), -1, dtype=torch.int64, device=anc.device)
         else:
             matched = net.proposal_matcher(box_ops.box_iou(tgt["boxes"], anc))
-        part = net.compute_loss([tgt], {k: v[i:i + 1] for k, v in head_outputs.items()}, [anc],
-                                [matched])
+        part = net.compute_loss(
+            [tgt], {k: v[i : i + 1] for k, v in head_outputs.items()}, [anc], [matched]
+        )
         losses.append(part["bbox_regression"] + part["classification"])
     return torch.stack(losses)
+
+
+class DPHooks:
+    """LightningModule mixin for modules with a ``dp`` attribute (``DPTraining`` or None).
+
+    Attaches DP-SGD when fitting starts, logs epsilon after every training epoch, and keeps the
+    accountant's history in checkpoints so a resumed run continues it. With ``dp=None`` every
+    hook does nothing.
+    """
+
+    dp: DPTraining | None
+
+    def setup(self, stage: str) -> None:
+        if self.dp is not None and stage == "fit":
+            self.dp.attach(self.trainer)
+
+    def on_train_epoch_end(self) -> None:
+        if self.dp is not None:
+            self.dp.log_epsilon(self)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.dp is not None:
+            checkpoint[CKPT_KEY] = self.dp.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.dp is not None and CKPT_KEY in checkpoint:
+            self.dp.load_state_dict(checkpoint[CKPT_KEY])
