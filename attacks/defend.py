@@ -24,11 +24,28 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-COLUMNS = ("variant", "train_acc", "test_acc", "gap", "attack_acc", "attack_auc", "epsilon",
-           "epsilon_yu", "noise_multiplier", "epochs")
-TAGS = {"train_acc": "leak/train_acc", "test_acc": "leak/test_acc", "gap": "leak/gap",
-        "attack_acc": "attack/acc", "attack_auc": "attack/auc", "epsilon": "dp/epsilon",
-        "epsilon_yu": "dp/epsilon_yu", "noise_multiplier": "dp/noise_multiplier"}
+COLUMNS = (
+    "variant",
+    "train_acc",
+    "test_acc",
+    "gap",
+    "attack_acc",
+    "attack_auc",
+    "epsilon",
+    "epsilon_yu",
+    "noise_multiplier",
+    "epochs",
+)
+TAGS = {
+    "train_acc": "leak/train_acc",
+    "test_acc": "leak/test_acc",
+    "gap": "leak/gap",
+    "attack_acc": "attack/acc",
+    "attack_auc": "attack/auc",
+    "epsilon": "dp/epsilon",
+    "epsilon_yu": "dp/epsilon_yu",
+    "noise_multiplier": "dp/noise_multiplier",
+}
 
 
 @dataclass
@@ -88,8 +105,9 @@ def plot(rows: list[dict], out: Path) -> None:
         x = right if math.isnan(r["epsilon"]) else r["epsilon"]
         ax.scatter(x, r["test_acc"], marker="o", color="tab:blue")
         ax.scatter(x, r["attack_auc"], marker="s", color="tab:red")
-        ax.annotate(r["variant"], (x, r["test_acc"]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
+        ax.annotate(
+            r["variant"], (x, r["test_acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+        )
     ax.axhline(0.5, ls=":", color="grey")
     ax.set_xscale("log")
     ax.set_xlabel("epsilon (RDP, delta=1e-5); non-DP runs at the right edge")
@@ -106,8 +124,7 @@ def plot(rows: list[dict], out: Path) -> None:
         fig, ax = plt.subplots(figsize=(4, 3))
         names = ["base", "no_overfit"]
         ax.bar([0, 1], [by[n]["attack_acc"] for n in names], width=0.35, label="attack acc")
-        ax.bar([0.35, 1.35], [by[n]["attack_auc"] for n in names], width=0.35,
-               label="attack AUC")
+        ax.bar([0.35, 1.35], [by[n]["attack_auc"] for n in names], width=0.35, label="attack AUC")
         ax.set_xticks([0.17, 1.17], ["overfit", "no overfit"])
         ax.axhline(0.5, ls=":", color="grey")
         ax.legend(fontsize=8)
@@ -117,8 +134,13 @@ def plot(rows: list[dict], out: Path) -> None:
         plt.close(fig)
 
 
-def run_sweep(variants: dict[str, Variant], epochs: int, out: str | Path,
-              fit_args: list[str] | None = None, only: list[str] | None = None) -> list[dict]:
+def run_sweep(
+    variants: dict[str, Variant],
+    epochs: int,
+    out: str | Path,
+    fit_args: list[str] | None = None,
+    only: list[str] | None = None,
+) -> list[dict]:
     import cli
 
     out = Path(out)
@@ -129,12 +151,23 @@ def run_sweep(variants: dict[str, Variant], epochs: int, out: str | Path,
             continue
         run = out / name / "version_0"
         if not (run / "checkpoints" / "last.ckpt").is_file():
-            args = ["fit", "--config", v.config, *v.args, *(fit_args or []),
-                    "--trainer.max_epochs", str(epochs),
-                    "--trainer.logger.init_args.save_dir", str(out),
-                    "--trainer.logger.init_args.name", name,
-                    "--trainer.logger.init_args.version", "version_0",
-                    "--attack_after_fit", "null"]
+            args = [
+                "fit",
+                "--config",
+                v.config,
+                *v.args,
+                *(fit_args or []),
+                "--trainer.max_epochs",
+                str(epochs),
+                "--trainer.logger.init_args.save_dir",
+                str(out),
+                "--trainer.logger.init_args.name",
+                name,
+                "--trainer.logger.init_args.version",
+                "version_0",
+                "--attack_after_fit",
+                "null",
+            ]
             print(f"[defend] {name}: python cli.py {' '.join(args)}")
             cli.main(cli.resolve_config_args(args))
         rows.append(summarize(name, run, epochs))
@@ -157,8 +190,9 @@ def main(argv: list[str]) -> list[dict]:
     parser.add_argument("--fit_args", type=list[str], default=[])
     parser.add_argument("--only", type=list[str] | None, default=None)
     cfg = parser.parse_args(argv)
-    variants = {k: v if isinstance(v, Variant) else Variant(**dict(v))
-                for k, v in cfg.variants.items()}
+    variants = {
+        k: v if isinstance(v, Variant) else Variant(**dict(v)) for k, v in cfg.variants.items()
+    }
     if not variants:
         raise SystemExit("cli.py defend: no variants (give --config defense_sweep.yaml)")
     return run_sweep(variants, cfg.epochs, cfg.out, cfg.fit_args, cfg.only)

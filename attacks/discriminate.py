@@ -162,24 +162,32 @@ def discriminate(
             torch.softmax(torch.as_tensor(sig["logits"]), 1).numpy() if good else np.zeros((0, 1))
         )
         for i, p in enumerate(good):
-            row = {"image": str(p.relative_to(folder)), "status": "ok",
-                   "score": f"{scores[i]:.6g}", "threshold": f"{tau:.6g}",
-                   "decision": "known" if known[i] else "new", "group": grp[p]}
+            row = {
+                "image": str(p.relative_to(folder)),
+                "status": "ok",
+                "score": f"{scores[i]:.6g}",
+                "threshold": f"{tau:.6g}",
+                "decision": "known" if known[i] else "new",
+                "group": grp[p],
+            }
             if known[i]:
                 top = np.argsort(-probs[i])[:5]
                 for k, c in enumerate(top, 1):
                     row[f"top{k}"], row[f"p{k}"] = names[c], f"{probs[i, c]:.4f}"
             if grp[p] in gstats:
                 n, gs, gd = gstats[grp[p]]
-                row.update(group_size=n, group_score=f"{gs:.6g}",
-                           group_decision="known" if gd else "new")
+                row.update(
+                    group_size=n, group_score=f"{gs:.6g}", group_decision="known" if gd else "new"
+                )
             w.writerow(row)
         for p, status in bad.items():
             w.writerow({"image": str(p.relative_to(folder)), "status": status})
     n_known = int(known.sum())
-    log(f"discriminate ({attack}, threshold {tau:.4g}): {len(good)} photos scored, "
+    log(
+        f"discriminate ({attack}, threshold {tau:.4g}): {len(good)} photos scored, "
         f"{n_known} known, {len(good) - n_known} new; {len(gstats)} groups; {len(bad)} skipped; "
-        f"{per * 1e3:.1f} ms per photo -> {out_path}")
+        f"{per * 1e3:.1f} ms per photo -> {out_path}"
+    )
     return out_path
 
 
@@ -191,8 +199,12 @@ def main(argv: list[str]) -> Path:
     parser.add_argument("--run", type=str, required=True, help="finished run folder")
     parser.add_argument("--images", type=str, required=True, help="folder of new photos")
     parser.add_argument("--attack", type=str, default="yeom", help=f"one of {SIGNAL_ATTACKS}")
-    parser.add_argument("--groups", type=str | None, default=None,
-                        help="CSV with columns image, group (else: one subfolder per group)")
+    parser.add_argument(
+        "--groups",
+        type=str | None,
+        default=None,
+        help="CSV with columns image, group (else: one subfolder per group)",
+    )
     parser.add_argument("--aggregate", type=str, default="mean", help="mean | vote")
     parser.add_argument("--out", type=str | None, default=None, help="output CSV")
     parser.add_argument("--device", type=str | None, default=None)

@@ -52,14 +52,16 @@ def epochs_for_epsilon(epsilon: float, sigma: float, delta: float) -> float:
     return 2.0 * sigma**2 * s * s
 
 
-def implied_training_size(epsilon: float, sigma: float, iterations: int, batch: int,
-                          delta: float) -> float:
+def implied_training_size(
+    epsilon: float, sigma: float, iterations: int, batch: int, delta: float
+) -> float:
     """N such that ``yu_epsilon(sigma, iterations * batch / N, delta) == epsilon``."""
     return iterations * batch / epochs_for_epsilon(epsilon, sigma, delta)
 
 
-def implied_size_interval(epsilon_printed: float, sigma: float, iterations: int, batch: int,
-                          delta: float, digits: int = 3) -> tuple[float, float]:
+def implied_size_interval(
+    epsilon_printed: float, sigma: float, iterations: int, batch: int, delta: float, digits: int = 3
+) -> tuple[float, float]:
     """N range consistent with ``epsilon_printed`` rounded to ``digits`` significant digits."""
     half = 0.5 * 10 ** (math.floor(math.log10(epsilon_printed)) - digits + 1)
     lo = implied_training_size(epsilon_printed + half, sigma, iterations, batch, delta)
@@ -78,8 +80,10 @@ if __name__ == "__main__":
         lo, hi = implied_size_interval(eps, sigma, iters, batch, delta)
         ranges.append((lo, hi))
         k = epochs_from_iterations(iters, batch, n)
-        print(f"sigma={sigma:g} iters={iters} batch={batch}: eps={eps:.3g} -> N={n:.1f} "
-              f"(rounding interval {lo:.1f}..{hi:.1f}), k={k:.1f} epochs")
+        print(
+            f"sigma={sigma:g} iters={iters} batch={batch}: eps={eps:.3g} -> N={n:.1f} "
+            f"(rounding interval {lo:.1f}..{hi:.1f}), k={k:.1f} epochs"
+        )
     lo, hi = max(r[0] for r in ranges), min(r[1] for r in ranges)
     print(f"both figures: N in [{lo:.1f}, {hi:.1f}]")
     for sigma, iters, batch, delta, eps in TABLE4:

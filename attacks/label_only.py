@@ -253,8 +253,15 @@ def art_distances(
     np.random.seed(seed)
     pred = clf.predict(xn, batch_size=batch_size).argmax(1)
     hsj = HopSkipJump(
-        clf, targeted=False, norm=2, max_iter=max_iter, max_eval=max_eval,
-        init_eval=init_eval, init_size=init_size, batch_size=batch_size, verbose=False,
+        clf,
+        targeted=False,
+        norm=2,
+        max_iter=max_iter,
+        max_eval=max_eval,
+        init_eval=init_eval,
+        init_size=init_size,
+        batch_size=batch_size,
+        verbose=False,
     )
     onehot = np.eye(nb_classes, dtype=np.float32)[pred]
     dist = np.zeros(len(xn))
@@ -315,9 +322,7 @@ class LabelOnlyAttack:
         self.threshold: float | None = None
 
     def fit(self, attack_signals: dict) -> LabelOnlyAttack:
-        self.threshold, _ = best_threshold(
-            self.score(attack_signals), membership(attack_signals)
-        )
+        self.threshold, _ = best_threshold(self.score(attack_signals), membership(attack_signals))
         return self
 
     def score(self, signals: dict) -> np.ndarray:

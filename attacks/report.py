@@ -22,8 +22,19 @@ from attacks.open_set import attack_metrics  # noqa: E402
 
 #: metrics shown in the Markdown tables, in order
 SHOWN = (
-    "acc", "balanced_acc", "precision", "recall", "tpr", "fpr", "auc",
-    "tpr@1%fpr", "tpr@0.1%fpr", "baks", "baus", "gmean", "auroc_new",
+    "acc",
+    "balanced_acc",
+    "precision",
+    "recall",
+    "tpr",
+    "fpr",
+    "auc",
+    "tpr@1%fpr",
+    "tpr@0.1%fpr",
+    "baks",
+    "baus",
+    "gmean",
+    "auroc_new",
 )
 
 
@@ -53,8 +64,12 @@ def evaluate(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         m = attack_metrics(
-            np.asarray(scores)[sel], y[sel], tau,
-            identity=pick(identity), label=pick(label), pred=pick(pred),
+            np.asarray(scores)[sel],
+            y[sel],
+            tau,
+            identity=pick(identity),
+            label=pick(label),
+            pred=pick(pred),
         )
     m["warnings"] = [str(w.message) for w in caught]
     m["balanced"] = balanced
@@ -136,25 +151,47 @@ def write_attack(
     plot_roc({name: (f, t)}, out_dir / "roc_loglog.png", loglog=True)
     plot_hist(scores, is_member, metrics["threshold"], out_dir / "hist.png", name)
     np.savez(
-        out_dir / "scores.npz", score=np.asarray(scores, dtype=np.float64),
-        is_member=np.asarray(is_member), roc_fpr=f, roc_tpr=t, **(arrays or {}),
+        out_dir / "scores.npz",
+        score=np.asarray(scores, dtype=np.float64),
+        is_member=np.asarray(is_member),
+        roc_fpr=f,
+        roc_tpr=t,
+        **(arrays or {}),
     )
-    payload = {"attack": name, "metrics": metrics, "info": info, "roc": {"fpr": f.tolist(),
-               "tpr": t.tolist()}}
+    payload = {
+        "attack": name,
+        "metrics": metrics,
+        "info": info,
+        "roc": {"fpr": f.tolist(), "tpr": t.tolist()},
+    }
     (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=_json))
     lines = [
-        f"# Attack `{name}`", "",
+        f"# Attack `{name}`",
+        "",
         "Threshold fitted on the attack set only, frozen, applied to the evaluation set "
-        "(balanced: as many members as non-members).", "",
-        metrics_table({name: metrics}), "",
+        "(balanced: as many members as non-members).",
+        "",
+        metrics_table({name: metrics}),
+        "",
         f"Members: {metrics['n_members']}, non-members: {metrics['n_nonmembers']}. "
-        f"Threshold on the score: {metrics['threshold']:.6g}.", "",
+        f"Threshold on the score: {metrics['threshold']:.6g}.",
+        "",
     ]
     for w in metrics.get("warnings", []):
         lines.append(f"> warning: {w}")
-    lines += ["", "## Settings and timings", "", "```json",
-              json.dumps(info, indent=2, default=_json), "```", "",
-              "![ROC](roc.png) ![ROC log-log](roc_loglog.png)", "", "![scores](hist.png)", ""]
+    lines += [
+        "",
+        "## Settings and timings",
+        "",
+        "```json",
+        json.dumps(info, indent=2, default=_json),
+        "```",
+        "",
+        "![ROC](roc.png) ![ROC log-log](roc_loglog.png)",
+        "",
+        "![scores](hist.png)",
+        "",
+    ]
     (out_dir / "report.md").write_text("\n".join(lines))
     if writer is not None:
         for k, v in metrics.items():
@@ -190,9 +227,7 @@ def figure6_table(results: dict[str, dict[str, dict]]) -> str:
         cells = []
         for arch in archs:
             m = results[arch].get(att)
-            cells.append(
-                "-" if m is None else f"{m['acc']:.3f} / {m['fpr']:.3f} / {m['auc']:.3f}"
-            )
+            cells.append("-" if m is None else f"{m['acc']:.3f} / {m['fpr']:.3f} / {m['auc']:.3f}")
         body.append(f"| {att} | " + " | ".join(cells) + " |")
     return "\n".join([head, sep, *body])
 
@@ -214,8 +249,9 @@ def write_summary(
         p = Path(other) / "attacks" / "summary.json"
         if p.is_file():
             o = json.loads(p.read_text())
-            fig6[f"{o['context'].get('arch')} ({o['context'].get('preset', '')}) "
-                 f"{Path(other).name}"] = o["metrics"]
+            fig6[
+                f"{o['context'].get('arch')} ({o['context'].get('preset', '')}) {Path(other).name}"
+            ] = o["metrics"]
     curves = {}
     for name in results:
         p = attacks_dir / name / "scores.npz"
@@ -226,8 +262,10 @@ def write_summary(
     plot_roc(curves, attacks_dir / "roc_loglog.png", loglog=True)
     summary = {"context": context, "metrics": results, "info": infos}
     (attacks_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json))
-    timing = ["| attack | train time (s) | discrimination time per sample (s) | n eval |",
-              "|---|---|---|---|"]
+    timing = [
+        "| attack | train time (s) | discrimination time per sample (s) | n eval |",
+        "|---|---|---|---|",
+    ]
     for name, inf in infos.items():
         timing.append(
             f"| {name} | {inf.get('train_seconds', float('nan')):.3f} | "
@@ -235,24 +273,39 @@ def write_summary(
             f"{results[name]['n_members'] + results[name]['n_nonmembers']} |"
         )
     lines = [
-        f"# Membership inference report: `{context.get('run')}`", "",
+        f"# Membership inference report: `{context.get('run')}`",
+        "",
         f"Target: {arch}, preset {context.get('preset')}, {context.get('n_classes')} known "
-        f"individuals; signals from `{context.get('signals')}`.", "",
+        f"individuals; signals from `{context.get('signals')}`.",
+        "",
         "Every threshold was fitted on the attack set (ID1-val members + ID2 non-members) and "
         "frozen; all numbers below are on the evaluation set (ID1-test members + ID3 new "
-        "individuals), balanced between members and non-members.", "",
-        "## Accuracy / FPR / AUC per attack and architecture (Figure 6 style)", "",
-        figure6_table(fig6), "",
-        "## All metrics", "", metrics_table(results), "",
+        "individuals), balanced between members and non-members.",
+        "",
+        "## Accuracy / FPR / AUC per attack and architecture (Figure 6 style)",
+        "",
+        figure6_table(fig6),
+        "",
+        "## All metrics",
+        "",
+        metrics_table(results),
+        "",
         "BAKS/BAUS: balanced accuracy on known/unknown samples (per-individual means; BAKS "
         "also needs the right top-1 identity), gmean = sqrt(BAKS*BAUS); auroc_new = AUROC with "
         "'new individual' as the positive class. The two baselines (`baseline_msp`, "
-        "`baseline_nn_cosine`) are standard open-set detectors on the same splits.", "",
-        "## Time (Table 4 style)", "", *timing, "",
+        "`baseline_nn_cosine`) are standard open-set detectors on the same splits.",
+        "",
+        "## Time (Table 4 style)",
+        "",
+        *timing,
+        "",
         "Discrimination time per sample includes the target's forward pass (signal "
-        "extraction) for signal attacks and the HopSkipJump queries for label-only.", "",
-        extra_md, "",
-        "![ROC](roc.png) ![ROC log-log](roc_loglog.png)", "",
+        "extraction) for signal attacks and the HopSkipJump queries for label-only.",
+        "",
+        extra_md,
+        "",
+        "![ROC](roc.png) ![ROC log-log](roc_loglog.png)",
+        "",
     ]
     warn = sorted({w for m in results.values() for w in m.get("warnings", [])})
     if warn:
@@ -261,6 +314,7 @@ def write_summary(
     path.write_text("\n".join(lines))
     if writer is not None:
         for png in ("roc.png", "roc_loglog.png"):
-            writer.add_image(f"attacks/{png[:-4]}", plt.imread(attacks_dir / png)[..., :3], 0,
-                             dataformats="HWC")
+            writer.add_image(
+                f"attacks/{png[:-4]}", plt.imread(attacks_dir / png)[..., :3], 0, dataformats="HWC"
+            )
     return path

@@ -136,13 +136,32 @@ def _signal_attack(name, attack, fit_sig, ev, fwd, settings, info, out, writer, 
     sc = attack.score(ev)
     per = (time.perf_counter() - t0) / max(1, len(sc))
     m, sel = evaluate(
-        sc, membership(ev), attack.score_threshold, identity=ev["identity"], label=ev["label"],
-        pred=ev["pred"], balanced=settings.balanced, seed=seed,
+        sc,
+        membership(ev),
+        attack.score_threshold,
+        identity=ev["identity"],
+        label=ev["label"],
+        pred=ev["pred"],
+        balanced=settings.balanced,
+        seed=seed,
     )
-    info = {**info, "train_seconds": t_fit, "score_seconds_per_sample": per,
-            "discrimination_seconds_per_sample": per + fwd, "n_fit": len(fit_sig["index"])}
-    write_attack(out / name, name, m, sc[sel], membership(ev)[sel], info,
-                 {"sample_id": ev["sample_id"][sel]}, writer)
+    info = {
+        **info,
+        "train_seconds": t_fit,
+        "score_seconds_per_sample": per,
+        "discrimination_seconds_per_sample": per + fwd,
+        "n_fit": len(fit_sig["index"]),
+    }
+    write_attack(
+        out / name,
+        name,
+        m,
+        sc[sel],
+        membership(ev)[sel],
+        info,
+        {"sample_id": ev["sample_id"][sel]},
+        writer,
+    )
     return m, info
 
 
@@ -202,17 +221,40 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
         log(f"attack {name}: acc {m['acc']:.3f} auc {m['auc']:.3f} fpr {m['fpr']:.3f}")
 
     if s.yeom.enabled:
-        m, i = _signal_attack("yeom", get("yeom")(signal=s.yeom.signal), att_b, ev, fwd, s,
-                              {**common, "signal": s.yeom.signal, "fit_on": "target attack set"},
-                              out, writer, s.seed)
+        m, i = _signal_attack(
+            "yeom",
+            get("yeom")(signal=s.yeom.signal),
+            att_b,
+            ev,
+            fwd,
+            s,
+            {**common, "signal": s.yeom.signal, "fit_on": "target attack set"},
+            out,
+            writer,
+            s.seed,
+        )
         done("yeom", m, i)
     if s.salem.enabled:
-        kw = dict(topk=s.salem.topk, epochs=s.salem.epochs, lr=s.salem.lr,
-                  threshold=s.salem.threshold, seed=s.seed)
+        kw = dict(
+            topk=s.salem.topk,
+            epochs=s.salem.epochs,
+            lr=s.salem.lr,
+            threshold=s.salem.threshold,
+            seed=s.seed,
+        )
         if s.salem.on_target:
-            m, i = _signal_attack("salem", get("salem")(**kw), att_b, ev, fwd, s,
-                                  {**common, **kw, "fit_on": "target attack set"}, out, writer,
-                                  s.seed)
+            m, i = _signal_attack(
+                "salem",
+                get("salem")(**kw),
+                att_b,
+                ev,
+                fwd,
+                s,
+                {**common, **kw, "fit_on": "target attack set"},
+                out,
+                writer,
+                s.seed,
+            )
             done("salem", m, i)
         sh = s.salem.shadow
         if sh.enabled:
@@ -223,17 +265,33 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
             if sh.run:
                 ssig, sinfo = shadow_run_signals(sh.run, sdir, s.device)
             else:
-                full, sinfo = train_shadow(ctx, sdir, arch=sh.arch, epochs=sh.epochs,
-                                           seed=sh.seed, batch_size=sh.batch_size)
+                full, sinfo = train_shadow(
+                    ctx,
+                    sdir,
+                    arch=sh.arch,
+                    epochs=sh.epochs,
+                    seed=sh.seed,
+                    batch_size=sh.batch_size,
+                )
                 ssig = subset(full, "attack")
             ssig = _balanced(ssig, s.seed) if s.balanced else ssig
             t_shadow = time.perf_counter() - t0
             target_arch = ctx.model_args.get("arch")
-            name = "salem_shadow" if sinfo["arch"] == target_arch else f"salem_shadow_{sinfo['arch']}"
-            m, i = _signal_attack(name, get("salem")(**kw), ssig, ev, fwd, s,
-                                  {**common, **kw, "fit_on": "shadow", "shadow": sinfo,
-                                   "target_arch": target_arch},
-                                  out, writer, s.seed)
+            name = (
+                "salem_shadow" if sinfo["arch"] == target_arch else f"salem_shadow_{sinfo['arch']}"
+            )
+            m, i = _signal_attack(
+                name,
+                get("salem")(**kw),
+                ssig,
+                ev,
+                fwd,
+                s,
+                {**common, **kw, "fit_on": "shadow", "shadow": sinfo, "target_arch": target_arch},
+                out,
+                writer,
+                s.seed,
+            )
             i["train_seconds"] += t_shadow
             done(name, m, i)
     if s.label_only.enabled:
@@ -244,16 +302,38 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
             done(name, m, i)
     if s.baselines:
         msp = _Threshold(lambda x: np.asarray(x["max_prob"], dtype=np.float64))
-        m, i = _signal_attack("baseline_msp", msp, att_b, ev, fwd, s,
-                              {**common, "score": "max softmax probability"}, out, writer, s.seed)
+        m, i = _signal_attack(
+            "baseline_msp",
+            msp,
+            att_b,
+            ev,
+            fwd,
+            s,
+            {**common, "score": "max softmax probability"},
+            out,
+            writer,
+            s.seed,
+        )
         done("baseline_msp", m, i)
         if "embedding" in sig:
             gal = sig["embedding"][sig["split"] == "train"]
             nn_ = _Threshold(lambda x: nn_cosine_scores(gal, x["embedding"]))
-            m, i = _signal_attack("baseline_nn_cosine", nn_, att_b, ev, fwd, s,
-                                  {**common, "score": "max cosine similarity to ID1-train "
-                                   "embeddings (= -nearest-neighbour cosine distance)"},
-                                  out, writer, s.seed)
+            m, i = _signal_attack(
+                "baseline_nn_cosine",
+                nn_,
+                att_b,
+                ev,
+                fwd,
+                s,
+                {
+                    **common,
+                    "score": "max cosine similarity to ID1-train "
+                    "embeddings (= -nearest-neighbour cosine distance)",
+                },
+                out,
+                writer,
+                s.seed,
+            )
             done("baseline_nn_cosine", m, i)
     tr = sig["split"] == "train"
     te = sig["split"] == "test"
@@ -274,8 +354,7 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
     ens_md = out / "ensemble" / "report.md"
     if ens_md.is_file():
         extra = "## Ensemble\n\nSee [ensemble/report.md](ensemble/report.md)."
-    path = write_summary(out, results, infos, context, [Path(c) for c in s.compare], extra,
-                         writer)
+    path = write_summary(out, results, infos, context, [Path(c) for c in s.compare], extra, writer)
     if writer is not None:
         for k in ("train_acc", "test_acc", "overfitting_level"):
             writer.add_scalar(f"target/{k}", context[k], 0)
@@ -299,18 +378,27 @@ def _label_only(ctx, sig, s: AttackSettings, out: Path, writer):
     n_ev = min(len(pick[2]), len(pick[3]))
     if lo.max_per_role:
         n_att, n_ev = min(n_att, lo.max_per_role), min(n_ev, lo.max_per_role)
-    chosen = [np.sort(rng.choice(p, n, replace=False))
-              for p, n in zip(pick, (n_att, n_att, n_ev, n_ev))]
+    chosen = [
+        np.sort(rng.choice(p, n, replace=False)) for p, n in zip(pick, (n_att, n_att, n_ev, n_ev))
+    ]
     sel = np.concatenate(chosen)
     rows = [ctx.rows[i] for i in sig["index"][sel]]
     model = ctx.model()
     x = ctx.images(rows).to(ctx.device)
-    hsj = dict(max_iter=lo.max_iter, init_eval=lo.init_eval, max_eval=lo.max_eval,
-               init_size=lo.init_size, max_queries=lo.max_queries, chunk=lo.chunk, seed=lo.seed)
+    hsj = dict(
+        max_iter=lo.max_iter,
+        init_eval=lo.init_eval,
+        max_eval=lo.max_eval,
+        init_size=lo.init_size,
+        max_queries=lo.max_queries,
+        chunk=lo.chunk,
+        seed=lo.seed,
+    )
     dist, secs = boundary_distances(model, x, len(ctx.class_names), method=lo.method, **hsj)
     lsig = {k: sig[k][sel] for k in (*META_FIELDS, "index", "label", "pred")}
-    lsig.update(boundary_distance=dist["distance"], queries=dist["queries"],
-                hsj_success=dist["success"])
+    lsig.update(
+        boundary_distance=dist["distance"], queries=dist["queries"], hsj_success=dist["success"]
+    )
     ldir = out / "label_only"
     save_signals(ldir / "distances.npz", lsig)
     att, ev = subset(lsig, "attack"), subset(lsig, "eval")
@@ -319,12 +407,23 @@ def _label_only(ctx, sig, s: AttackSettings, out: Path, writer):
     attack.fit(att)
     t_fit = time.perf_counter() - t0
     sc = attack.score(ev)
-    m, _ = evaluate(sc, membership(ev), attack.score_threshold, identity=ev["identity"],
-                    label=ev["label"], pred=ev["pred"], balanced=False)
+    m, _ = evaluate(
+        sc,
+        membership(ev),
+        attack.score_threshold,
+        identity=ev["identity"],
+        label=ev["label"],
+        pred=ev["pred"],
+        balanced=False,
+    )
     n = len(sel)
     info = {
-        "method": lo.method, **hsj, "n_attack": int(2 * n_att), "n_eval": int(2 * n_ev),
-        "queries_mean": float(dist["queries"].mean()), "queries_max": int(dist["queries"].max()),
+        "method": lo.method,
+        **hsj,
+        "n_attack": int(2 * n_att),
+        "n_eval": int(2 * n_ev),
+        "queries_mean": float(dist["queries"].mean()),
+        "queries_max": int(dist["queries"].max()),
         "hsj_success_rate": float(np.mean(dist["success"])),
         "distance_seconds": secs,
         # the attack set's distances are the training cost; evaluation per sample is the query
@@ -343,9 +442,17 @@ def _ensemble(ctx, sig, s: AttackSettings, out: Path, writer, log) -> dict:
     e = s.ensemble
     epochs = e.epochs or int(ctx.config.get("trainer", {}).get("max_epochs") or 10)
     bs = e.batch_size or int(ctx.data_args.get("batch_size", 32))
-    cfg = {"n_subsets": e.n_subsets, "max_subsets": e.max_subsets, "rules": e.rules,
-           "base": e.base, "epochs": epochs, "match_steps": e.match_steps, "batch_size": bs,
-           "seed": e.seed, "reuse": False}
+    cfg = {
+        "n_subsets": e.n_subsets,
+        "max_subsets": e.max_subsets,
+        "rules": e.rules,
+        "base": e.base,
+        "epochs": epochs,
+        "match_steps": e.match_steps,
+        "batch_size": bs,
+        "seed": e.seed,
+        "reuse": False,
+    }
     edir = out / "ensemble"
     res = run_ensemble(ctx, edir, cfg, sig, log=log)
     y = res["is_member"]
@@ -359,46 +466,83 @@ def _ensemble(ctx, sig, s: AttackSettings, out: Path, writer, log) -> dict:
         name = f"ensemble_{rule}"
         # decision margin: the combined score is >= 0 exactly for members except for majority
         tau = 0.0 if rule != "majority" else (res["n_subsets"] // 2 + 1) - 0.5
-        m, _ = evaluate(r["score"], y, tau, identity=ev_sig["identity"], label=ev_sig["label"],
-                        pred=ev_sig["pred"], balanced=s.balanced, seed=s.seed)
+        m, _ = evaluate(
+            r["score"],
+            y,
+            tau,
+            identity=ev_sig["identity"],
+            label=ev_sig["label"],
+            pred=ev_sig["pred"],
+            balanced=s.balanced,
+            seed=s.seed,
+        )
         assert np.array_equal(r["score"][sel] >= tau, r["decision"][sel]), rule
-        info = {"rule": rule, "base": res["base"], "n_subsets": res["n_subsets"],
-                "epochs": epochs, "train_seconds": res["train_seconds"],
-                "discrimination_seconds_per_sample": res["combine_seconds_per_sample"]
-                + res["n_subsets"] * json.loads(
-                    (ctx.folder / "signals" / "final_timing.json").read_text()
-                )["seconds_per_sample"]}
+        info = {
+            "rule": rule,
+            "base": res["base"],
+            "n_subsets": res["n_subsets"],
+            "epochs": epochs,
+            "train_seconds": res["train_seconds"],
+            "discrimination_seconds_per_sample": res["combine_seconds_per_sample"]
+            + res["n_subsets"]
+            * json.loads((ctx.folder / "signals" / "final_timing.json").read_text())[
+                "seconds_per_sample"
+            ],
+        }
         write_attack(edir / rule, name, m, r["score"][sel], y[sel], info, None, writer)
         outd[name] = (m, info)
-        rows_md.append(f"| ensemble `{rule}` ({res['n_subsets']} subsets) | {m['acc']:.3f} | "
-                       f"{m['fpr']:.3f} | {m['tpr']:.3f} | {m['auc']:.3f} |")
+        rows_md.append(
+            f"| ensemble `{rule}` ({res['n_subsets']} subsets) | {m['acc']:.3f} | "
+            f"{m['fpr']:.3f} | {m['tpr']:.3f} | {m['auc']:.3f} |"
+        )
     single = res["single"]
     ssel = balance(single["is_member"], s.seed) if s.balanced else np.arange(len(single["score"]))
     sm = attack_metrics(single["score"][ssel], single["is_member"][ssel], single["threshold"])
-    table6 = ["| subset | individuals | epochs | train acc | test acc | overfitting level |",
-              "|---|---|---|---|---|---|"]
+    table6 = [
+        "| subset | individuals | epochs | train acc | test acc | overfitting level |",
+        "|---|---|---|---|---|---|",
+    ]
     for t in res["subsets"]:
         ids = ", ".join(t["individuals"][:6]) + (" ..." if len(t["individuals"]) > 6 else "")
-        table6.append(f"| {t['subset']} | {ids} | {t['epochs']} | {t['train_acc']:.3f} | "
-                      f"{t['test_acc']:.3f} | "
-                      f"{t['overfitting_level']:.3f} |")
+        table6.append(
+            f"| {t['subset']} | {ids} | {t['epochs']} | {t['train_acc']:.3f} | "
+            f"{t['test_acc']:.3f} | "
+            f"{t['overfitting_level']:.3f} |"
+        )
     md = [
-        "# Ensemble MIA", "",
+        "# Ensemble MIA",
+        "",
         f"{res['n_subsets']} disjoint subsets of ID1, one target ({ctx.model_args.get('arch')}, "
         f"{epochs} run epochs, scaled to equal steps: {e.match_steps}) and one `{res['base']}` "
         "attack per subset. Each attack's threshold is "
         "fitted on its own attack set (its subset's ID1-val + as many random ID2 individuals).",
-        "", "## Overfitting level per subset (Table 6 style)", "", *table6, "",
-        "## Ensemble vs single model (evaluation set, balanced)", "",
-        "| attack | acc | FPR | TPR | AUC |", "|---|---|---|---|---|",
+        "",
+        "## Overfitting level per subset (Table 6 style)",
+        "",
+        *table6,
+        "",
+        "## Ensemble vs single model (evaluation set, balanced)",
+        "",
+        "| attack | acc | FPR | TPR | AUC |",
+        "|---|---|---|---|---|",
         f"| single target, `{res['base']}` | {sm['acc']:.3f} | {sm['fpr']:.3f} | "
         f"{sm['tpr']:.3f} | {sm['auc']:.3f} |",
-        *rows_md, "",
+        *rows_md,
+        "",
     ]
     (edir / "report.md").write_text("\n".join(md))
-    (edir / "ensemble.json").write_text(json.dumps(
-        {"subsets": res["subsets"], "single": sm, "thresholds": res["thresholds"].tolist(),
-         "rules": {k: v[0] for k, v in outd.items()}}, indent=2, default=str))
+    (edir / "ensemble.json").write_text(
+        json.dumps(
+            {
+                "subsets": res["subsets"],
+                "single": sm,
+                "thresholds": res["thresholds"].tolist(),
+                "rules": {k: v[0] for k, v in outd.items()},
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return outd
 
 

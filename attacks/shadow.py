@@ -47,8 +47,12 @@ def shadow_rows(rows: list[dict], seed: int = 0, train_fraction: float = 0.5) ->
         for j, i in enumerate(order):
             split = "shadow_train" if j < n_train else "shadow_val"
             out.append(
-                {**photos[i], "split": split, "role": "member",
-                 "set": "train" if split == "shadow_train" else "attack"}
+                {
+                    **photos[i],
+                    "split": split,
+                    "role": "member",
+                    "set": "train" if split == "shadow_train" else "attack",
+                }
             )
     for r in id2:
         if r["identity"] not in known:
@@ -91,7 +95,11 @@ def train_shadow(
     rows = [{**r, "label": pos.get(r["identity"], -1)} for r in rows]
     out_dir.mkdir(parents=True, exist_ok=True)
     sig = extract_signals(
-        model, rows, ctx.roots, ctx.image_size, device=ctx.device,
+        model,
+        rows,
+        ctx.roots,
+        ctx.image_size,
+        device=ctx.device,
         path=out_dir / "shadow_signals.npz",
     )
     with (out_dir / "shadow_manifest.csv").open("w", newline="") as fh:

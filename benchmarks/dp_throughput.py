@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
-    data = TensorDataset(torch.rand(args.n, 3, args.image_size, args.image_size, generator=g),
-                         torch.randint(0, args.classes, (args.n,), generator=g))
+    data = TensorDataset(
+        torch.rand(args.n, 3, args.image_size, args.image_size, generator=g),
+        torch.randint(0, args.classes, (args.n,), generator=g),
+    )
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=True)
 
     torch.manual_seed(0)
@@ -80,17 +82,23 @@ def main(argv: list[str] | None = None) -> dict:
     net = dp.prepare_module(build_classifier(args.arch, args.classes, batchnorm=False)).to(device)
     dp_loader = DPDataLoader.from_data_loader(loader)
     q = 1 / len(loader)
-    dp_opt = DPOptimizer(torch.optim.SGD(net.parameters(), lr=0.01), noise_multiplier=1.0,
-                         max_grad_norm=1.0, expected_batch_size=int(args.n * q))
+    dp_opt = DPOptimizer(
+        torch.optim.SGD(net.parameters(), lr=0.01),
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        expected_batch_size=int(args.n * q),
+    )
     dp_opt.attach_step_hook(dp.rdp.get_optimizer_hook_fn(q))
     run_epochs(net, dp_opt, dp_loader, 1, device)
     t_dp, n_dp = run_epochs(net, dp_opt, dp_loader, args.epochs, device)
 
     plain_sps, dp_sps = n_plain / t_plain, n_dp / t_dp
     ratio = dp_sps / plain_sps
-    print(f"non-DP: {plain_sps:.1f} samples/s   DP-SGD: {dp_sps:.1f} samples/s   "
-          f"ratio DP/non-DP = {ratio:.3f} (goal >= 0.3)   epsilon after "
-          f"{dp.steps} steps = {dp.epsilon()['epsilon']:.3g}")
+    print(
+        f"non-DP: {plain_sps:.1f} samples/s   DP-SGD: {dp_sps:.1f} samples/s   "
+        f"ratio DP/non-DP = {ratio:.3f} (goal >= 0.3)   epsilon after "
+        f"{dp.steps} steps = {dp.epsilon()['epsilon']:.3g}"
+    )
     gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else None
     result = {
         "name": "dp_sgd_throughput_ratio",
@@ -98,14 +106,20 @@ def main(argv: list[str] | None = None) -> dict:
         "unit": "x (DP-SGD samples/s / non-DP samples/s)",
         "goal": ">= 0.3",
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, {args.threads} threads"
-                   + (f", {gpu}" if gpu else ""),
+        + (f", {gpu}" if gpu else ""),
         "device": args.device,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/dp_throughput.py " + " ".join(argv or sys.argv[1:]),
-        "details": {"arch": args.arch, "image_size": args.image_size, "n": args.n,
-                    "batch_size": args.batch_size, "epochs": args.epochs,
-                    "non_dp_samples_per_s": plain_sps, "dp_samples_per_s": dp_sps,
-                    "torch": torch.__version__},
+        "details": {
+            "arch": args.arch,
+            "image_size": args.image_size,
+            "n": args.n,
+            "batch_size": args.batch_size,
+            "epochs": args.epochs,
+            "non_dp_samples_per_s": plain_sps,
+            "dp_samples_per_s": dp_sps,
+            "torch": torch.__version__,
+        },
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

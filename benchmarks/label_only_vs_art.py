@@ -34,8 +34,13 @@ from attacks.metrics import auc, best_threshold  # noqa: E402
 
 def small_cnn(n_classes: int) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32 * 16, n_classes),
+        nn.Conv2d(3, 16, 3, 2, 1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, 2, 1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(32 * 16, n_classes),
     )
 
 
@@ -88,9 +93,11 @@ def whale_data(n_eval: int, n_cal: int, size: int = 32, seed: int = 0):
 
     torch.manual_seed(seed)
     dm = WhaleDataModule(
-        format="synthetic", image_size=size,
-        synthetic=SyntheticWhales(n_individuals=30, encounters_per_individual=6,
-                                  photos_per_encounter=4, image_size=64),
+        format="synthetic",
+        image_size=size,
+        synthetic=SyntheticWhales(
+            n_individuals=30, encounters_per_individual=6, photos_per_encounter=4, image_size=64
+        ),
         verify_images=False,
     )
     rows = dm.rows()
@@ -115,7 +122,7 @@ def whale_data(n_eval: int, n_cal: int, size: int = 32, seed: int = 0):
     if len(mem) < h_ev + h_cal or len(non) < h_ev + h_cal:
         raise SystemExit(f"not enough samples: {len(mem)} members, {len(non)} non-members")
     cal = np.concatenate([mem[:h_cal], non[:h_cal]])
-    ev = np.concatenate([mem[h_cal:h_cal + h_ev], non[h_cal:h_cal + h_ev]])
+    ev = np.concatenate([mem[h_cal : h_cal + h_ev], non[h_cal : h_cal + h_ev]])
     m_cal = np.r_[np.ones(h_cal), np.zeros(h_cal)].astype(np.int64)
     m_ev = np.r_[np.ones(h_ev), np.zeros(h_ev)].astype(np.int64)
     return model, xs[cal], m_cal, xs[ev], m_ev, dm.num_classes, train_acc
@@ -130,20 +137,27 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max_eval", type=int, default=200)
     ap.add_argument("--init_size", type=int, default=50)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "label_only_vs_art.json"))
+    ap.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results" / "label_only_vs_art.json")
+    )
     a = ap.parse_args(argv)
     model, x_cal, m_cal, x_ev, m_ev, n_cls, train_acc = whale_data(a.n, a.n_cal)
     model.to(a.device)
-    hsj = dict(max_iter=a.max_iter, init_eval=a.init_eval, max_eval=a.max_eval,
-               init_size=a.init_size)
+    hsj = dict(
+        max_iter=a.max_iter, init_eval=a.init_eval, max_eval=a.max_eval, init_size=a.init_size
+    )
     r = compare(model, x_cal, m_cal, x_ev, m_ev, n_cls, hsj)
     r["target_train_acc"] = train_acc
-    print(f"time per sample: ours {r['ours_seconds_per_sample'] * 1e3:.1f} ms, "
-          f"ART {r['art_seconds_per_sample'] * 1e3:.1f} ms, ratio {r['speedup']:.1f}x (goal 20x)")
+    print(
+        f"time per sample: ours {r['ours_seconds_per_sample'] * 1e3:.1f} ms, "
+        f"ART {r['art_seconds_per_sample'] * 1e3:.1f} ms, ratio {r['speedup']:.1f}x (goal 20x)"
+    )
     print(f"queries per sample: ours {r['ours_queries_mean']:.0f}, ART {r['art_queries_mean']:.0f}")
-    print(f"decision agreement {r['agreement']:.3f} (goal >= 0.90); AUC ours {r['ours_auc']:.3f}, "
-          f"ART {r['art_auc']:.3f}, |diff| {r['auc_diff']:.3f} (goal <= 0.03); distance corr "
-          f"{r['distance_corr']:.3f}")
+    print(
+        f"decision agreement {r['agreement']:.3f} (goal >= 0.90); AUC ours {r['ours_auc']:.3f}, "
+        f"ART {r['art_auc']:.3f}, |diff| {r['auc_diff']:.3f} (goal <= 0.03); distance corr "
+        f"{r['distance_corr']:.3f}"
+    )
     machine = f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads"
     if a.device.startswith("cuda"):
         machine += " " + torch.cuda.get_device_name(0)

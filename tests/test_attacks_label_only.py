@@ -67,8 +67,9 @@ def test_ours_finds_boundary_points_and_counts_queries():
     assert r["success"].all() and (r["distance"] > 0).all()
     assert (r["queries"] > 0).all() and r["iterations"].max() == 3
     # budget cap: iterations stop once a sample has used max_queries
-    capped = hsj_distances(model, xm[:10], max_iter=20, init_eval=8, max_eval=32, init_size=20,
-                           max_queries=60)
+    capped = hsj_distances(
+        model, xm[:10], max_iter=20, init_eval=8, max_eval=32, init_size=20, max_queries=60
+    )
     assert capped["iterations"].max() < 20
     assert capped["queries"].max() <= 60 + 8 * 5 + 40  # overshoot: at most one iteration
 
@@ -93,6 +94,13 @@ def test_art_reference_attack_infers_with_our_threshold():
     model, xm, _ = tiny_setup()
     att = art_reference_attack(model, (3, 4, 4), 3, tau=1e-6)
     pred = model(xm[:4]).argmax(1).numpy()
-    out = att.infer(xm[:4].numpy().astype(np.float64), np.eye(3)[pred], max_iter=1,
-                    init_eval=4, max_eval=8, init_size=10, verbose=False)
+    out = att.infer(
+        xm[:4].numpy().astype(np.float64),
+        np.eye(3)[pred],
+        max_iter=1,
+        init_eval=4,
+        max_eval=8,
+        init_size=10,
+        verbose=False,
+    )
     assert out.shape == (4,) and set(np.unique(out)) <= {0, 1}

@@ -21,9 +21,13 @@ pytest.importorskip("art")
 def make_run(tmp: Path, size: int = 32) -> Path:
     """A run folder like `cli.py fit` leaves: config.yaml, split manifest, last.ckpt."""
     dm = WhaleDataModule(
-        root=str(tmp / "cat"), format="synthetic", image_size=size, batch_size=16,
-        synthetic=SyntheticWhales(n_individuals=12, encounters_per_individual=2,
-                                  photos_per_encounter=3, image_size=size),
+        root=str(tmp / "cat"),
+        format="synthetic",
+        image_size=size,
+        batch_size=16,
+        synthetic=SyntheticWhales(
+            n_individuals=12, encounters_per_individual=2, photos_per_encounter=3, image_size=size
+        ),
     )
     run = tmp / "run"
     run.mkdir()
@@ -33,8 +37,11 @@ def make_run(tmp: Path, size: int = 32) -> Path:
     model = WhaleClassifier(num_classes=dm.num_classes, **margs)
     (run / "checkpoints").mkdir()
     torch.save({"state_dict": model.state_dict()}, run / "checkpoints" / "last.ckpt")
-    cfg = {"data": {"init_args": {"image_size": size, "batch_size": 16}},
-           "model": {"init_args": margs}, "trainer": {"max_epochs": 1}}
+    cfg = {
+        "data": {"init_args": {"image_size": size, "batch_size": 16}},
+        "model": {"init_args": margs},
+        "trainer": {"max_epochs": 1},
+    }
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     return run
 
@@ -74,8 +81,21 @@ def test_discriminate_reports_bad_files_and_scores_the_rest(run_folder, tmp_path
     # a groups CSV overrides folders
     gcsv = tmp_path / "groups.csv"
     gcsv.write_text("image,group\nlone.jpg,g\nenc_1/f0.jpg,g\n")
-    main(["discriminate", "--run", str(run_folder), "--images", str(imgs), "--out", str(out),
-          "--groups", str(gcsv), "--attack", "baseline_nn_cosine"])
+    main(
+        [
+            "discriminate",
+            "--run",
+            str(run_folder),
+            "--images",
+            str(imgs),
+            "--out",
+            str(out),
+            "--groups",
+            str(gcsv),
+            "--attack",
+            "baseline_nn_cosine",
+        ]
+    )
     rows = {r["image"]: r for r in csv.DictReader(out.open())}
     assert rows["lone.jpg"]["group"] == "g" and rows["lone.jpg"]["group_size"] == "2"
 
@@ -85,17 +105,37 @@ def test_attack_command_writes_every_report(run_folder, tmp_path):
     from cli import main
 
     cfg = tmp_path / "a.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "salem": {"epochs": 50, "shadow": {"enabled": True, "epochs": 1, "arch": "resnet18"}},
-        "label_only": {"max_iter": 1, "init_eval": 4, "max_eval": 8, "init_size": 5,
-                       "max_per_role": 4},
-        "ensemble": {"n_subsets": 2, "epochs": 1},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "salem": {
+                    "epochs": 50,
+                    "shadow": {"enabled": True, "epochs": 1, "arch": "resnet18"},
+                },
+                "label_only": {
+                    "max_iter": 1,
+                    "init_eval": 4,
+                    "max_eval": 8,
+                    "init_size": 5,
+                    "max_per_role": 4,
+                },
+                "ensemble": {"n_subsets": 2, "epochs": 1},
+            }
+        )
+    )
     main(["attack", "--run", str(run_folder), "--config", str(cfg)])
     att = run_folder / "attacks"
-    for name in ("yeom", "salem", "salem_shadow", "label_only", "baseline_msp",
-                 "baseline_nn_cosine", "ensemble/any", "ensemble/majority",
-                 "ensemble/mean_score"):
+    for name in (
+        "yeom",
+        "salem",
+        "salem_shadow",
+        "label_only",
+        "baseline_msp",
+        "baseline_nn_cosine",
+        "ensemble/any",
+        "ensemble/majority",
+        "ensemble/mean_score",
+    ):
         for f in ("metrics.json", "report.md", "roc.png", "roc_loglog.png", "hist.png"):
             assert (att / name / f).is_file(), f"{name}/{f}"
         m = json.loads((att / name / "metrics.json").read_text())["metrics"]
@@ -115,8 +155,11 @@ def test_attack_command_writes_every_report(run_folder, tmp_path):
 def test_shadow_rows_split_id2_only():
     from attacks.shadow import shadow_rows
 
-    rows = [{"identity": f"w{i}", "split": "attack", "sample_id": f"{i}-{j}"}
-            for i in range(5) for j in range(4)]
+    rows = [
+        {"identity": f"w{i}", "split": "attack", "sample_id": f"{i}-{j}"}
+        for i in range(5)
+        for j in range(4)
+    ]
     rows += [{"identity": "t", "split": "train", "sample_id": "t"}]
     sh = shadow_rows(rows, seed=0)
     assert all(r["identity"] != "t" for r in sh)  # never ID1 (nor ID3)

@@ -25,10 +25,16 @@ SIGMA, DELTA = 1.0, 1e-5
 def dp_args(tmp: Path, epochs: int, name: str = "dp", virtual: bool = True) -> list[str]:
     args = tiny_args(tmp, epochs, name)
     args[args.index("demo.yaml")] = "demo_dp.yaml"
-    return args + ["--data.init_args.batch_size", "2",  # 3 Poisson steps per epoch (N = 6)
-                   "--model.init_args.dp.noise_multiplier", str(SIGMA),
-                   "--model.init_args.dp.max_physical_batch_size", "1" if virtual else "0",
-                   "--model.init_args.arch", "resnet18"]
+    return args + [
+        "--data.init_args.batch_size",
+        "2",  # 3 Poisson steps per epoch (N = 6)
+        "--model.init_args.dp.noise_multiplier",
+        str(SIGMA),
+        "--model.init_args.dp.max_physical_batch_size",
+        "1" if virtual else "0",
+        "--model.init_args.arch",
+        "resnet18",
+    ]
 
 
 def opacus_epsilon(sigma: float, q: float, steps: int, delta: float = DELTA) -> float:
@@ -75,13 +81,19 @@ def test_resumed_run_continues_the_accountant(dp_run):
 def test_per_sample_gradients_are_clipped_to_c():
     torch.manual_seed(0)
     c = 0.05
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                        nn.Linear(4 * 6 * 6, 3))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+    )
     dp = DPTraining(DPConfig(noise_multiplier=0.0, max_grad_norm=c))
     gsm = dp.prepare_module(net)
     assert any("BatchNorm2d -> GroupNorm" in r for r in dp.replaced)
-    opt = DPOptimizer(torch.optim.SGD(gsm.parameters(), lr=0.0), noise_multiplier=0.0,
-                      max_grad_norm=c, expected_batch_size=5, loss_reduction="mean")
+    opt = DPOptimizer(
+        torch.optim.SGD(gsm.parameters(), lr=0.0),
+        noise_multiplier=0.0,
+        max_grad_norm=c,
+        expected_batch_size=5,
+        loss_reduction="mean",
+    )
     x, y = torch.randn(5, 3, 8, 8) * 10, torch.tensor([0, 1, 2, 0, 1])
     nn.functional.cross_entropy(gsm(x), y).backward()
     params = [p for p in gsm.parameters() if p.requires_grad]
@@ -91,7 +103,9 @@ def test_per_sample_gradients_are_clipped_to_c():
     # Opacus's grad_sample agrees with a per-sample autograd loop
     for i in range(5):
         gsm.zero_grad(set_to_none=True)
-        g = torch.autograd.grad(nn.functional.cross_entropy(gsm(x[i:i + 1]), y[i:i + 1]), params)
+        g = torch.autograd.grad(
+            nn.functional.cross_entropy(gsm(x[i : i + 1]), y[i : i + 1]), params
+        )
         assert torch.allclose(torch.cat([t.reshape(-1) for t in g]), per_sample[i], atol=1e-5)
     gsm.zero_grad(set_to_none=True)
     nn.functional.cross_entropy(gsm(x), y).backward()
@@ -143,10 +157,21 @@ def test_ddp_two_processes_same_epsilon_as_one(tmp_path):
         # 6 training photos, rate 1/3: one photo per process and step on average, so processes
         # often draw empty batches (Opacus's own sampler skips those and DDP hangs)
         args = dp_args(tmp_path, epochs=2, name=name, virtual=False) + [
-            "--trainer.devices", str(devices), "--trainer.strategy",
-            "ddp" if devices > 1 else "auto", "--trainer.num_nodes", "1"]
-        proc = subprocess.run([sys.executable, "cli.py", *args], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=300)
+            "--trainer.devices",
+            str(devices),
+            "--trainer.strategy",
+            "ddp" if devices > 1 else "auto",
+            "--trainer.num_nodes",
+            "1",
+        ]
+        proc = subprocess.run(
+            [sys.executable, "cli.py", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[devices] = tmp_path / "logs" / name / "version_0"
     eps1 = [v for _, v in scalars(runs[1], "dp/epsilon")]

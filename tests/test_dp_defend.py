@@ -15,17 +15,27 @@ import cli
 def test_defend_writes_table_and_plot(tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "sweep"
-    cli.main([
-        "defend", "--config", "defense_sweep.yaml", "--epochs", "1", "--out", str(out),
-        "--only", "[base, dp_sigma2]",
-        "--fit_args", "[--trainer.enable_progress_bar, 'false', --trainer.accelerator, cpu, "
-        f"--data.init_args.root, {tmp_path / 'catalog'}, "
-        "--data.init_args.synthetic.n_individuals, '9', "
-        "--data.init_args.synthetic.encounters_per_individual, '3', "
-        "--data.init_args.synthetic.photos_per_encounter, '2', "
-        "--data.init_args.synthetic.image_size, '32', --data.init_args.image_size, '32', "
-        "--data.init_args.batch_size, '4', --data.init_args.num_workers, '0']",
-    ])
+    cli.main(
+        [
+            "defend",
+            "--config",
+            "defense_sweep.yaml",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--only",
+            "[base, dp_sigma2]",
+            "--fit_args",
+            "[--trainer.enable_progress_bar, 'false', --trainer.accelerator, cpu, "
+            f"--data.init_args.root, {tmp_path / 'catalog'}, "
+            "--data.init_args.synthetic.n_individuals, '9', "
+            "--data.init_args.synthetic.encounters_per_individual, '3', "
+            "--data.init_args.synthetic.photos_per_encounter, '2', "
+            "--data.init_args.synthetic.image_size, '32', --data.init_args.image_size, '32', "
+            "--data.init_args.batch_size, '4', --data.init_args.num_workers, '0']",
+        ]
+    )
     rows = list(csv.DictReader(open(out / "defense_table.csv")))
     assert [r["variant"] for r in rows] == ["base", "dp_sigma2"]
     assert math.isnan(float(rows[0]["epsilon"])) and 0 < float(rows[1]["epsilon"]) < math.inf

@@ -18,10 +18,14 @@ from lightning_modules.dp import DPConfig, DPTraining, prepare_ssd_for_dp, ssd_p
 def _batch():
     torch.manual_seed(0)
     imgs = [torch.rand(3, 64, 64) for _ in range(3)]
-    tg = [{"boxes": torch.tensor([[5.0, 5.0, 30.0, 40.0]]), "labels": torch.tensor([1])},
-          {"boxes": torch.tensor([[10.0, 20.0, 50.0, 60.0], [1.0, 1.0, 20.0, 20.0]]),
-           "labels": torch.tensor([2, 1])},
-          {"boxes": torch.tensor([[30.0, 30.0, 60.0, 50.0]]), "labels": torch.tensor([2])}]
+    tg = [
+        {"boxes": torch.tensor([[5.0, 5.0, 30.0, 40.0]]), "labels": torch.tensor([1])},
+        {
+            "boxes": torch.tensor([[10.0, 20.0, 50.0, 60.0], [1.0, 1.0, 20.0, 20.0]]),
+            "labels": torch.tensor([2, 1]),
+        },
+        {"boxes": torch.tensor([[30.0, 30.0, 60.0, 50.0]]), "labels": torch.tensor([2])},
+    ]
     return imgs, tg
 
 
@@ -37,14 +41,19 @@ def test_tiny_ssd_per_image_gradients_are_exact_and_clipped():
     params = [p for p in gsm.parameters() if p.requires_grad]
     per_sample = torch.cat([p.grad_sample.reshape(3, -1) for p in params], 1)
     for i in range(3):  # Opacus's per-sample gradient == the gradient of image i's own loss
-        g = torch.autograd.grad(ssd_per_image_losses(gsm, imgs[i:i + 1], tg[i:i + 1]).sum(),
-                                params)
+        g = torch.autograd.grad(
+            ssd_per_image_losses(gsm, imgs[i : i + 1], tg[i : i + 1]).sum(), params
+        )
         g = torch.cat([t.reshape(-1) for t in g])
         assert torch.allclose(g, per_sample[i], atol=1e-4, rtol=1e-4)
     norms = per_sample.norm(dim=1)
     assert (norms > 1.0).all()
-    opt = DPOptimizer(torch.optim.SGD(params, lr=0.0), noise_multiplier=0.0, max_grad_norm=1.0,
-                      expected_batch_size=3)
+    opt = DPOptimizer(
+        torch.optim.SGD(params, lr=0.0),
+        noise_multiplier=0.0,
+        max_grad_norm=1.0,
+        expected_batch_size=3,
+    )
     opt.zero_grad(set_to_none=True)
     ssd_per_image_losses(gsm, imgs, tg).mean().backward()
     opt.pre_step()
@@ -68,22 +77,39 @@ def test_two_stage_detectors_refuse_dp_with_the_reason(arch):
 def test_tiny_ssd_trains_with_dp_and_epsilon_grows(tmp_path):
     torch.set_num_threads(1)
     pl.seed_everything(0)
-    dm = DetectionDataModule(format="synthetic", root=str(tmp_path / "voc"),
-                             synthetic=SyntheticVOC(n_images=24), image_size=64, batch_size=4,
-                             num_workers=0, augment="little", max_eval_images=4)
-    model = ObjectDetector(num_classes=dm.num_classes, arch="tiny_ssd", input_size=64,
-                           dp=DPConfig(noise_multiplier=1.0, max_grad_norm=1.0,
-                                       max_physical_batch_size=2))
+    dm = DetectionDataModule(
+        format="synthetic",
+        root=str(tmp_path / "voc"),
+        synthetic=SyntheticVOC(n_images=24),
+        image_size=64,
+        batch_size=4,
+        num_workers=0,
+        augment="little",
+        max_eval_images=4,
+    )
+    model = ObjectDetector(
+        num_classes=dm.num_classes,
+        arch="tiny_ssd",
+        input_size=64,
+        dp=DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, max_physical_batch_size=2),
+    )
     eps = []
 
     class Record(pl.Callback):
         def on_train_epoch_end(self, trainer, pl_module):
             eps.append(pl_module.dp.epsilon()["epsilon"])
 
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Record()],
-                         use_distributed_sampler=False)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[Record()],
+        use_distributed_sampler=False,
+    )
     trainer.fit(model, datamodule=dm)
     steps_per_epoch = round(1 / model.dp.sample_rate)
     assert model.dp.steps == 2 * steps_per_epoch
@@ -95,8 +121,7 @@ def test_ssd_dropout_defense_puts_dropout_before_both_heads():
     model = ObjectDetector(num_classes=3, arch="tiny_ssd", input_size=64, dropout_defense=True)
     heads = model.net.head
     for head in (heads.classification_head, heads.regression_head):
-        assert all(isinstance(m[0], torch.nn.Dropout2d) and m[0].p == 0.5
-                   for m in head.module_list)
+        assert all(isinstance(m[0], torch.nn.Dropout2d) and m[0].p == 0.5 for m in head.module_list)
     imgs, tg = _batch()
     model.train()
     losses = model.net(imgs, tg)

@@ -13,8 +13,9 @@ from __future__ import annotations
 from torch import nn
 
 
-def dropout_defense_head(embed_dim: int, num_classes: int, p: float = 0.5,
-                         hidden: int = 256) -> nn.Sequential:
+def dropout_defense_head(
+    embed_dim: int, num_classes: int, p: float = 0.5, hidden: int = 256
+) -> nn.Sequential:
     return nn.Sequential(
         nn.Dropout(p),
         nn.Linear(embed_dim, hidden),
@@ -24,8 +25,9 @@ def dropout_defense_head(embed_dim: int, num_classes: int, p: float = 0.5,
     )
 
 
-def apply_dropout_defense(net: nn.Module, num_classes: int, p: float = 0.5,
-                          hidden: int = 256) -> nn.Module:
+def apply_dropout_defense(
+    net: nn.Module, num_classes: int, p: float = 0.5, hidden: int = 256
+) -> nn.Module:
     """Replace ``net.head`` of a :class:`~lightning_modules.components.classifier.ClassifierNet`."""
     net.head = dropout_defense_head(net.embed_dim, num_classes, p, hidden)
     return net
