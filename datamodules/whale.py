@@ -254,6 +254,9 @@ class WhaleDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            # evaluation loaders draw their worker seed from a generator of their own, so how
+            # often they run (e.g. leakage.every_n_epochs) never shifts the training shuffles
+            generator=None if train else torch.Generator().manual_seed(self.settings.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

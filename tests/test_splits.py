@@ -139,3 +139,16 @@ def test_external_nonmembers_from_another_catalog(tmp_path):
     assert {r["catalog"] for r in rows if r["id_set"] != "ID2"} == {"main"}
     assert info["n_individuals"]["ID2"] == info["n_individuals"]["ID1"]
     verify_manifest(rows)
+
+
+def test_evaluation_loaders_leave_the_global_rng_alone(tmp_path):
+    """How often the monitor scores the probe rows must not shift the training shuffles."""
+    import torch
+
+    dm = WhaleDataModule(root=str(folder_catalog(tmp_path, n_ind=9)), image_size=16, num_workers=0)
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    next(iter(dm.probe_loader(dm.probe_rows())))
+    next(iter(dm.val_dataloader()))
+    assert torch.equal(torch.rand(1), expected)
