@@ -236,6 +236,8 @@ class DPTraining:
             raise RuntimeError("DP: the optimizer must exist before the training loader.")
         if self.cfg.poisson_sampling:
             dpl = DPDataLoader.from_data_loader(loader, distributed=world_size > 1)
+            if getattr(loader.collate_fn, "handles_empty_batches", False):
+                dpl.collate_fn = loader.collate_fn  # e.g. detection lists: [] stays []
             if world_size > 1:
                 # same loader, but every process yields every Poisson batch, empty ones included
                 dpl = DataLoader(

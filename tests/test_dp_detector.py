@@ -131,3 +131,22 @@ def test_ssd_dropout_defense_puts_dropout_before_both_heads():
         assert len(model.net(imgs)) == 3
     with pytest.raises(ValueError, match="SSD family"):
         ObjectDetector(num_classes=3, arch="tiny_frcnn", dropout_defense=True)
+
+
+def test_empty_poisson_batch_of_detection_data_collates_to_empty_lists():
+    """A Poisson batch with no image must reach the detector as empty lists (a noise-only step)."""
+    from torch.utils.data import DataLoader
+
+    from datamodules.detection.datamodule import collate
+
+    images, targets, idx = collate([])
+    assert images == [] and targets == [] and idx.shape == (0,)
+    data = [
+        (torch.zeros(3, 8, 8), {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}, i)
+        for i in range(4)
+    ]
+    dp = DPTraining(DPConfig(noise_multiplier=1.0))
+    dp.optimizer = object()  # dp_loader only checks that the optimizer exists
+    loader = dp.dp_loader(DataLoader(data, batch_size=2, collate_fn=collate))
+    assert loader.collate_fn is collate
+    assert loader.collate_fn([])[0] == []

@@ -122,8 +122,16 @@ class DetectionDataset(Dataset):
 
 
 def collate(batch):
+    """``(images, targets, index)`` lists; an empty batch (DP Poisson sampling) gives empty ones."""
+    if not batch:
+        return [], [], torch.zeros(0, dtype=torch.int64)
     images, targets, idx = zip(*batch)
     return list(images), list(targets), torch.tensor(idx, dtype=torch.int64)
+
+
+#: lightning_modules.dp keeps this collate for Poisson batches instead of Opacus's empty-batch
+#: wrapper, which would rebuild the first batch's list structure with zero-size tensors
+collate.handles_empty_batches = True
 
 
 class DetectionDataModule(pl.LightningDataModule):
