@@ -14,16 +14,14 @@ Layout written: ``root/whale_NNN/enc_K/frame_J.jpg`` plus ``root/synthetic.json`
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from datamodules.generated import write_once
 
 
 @dataclass(frozen=True)
@@ -210,23 +208,13 @@ def _scene(rng: np.random.Generator, difficulty: float) -> dict:
 
 
 def generate(root: str | Path, settings: SyntheticWhales) -> Path:
-    """Write the catalog to ``root`` (atomically: a temp folder renamed into place).
+    """Write the catalog to ``root`` once (atomically; see :func:`datamodules.generated.write_once`).
 
     Returns ``root``. If ``root/synthetic.json`` already records the same settings, nothing is
     redone, so concurrent DDP ranks and repeated runs share one catalog.
     """
-    root = Path(root)
-    marker = root / "synthetic.json"
-    if marker.is_file() and json.loads(marker.read_text()) == asdict(settings):
-        return root
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(
-            f"{root} exists and is not the synthetic catalog for these settings; choose another "
-            "data.root or delete the folder."
-        )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         for i in range(settings.n_individuals):
             traits = _individual(np.random.default_rng([settings.seed, i]), settings.difficulty)
             for e in range(settings.encounters_per_individual):
@@ -237,15 +225,5 @@ def generate(root: str | Path, settings: SyntheticWhales) -> Path:
                     rng = np.random.default_rng([settings.seed, i, e, f, 11])
                     img = _photo(traits, scene, rng, settings.image_size)
                     img.save(folder / f"frame_{f}.jpg", quality=92)
-        (tmp / "synthetic.json").write_text(json.dumps(asdict(settings), indent=2))
-        try:
-            if root.exists():
-                root.rmdir()  # empty folder left by a user; replace it
-            os.replace(tmp, root)
-        except OSError:
-            if not (marker.is_file() and json.loads(marker.read_text()) == asdict(settings)):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+
+    return write_once(root, asdict(settings), fill, "synthetic whale catalog")

@@ -8,15 +8,13 @@ VOC reader. Generation is deterministic in ``settings`` and atomic (temp folder 
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from datamodules.generated import write_once
 
 SHAPES = ("circle", "square", "triangle", "cross")
 
@@ -100,21 +98,11 @@ def generate(root: str | Path, settings: SyntheticVOC) -> Path:
 
     Returns ``root``. Raises FileExistsError if ``root`` holds something else.
     """
-    root = Path(root)
-    marker = root / "synthetic.json"
-    if marker.is_file() and json.loads(marker.read_text()) == asdict(settings):
-        return root
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(
-            f"{root} exists and is not the synthetic VOC tree for these settings; choose another "
-            "data.root or delete the folder."
-        )
     s = settings
     if not 1 <= s.n_classes <= len(SHAPES):
         raise ValueError(f"synthetic.n_classes={s.n_classes}: choose 1..{len(SHAPES)}.")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".synthvoc_", dir=root.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         voc = tmp / "VOCdevkit" / "VOC2012"
         for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
             (voc / sub).mkdir(parents=True)
@@ -144,11 +132,5 @@ def generate(root: str | Path, settings: SyntheticVOC) -> Path:
             )
             ids.append(image_id)
         (voc / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")
-        (tmp / "synthetic.json").write_text(json.dumps(asdict(s), indent=2))
-        if root.exists():
-            root.rmdir()
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
+
+    return write_once(root, asdict(s), fill, "synthetic VOC tree")
