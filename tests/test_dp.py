@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 import torch
 from opacus.accountants import RDPAccountant
 from opacus.optimizers import DPOptimizer
-from test_run_folder import scalars, tiny_args
+from test_run_folder import ddp_env, scalars, tiny_args
 from torch import nn
 
 import cli
@@ -150,7 +149,7 @@ def test_config_needs_sigma_or_target_and_prv_message():
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_ddp_two_processes_same_epsilon_as_one(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = ddp_env()
     runs = {}
     for devices in (1, 2):
         name = f"ddp{devices}"

@@ -57,6 +57,23 @@ def tiny_args(tmp: Path, epochs: int, name: str = "run") -> list[str]:
     ]
 
 
+def ddp_env() -> dict:
+    """Environment for a 2-process CPU DDP child: one thread each and a free rendezvous port
+    (a fixed port can still be held by the previous DDP test's exiting processes)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+
+
 def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
     """(step, value) pairs of ``tag`` over every event file in ``run``, sorted by step."""
     out = []
@@ -135,7 +152,7 @@ def test_ddp_two_cpu_processes_write_each_sample_once(tmp_path):
         "--trainer.num_nodes",
         "1",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = ddp_env()
     proc = subprocess.run(
         [sys.executable, "cli.py", *args],
         cwd=REPO,
