@@ -190,6 +190,16 @@ def suite_cli(args: list[str] | None, *, run: bool = True, logger: dict | None =
     )
 
 
+def _close_process_group() -> None:
+    """End a DDP run cleanly: a gloo/NCCL group left open at interpreter exit can abort the
+    process ("terminate called without an active exception") after all work is written."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> None:
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -209,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
                 "init_args": {"save_dir": "lightning_logs", "name": config_stem(argv)},
             }
             suite_cli(None if from_sys else argv, logger=logger)
+            _close_process_group()
         finally:
             sys.argv = saved_argv
     except DataError as exc:
