@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from opacus.accountants import RDPAccountant
 from opacus.optimizers import DPOptimizer
-from test_run_folder import ddp_env, scalars, tiny_args
+from test_run_folder import run_cli, scalars, tiny_args
 from torch import nn
 
 import cli
@@ -149,7 +147,6 @@ def test_config_needs_sigma_or_target_and_prv_message():
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_ddp_two_processes_same_epsilon_as_one(tmp_path):
-    env = ddp_env()
     runs = {}
     for devices in (1, 2):
         name = f"ddp{devices}"
@@ -163,15 +160,7 @@ def test_ddp_two_processes_same_epsilon_as_one(tmp_path):
             "--trainer.num_nodes",
             "1",
         ]
-        proc = subprocess.run(
-            [sys.executable, "cli.py", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        run_cli(args)
         runs[devices] = tmp_path / "logs" / name / "version_0"
     eps1 = [v for _, v in scalars(runs[1], "dp/epsilon")]
     eps2 = [v for _, v in scalars(runs[2], "dp/epsilon")]

@@ -74,6 +74,20 @@ def ddp_env() -> dict:
     }
 
 
+def run_cli(args: list[str]) -> None:
+    """``python cli.py ARGS`` in a child process (as a user runs it, so Lightning's DDP launcher
+    can re-run it per rank); fails the test with the child's stderr tail."""
+    proc = subprocess.run(
+        [sys.executable, "cli.py", *args],
+        cwd=REPO,
+        env=ddp_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
     """(step, value) pairs of ``tag`` over every event file in ``run``, sorted by step."""
     out = []
@@ -152,16 +166,7 @@ def test_ddp_two_cpu_processes_write_each_sample_once(tmp_path):
         "--trainer.num_nodes",
         "1",
     ]
-    env = ddp_env()
-    proc = subprocess.run(
-        [sys.executable, "cli.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_cli(args)
     run = tmp_path / "logs" / "ddp" / "version_0"
     rows, _ = read_manifest(run)
     sig = load_signals(run / "signals" / "epoch=000.npz")
