@@ -15,7 +15,6 @@ import cli
 from attacks.dp_bounds import TABLE4, epochs_from_iterations, round_sig, yu_epsilon
 from lightning_modules.dp import CKPT_KEY, DPConfig, DPTraining
 
-REPO = Path(__file__).resolve().parents[1]
 SIGMA, DELTA = 1.0, 1e-5
 
 
