@@ -7,11 +7,15 @@ signal attack on the balanced attack set (ID1-val + ID2), freeze it, score the e
 (ID1-test + ID3) and evaluate it balanced; (3) the label-only attack queries the model on images;
 (4) the ensemble trains one target per subset of ID1; (5) the two open-set baselines; (6) the
 reports, TensorBoard under ``<run>/attacks/``.
+
+``torchrun --nproc_per_node N cli.py attack ...`` shards step (1) over N processes (rank 0 writes
+the file), then rank 0 alone runs steps (2)-(6).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,19 +117,59 @@ def _balanced(sig: dict, seed: int) -> dict:
 
 def final_signals(ctx, force: bool = False) -> tuple[dict, float]:
     """``<run>/signals/final.npz`` (every manifest row, with embeddings) and the forward-pass
-    time per sample in seconds (stored in ``final_timing.json``)."""
-    from attacks.training import extract_signals
+    time per sample in seconds (stored in ``final_timing.json``).
+
+    Inside an initialised ``torch.distributed`` group (``cli.py attack`` under ``torchrun``) every
+    rank must call it: each scores its shard of the rows, every rank gets all of them back, and
+    rank 0 alone writes the two files (the time is then wall time over all rows, all ranks).
+    """
+    from lightning_modules.extraction import extract_rows, is_rank_zero, rank_world
 
     path = ctx.folder / "signals" / "final.npz"
     timing = path.with_name("final_timing.json")
     if path.is_file() and timing.is_file() and not force:
         return load_signals(path), json.loads(timing.read_text())["seconds_per_sample"]
     t0 = time.perf_counter()
-    sig = extract_signals(ctx.model(), ctx.rows, ctx.roots, ctx.image_size, device=ctx.device)
+    model = ctx.model()
+    sig = extract_rows(model, ctx.rows, ctx.loader, ctx.device, embed=getattr(model, "embed", None))
     per = (time.perf_counter() - t0) / max(1, len(ctx.rows))
-    save_signals(path, sig)
-    timing.write_text(json.dumps({"seconds_per_sample": per, "device": ctx.device}))
+    world = rank_world()[1]
+    if is_rank_zero():
+        save_signals(path, sig)
+        info = {"seconds_per_sample": per, "device": ctx.device, "world_size": world}
+        timing.write_text(json.dumps(info))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # the files exist for every rank once it returns
     return sig, per
+
+
+def extract_distributed(run: str | Path, device: str | None = None) -> bool:
+    """``cli.py attack`` started by ``torchrun`` (``RANK`` and ``WORLD_SIZE`` > 1 set): join the
+    group (gloo on CPU, NCCL on ``cuda:LOCAL_RANK``), write ``signals/final.npz`` sharded over the
+    ranks (:func:`final_signals`) and leave the group. True on rank 0, which then runs the
+    attacks on its own; the other ranks are done."""
+    import torch
+    import torch.distributed as dist
+
+    from attacks.training import RunContext
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        device = f"cuda:{local}"
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(torch.device(device))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        final_signals(RunContext.open(run, device))
+        rank = dist.get_rank()
+    finally:
+        dist.destroy_process_group()
+    return rank == 0
 
 
 def _signal_attack(name, attack, fit_sig, ev, fwd, settings, info, out, writer, seed):
@@ -557,4 +601,7 @@ def main(argv: list[str]) -> dict:
     cfg = parser.parse_args(argv)
     inst = parser.instantiate_classes(cfg)
     settings = AttackSettings(**{k: inst[k] for k in AttackSettings.__dataclass_fields__})
+    torchrun = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if torchrun and not extract_distributed(cfg.run, settings.device):
+        return {}
     return run_attacks(cfg.run, settings)

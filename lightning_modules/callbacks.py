@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info
 
 from attacks.leakage import leakage_metrics
 from attacks.signals import epoch_path, save_signals
-from lightning_modules.extraction import attach_metadata, extract_arrays, gather_shards, shard
+from lightning_modules.extraction import extract_rows
 
 
 class LeakageMonitor(pl.Callback):
@@ -64,20 +63,16 @@ class LeakageMonitor(pl.Callback):
         ):
             return
         rows = dm.probe_rows()
-        mine = shard(len(rows), trainer.global_rank, trainer.world_size)
-        loader = dm.probe_loader([rows[i] for i in mine])
-        limit = 1 if trainer.fast_dev_run else None
-        local = extract_arrays(
+        # each rank scores rows[rank::world]; every rank gets all rows back, in manifest order
+        signals = extract_rows(
             pl_module,
-            loader,
+            rows,
+            dm.probe_loader,
             pl_module.device,
             topk=self.topk,
             embed=pl_module.embed if self.save_embeddings else None,
-            max_batches=limit,
+            max_batches=1 if trainer.fast_dev_run else None,
         )
-        local["index"] = np.asarray(mine, dtype=np.int64)[local["index"]]
-        arrays = gather_shards(local, None if limit else len(rows))
-        signals = attach_metadata(arrays, rows)
         metrics = None
         log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
         if trainer.is_global_zero:

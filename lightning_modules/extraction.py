@@ -1,7 +1,9 @@
 """Run a classifier over manifest rows and produce per-sample signal arrays (attacks/signals.py).
 
-Under DDP each rank scores a disjoint shard ``rows[rank::world]``; the shards are gathered on every
-rank and put back in manifest order by ``index``, so each sample appears exactly once.
+Under DDP (an initialised ``torch.distributed`` group) each rank scores a disjoint shard
+``rows[rank::world]``, without the padding of a ``DistributedSampler``; the shards are gathered on
+every rank and put back in manifest order by ``index``, so each sample appears exactly once.
+:func:`extract_rows` does all of it; writing the result is left to rank 0 (:func:`is_rank_zero`).
 """
 
 from __future__ import annotations
@@ -115,3 +117,49 @@ def attach_metadata(arrays: dict[str, np.ndarray], rows: list[dict]) -> dict[str
 def shard(n: int, rank: int, world: int) -> list[int]:
     """Indices ``rank, rank+world, ...`` below ``n``: a disjoint cover of range(n)."""
     return list(range(rank, n, world))
+
+
+def rank_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialised ``torch.distributed`` group, else ``(0, 1)``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_rank_zero() -> bool:
+    """True in a single process and on global rank 0 of a group: the one that writes files."""
+    return rank_world()[0] == 0
+
+
+def extract_rows(
+    model: torch.nn.Module,
+    rows: list[dict],
+    make_loader: Callable[[list[dict]], DataLoader],
+    device: torch.device | str,
+    *,
+    topk: int | None = None,
+    embed: Callable | None = None,
+    max_batches: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Signals of ``model`` over every row of ``rows``, with the manifest metadata, in row order.
+
+    ``make_loader(subset)`` must return a non-shuffling loader of ``(x, label, position in
+    subset)`` batches. In a single process that is all of ``rows``; under an initialised
+    ``torch.distributed`` group rank ``r`` scores only ``rows[r::world]`` and the shards are
+    all-gathered, so every rank returns the same full arrays (a collective: every rank must call
+    it). ``index`` is the position in ``rows``. Other arguments as in :func:`extract_arrays`;
+    with ``max_batches`` the completeness check is skipped.
+    """
+    rank, world = rank_world()
+    mine = shard(len(rows), rank, world)
+    local = extract_arrays(
+        model,
+        make_loader([rows[i] for i in mine]),
+        device,
+        topk=topk,
+        embed=embed,
+        max_batches=max_batches,
+    )
+    local["index"] = np.asarray(mine, dtype=np.int64)[local["index"].astype(np.int64)]
+    arrays = gather_shards(local, None if max_batches is not None else len(rows))
+    return attach_metadata(arrays, rows)

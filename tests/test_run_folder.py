@@ -158,7 +158,10 @@ def test_resume_continues_without_duplicated_epochs(demo_run):
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_write_each_sample_once(tmp_path):
-    args = tiny_args(tmp_path, epochs=1, name="ddp") + [
+    epochs = 2
+    args = tiny_args(tmp_path, epochs=epochs, name="ddp") + [
+        "--data.init_args.synthetic.photos_per_encounter",
+        "3",  # 45 rows: the two ranks' shards differ in size (no sampler padding may duplicate)
         "--trainer.devices",
         "2",
         "--trainer.strategy",
@@ -169,9 +172,19 @@ def test_ddp_two_cpu_processes_write_each_sample_once(tmp_path):
     run_cli(args)
     run = tmp_path / "logs" / "ddp" / "version_0"
     rows, _ = read_manifest(run)
-    sig = load_signals(run / "signals" / "epoch=000.npz")
-    assert len(sig["sample_id"]) == len(rows) == len(set(sig["sample_id"]))
-    assert np.array_equal(sig["index"], np.arange(len(rows)))
+    assert len(rows) % 2 == 1, len(rows)
+    assert list_epochs(run) == list(range(epochs))
+    for epoch in range(epochs):
+        sig = load_signals(run / "signals" / f"epoch={epoch:03d}.npz")
+        assert len(sig["sample_id"]) == len(rows) == len(set(sig["sample_id"])), epoch
+        assert np.array_equal(sig["index"], np.arange(len(rows))), epoch
+        assert list(sig["sample_id"]) == [r["sample_id"] for r in rows], epoch
+    # written by rank 0 only, and once: no second run folder, event file or leftover temp file
+    assert sorted(p.name for p in (run / "signals").iterdir()) == [
+        f"epoch={e:03d}.npz" for e in range(epochs)
+    ]
+    assert [p.name for p in (tmp_path / "logs" / "ddp").iterdir()] == ["version_0"]
     assert len(glob.glob(str(run / "events.out.tfevents.*"))) == 1  # rank 0 logs only
-    assert len(scalars(run, "leak/gap")) == 1
-    assert not (tmp_path / "logs" / "ddp" / "version_1").exists()
+    for tag in ("leak/gap", "leak/train_acc", "attack/acc", "attack/auc", "attack/tpr@1%fpr"):
+        steps = [s for s, _ in scalars(run, tag)]
+        assert len(steps) == epochs and len(set(steps)) == epochs, (tag, steps)

@@ -1,0 +1,117 @@
+"""Signal extraction from one checkpoint: 2 CPU processes (gloo, ``cli.py attack`` as torchrun
+starts it) give the single-process arrays, sample for sample, and only rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from test_run_folder import REPO, ddp_env
+
+from attacks.signals import load_signals
+from attacks.training import RunContext, extract_signals
+from datamodules.synthetic_whales import SyntheticWhales
+from datamodules.whale import WhaleDataModule
+from lightning_modules.classifier import WhaleClassifier
+
+# one rank of `torchrun --nproc_per_node 2 cli.py attack --run RUN` with every attack switched
+# off; it records which of attacks.run's writers it called
+CHILD = """
+import json, os, sys
+from pathlib import Path
+import attacks.run as run_mod
+import cli
+
+calls = []
+for name in ("save_signals", "write_summary"):
+    def wrapped(*a, _orig=getattr(run_mod, name), _name=name, **k):
+        calls.append(_name)
+        return _orig(*a, **k)
+    setattr(run_mod, name, wrapped)
+cli.main(["attack", "--run", sys.argv[1], "--device", "cpu", "--yeom.enabled", "false",
+          "--salem.enabled", "false", "--label_only.enabled", "false",
+          "--ensemble.enabled", "false", "--baselines", "false"])
+Path(sys.argv[2], "rank%s.json" % os.environ["RANK"]).write_text(json.dumps(calls))
+"""
+
+
+def make_run(tmp: Path) -> Path:
+    """A run folder (config, split manifest, ``last.ckpt``) of an untrained, seeded demo model on
+    45 synthetic whales of 32 px: an odd count, so the two shards differ in size."""
+    dm = WhaleDataModule(
+        root=str(tmp / "cat"),
+        format="synthetic",
+        image_size=32,
+        batch_size=8,
+        synthetic=SyntheticWhales(
+            n_individuals=9, encounters_per_individual=3, photos_per_encounter=3, image_size=32
+        ),
+    )
+    run = tmp / "run"
+    run.mkdir()
+    dm.write_manifest(run)
+    margs = {"arch": "resnet18", "preset": "overfit"}
+    torch.manual_seed(0)
+    model = WhaleClassifier(num_classes=dm.num_classes, **margs)
+    (run / "checkpoints").mkdir()
+    torch.save({"state_dict": model.state_dict()}, run / "checkpoints" / "last.ckpt")
+    cfg = {
+        "data": {"init_args": {"image_size": 32, "batch_size": 8}},
+        "model": {"init_args": margs},
+        "trainer": {"max_epochs": 1},
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return run
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_two_process_extraction_equals_single_process(tmp_path):
+    run = make_run(tmp_path)
+    ctx = RunContext.open(run, "cpu")
+    n = len(ctx.rows)
+    assert n % 2 == 1, n  # uneven shards: 23 and 22 rows
+    torch.set_num_threads(1)
+    single = extract_signals(ctx.model(), ctx.rows, ctx.roots, ctx.image_size, device="cpu")
+
+    env = {**ddp_env(), "WORLD_SIZE": "2"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(run), str(tmp_path)],
+            cwd=REPO,
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    for r, p in enumerate(procs):
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, f"rank {r}:\n{err[-3000:]}"
+
+    # rank 0 wrote the signal file and the report, rank 1 nothing
+    assert json.loads((tmp_path / "rank0.json").read_text()) == ["save_signals", "write_summary"]
+    assert json.loads((tmp_path / "rank1.json").read_text()) == []
+    assert (run / "attacks" / "report.md").is_file()
+    assert json.loads((run / "signals" / "final_timing.json").read_text())["world_size"] == 2
+    assert sorted(p.name for p in (run / "signals").iterdir()) == [
+        "final.npz",
+        "final_timing.json",
+    ]
+
+    ddp = load_signals(run / "signals" / "final.npz")
+    assert sorted(ddp) == sorted(single)
+    assert np.array_equal(ddp["index"], np.arange(n))  # every sample once, in manifest order
+    assert np.array_equal(single["index"], np.arange(n))
+    for key in ("sample_id", "file", "identity", "split", "role", "set", "label"):
+        assert np.array_equal(ddp[key], single[key]), key
+    for key in ("logits", "embedding", "loss_true", "loss_pred", "max_prob", "entropy"):
+        assert ddp[key].shape == single[key].shape, key
+        np.testing.assert_allclose(ddp[key], single[key], rtol=0, atol=1e-5, err_msg=key)
