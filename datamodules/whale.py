@@ -14,11 +14,17 @@ from torch.utils.data import DataLoader
 
 from datamodules.catalogs import FORMATS, Catalog, read_catalog
 from datamodules.errors import DataError
-from datamodules.images import ManifestDataset, eval_transform, train_transform
+from datamodules.image_cache import DecodeSettings, FileHasher, ImageCache
+from datamodules.images import (
+    ManifestDataset,
+    augment_batch,
+    augment_transform,
+    normalize_batch,
+    normalize_transform,
+)
 from datamodules.splits import (
     SplitSettings,
     plan_splits,
-    sha256_file,
     verify_manifest,
     write_manifest,
 )
@@ -61,9 +67,24 @@ class WhaleDataModule(pl.LightningDataModule):
         synthetic: generator settings for ``format=synthetic``.
         image_size: square input size in pixels.
         batch_size: training batch size; probe loaders use ``eval_batch_size``.
-        num_workers: loader workers (``None``: 0 on <=2 cores, else up to 8).
-        train_augment: random crop/flip/colour jitter during training (off in the paper presets).
+        num_workers: loader workers (``None``: 0 on <=2 cores, else min(8, cores - 1)). With
+            workers, they persist across epochs and each keeps 4 training batches (2 evaluation
+            batches) in flight. Memory is pinned only when the trainer runs on CUDA.
+        train_augment: random crop/flip/colour jitter during training (off in the paper presets),
+            applied to the resized (cached) image.
+        augment_on_device: with ``train_augment``, do the random crop/flip/jitter batch-wise on
+            the batch's device (the GPU when training there) in ``on_after_batch_transfer``; the
+            training loader then ships uint8 images (a quarter of the bytes). Decoding and resizing
+            stay in the workers and the cache; only the cheap random part moves. ``false``: per
+            sample in the loader workers, on the CPU.
         verify_images: decode-check every image and hash it for the byte-identity leak check.
+            Off, each image is hashed on first use instead (for the cache key).
+        cache_dir: folder of the decoded-image cache (``null``: off). Each photo is decoded,
+            manifest-augmented and resized once and kept as uint8, keyed by the sha256 of the
+            file, its manifest augmentation and the resize settings (image size, interpolation,
+            antialias, format version): a changed photo or setting gets a new entry, and stale
+            entries are never read (delete the folder, or ``datamodules.image_cache.prune``, to
+            reclaim space). Safe to share between runs, loader workers and DDP ranks.
     """
 
     def __init__(
@@ -93,6 +114,8 @@ class WhaleDataModule(pl.LightningDataModule):
         num_workers: int | None = None,
         train_augment: bool = False,
         verify_images: bool = True,
+        cache_dir: str | None = "data_cache/decoded",
+        augment_on_device: bool = True,
     ):
         super().__init__()
         if format not in FORMATS:
@@ -119,6 +142,9 @@ class WhaleDataModule(pl.LightningDataModule):
         self.num_workers = default_workers() if num_workers is None else num_workers
         self.train_augment = train_augment
         self.verify_images = verify_images
+        self.cache_dir = cache_dir
+        self.augment_on_device = augment_on_device
+        self._hasher = FileHasher()  # verify() fills it; the loaders reuse its hashes
         self._rows: list[dict] | None = None
         self._info: dict = {}
         self._roots: dict[str, Path] = {}
@@ -192,7 +218,7 @@ class WhaleDataModule(pl.LightningDataModule):
             hashes = {}
             for key in sorted({(r["catalog"], r["file"]) for r in rows}):
                 path = self._roots[key[0]] / key[1]
-                hashes[key] = sha256_file(path) if path.is_file() else None
+                hashes[key] = self._hasher(path) if path.is_file() else None
                 if hashes[key] is None:
                     raise DataError(f"{path}: image listed in the split but missing on disk.")
                 _check_decodes(path)
@@ -240,24 +266,69 @@ class WhaleDataModule(pl.LightningDataModule):
             f"{len(rows)} in all."
         )
 
-    def _loader(self, rows: list[dict], *, train: bool = False) -> DataLoader:
-        tf = (
-            train_transform(self.image_size, self.train_augment)
-            if train
-            else eval_transform(self.image_size)
+    @property
+    def device_augment(self) -> bool:
+        """Whether the training batches are augmented on their device (see ``augment_on_device``)."""
+        return self.train_augment and self.augment_on_device
+
+    def pin_memory(self) -> bool:
+        """Pin loader memory only when the attached trainer runs on CUDA."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return False
+        from pytorch_lightning.accelerators import CUDAAccelerator
+
+        return isinstance(trainer.accelerator, CUDAAccelerator)
+
+    def dataset(self, rows: list[dict], *, train: bool = False) -> ManifestDataset:
+        """``rows`` as served by the loaders: resized through the cache, then normalised (and, for
+        training with ``train_augment``, augmented on the CPU, or left uint8 for the device)."""
+        settings = DecodeSettings(self.image_size)
+        cache = ImageCache(self.cache_dir, settings) if self.cache_dir else None
+        if train and self.device_augment:
+            tf = None  # uint8; on_after_batch_transfer augments and normalises
+        elif train and self.train_augment:
+            tf = augment_transform(self.image_size)
+        else:
+            tf = normalize_transform()
+        return ManifestDataset(
+            rows, self.roots, tf, image_size=self.image_size, cache=cache, hasher=self._hasher
         )
+
+    def _loader(self, rows: list[dict], *, train: bool = False) -> DataLoader:
+        workers = self.num_workers
         return DataLoader(
-            ManifestDataset(rows, self.roots, tf),
+            self.dataset(rows, train=train),
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
             drop_last=False,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            pin_memory=self.pin_memory(),
+            persistent_workers=workers > 0,
+            prefetch_factor=(4 if train else 2) if workers > 0 else None,
             # evaluation loaders draw their worker seed from a generator of their own, so how
             # often they run (e.g. leakage.every_n_epochs) never shifts the training shuffles
             generator=None if train else torch.Generator().manual_seed(self.settings.seed),
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Turn uint8 training batches into normalised float32 on their device, augmenting them
+        while the trainer trains (``train_augment`` with ``augment_on_device``).
+
+        The random crop/flip/jitter is a few elementwise ops and one ``grid_sample`` per batch:
+        next to nothing on a GPU, while per-sample in the workers it competes with decoding.
+        Random numbers come from torch's global generator of the batch's device, which
+        ``seed_everything`` seeds.
+        """
+        if not isinstance(batch, (list, tuple)) or not batch:
+            return batch
+        x = batch[0]
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8:
+            return batch
+        trainer = getattr(self, "trainer", None)
+        training = trainer is not None and trainer.training
+        x = augment_batch(x) if training and self.device_augment else normalize_batch(x)
+        return type(batch)([x, *batch[1:]])
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.rows("train"), train=True)
