@@ -93,7 +93,7 @@ class WhaleClassifier(DPHooks, pl.LightningModule):
             self.net = self.dp.prepare_module(self.net)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self._forward = torch.compile(self.net) if compile else self.net
+        self._compiled = torch.compile(self.net) if compile else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self.channels_last = channels_last
@@ -106,7 +106,7 @@ class WhaleClassifier(DPHooks, pl.LightningModule):
         """Logits (B, C) for images (B, 3, H, W)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self._forward(x)
+        return (self._compiled or self.net)(x)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate embedding (B, D)."""
@@ -115,7 +115,10 @@ class WhaleClassifier(DPHooks, pl.LightningModule):
     def _step(self, batch, stage: str, metric: MulticlassAccuracy) -> torch.Tensor:
         x, y, _ = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        if stage == "train" and self.dp is not None:  # DP-SGD clips per-sample losses' gradients
+            loss = self.dp.per_sample_loss(F.cross_entropy(logits, y, reduction="none"))
+        else:
+            loss = F.cross_entropy(logits, y)
         metric(logits, y)
         on_step = stage == "train"
         self.log(
@@ -138,7 +141,8 @@ class WhaleClassifier(DPHooks, pl.LightningModule):
             # image with zero loss weight has a zero per-sample gradient, so the step equals the
             # empty one, and every DDP process runs the same hooks and collectives
             x = batch[0]
-            return self(x.new_zeros((1, *x.shape[1:]))).sum() * 0.0
+            zero = self(x.new_zeros((1, *x.shape[1:]))).sum(1) * 0.0
+            return self.dp.per_sample_loss(zero)
         return self._step(batch, "train", self.train_acc)
 
     def validation_step(self, batch, batch_idx):

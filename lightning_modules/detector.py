@@ -37,7 +37,6 @@ from lightning_modules.dp import (
     DPTraining,
     as_config,
     check_dp_detector,
-    per_sample_loss_mean,
     prepare_ssd_for_dp,
     ssd_per_image_losses,
 )
@@ -213,9 +212,8 @@ class ObjectDetector(DPHooks, pl.LightningModule):
                     "labels": torch.zeros(0, dtype=torch.int64, device=self.device),
                 }
             ]
-            return ssd_per_image_losses(self.net, images, targets).sum() * 0.0
-        losses = ssd_per_image_losses(self.net, images, targets)
-        loss = per_sample_loss_mean(losses)
+            return self.dp.per_sample_loss(ssd_per_image_losses(self.net, images, targets) * 0.0)
+        loss = self.dp.per_sample_loss(ssd_per_image_losses(self.net, images, targets))
         self.log(
             "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images)
         )

@@ -1,7 +1,7 @@
 """DP-SGD (Opacus) for the suite's LightningModules, through Opacus's public API only.
 
 One :class:`DPConfig` (a ``model.init_args.dp`` block in a config) and one helper,
-:class:`DPTraining`, that a LightningModule owns and calls from five of its own hooks:
+:class:`DPTraining`, that a LightningModule owns and calls from six of its own hooks:
 
 =========================  =====================================================================
 ``__init__``               :meth:`DPTraining.prepare_module`: ``ModuleValidator.fix`` (BatchNorm
@@ -15,6 +15,10 @@ One :class:`DPConfig` (a ``model.init_args.dp`` block in a config) and one helpe
 ``configure_optimizers``   :meth:`DPTraining.make_optimizer`: the module's optimizer wrapped in a
                            :class:`opacus.optimizers.DPOptimizer` (``DistributedDPOptimizer``
                            when ``trainer.world_size > 1``); the accountant(s) hooked to its steps
+``backward``               :meth:`DPTraining.ghost_backward` in ``ghost`` mode (the default): the
+                           per-sample losses the training step handed to
+                           :meth:`DPTraining.per_sample_loss` go through Opacus's two-pass fast
+                           gradient clipping; in ``hooks`` mode Lightning's own backward
 ``on_train_epoch_end``     :meth:`DPTraining.log_epsilon`: ``dp/epsilon`` (and ``dp/epsilon_rdp``,
                            ``dp/epsilon_yu``, ``dp/noise_multiplier``, ``dp/steps``)
 ``on_save/load_checkpoint`` accountant history in the checkpoint under ``"dp_accountant"``, so a
@@ -49,8 +53,15 @@ from opacus import GradSampleModule
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 from opacus.data_loader import DPDataLoader
-from opacus.optimizers import DistributedDPOptimizer, DPOptimizer
+from opacus.grad_sample import GradSampleModuleFastGradientClipping
+from opacus.grad_sample.gsm_base import AbstractGradSampleModule
+from opacus.optimizers import (
+    DistributedDPOptimizer,
+    DPOptimizer,
+    DPOptimizerFastGradientClipping,
+)
 from opacus.utils.batch_memory_manager import wrap_data_loader
+from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
 from opacus.utils.uniform_sampler import DistributedUniformWithReplacementSampler
 from opacus.validators import ModuleValidator
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
@@ -58,6 +69,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from attacks.dp_bounds import yu_epsilon
+from lightning_modules.components import ghost_clipping  # noqa: F401 - registers the Conv2d rule
 
 CKPT_KEY = "dp_accountant"
 #: below this noise multiplier the PRV accountant is not attempted (memory blows up)
@@ -83,6 +95,15 @@ class DPConfig:
             only (under DDP the processes' physical batch counts would differ).
         accountant: ``rdp`` (default) or ``prv``.
         secure_mode: Opacus secure RNG for the noise (needs ``torchcsprng``).
+        grad_sample_mode: how per-sample gradients are clipped. ``ghost`` (default): Opacus's
+            fast gradient clipping: a first backward pass computes only each sample's gradient
+            norm (Linear, Embedding and, through :mod:`~lightning_modules.components.
+            ghost_clipping`, Conv2d without materialising per-sample gradients), a second
+            backward pass of the loss reweighted by the clipping factors gives the clipped sum.
+            ``hooks``: per-sample gradients stored for every parameter, then clipped (Opacus's
+            classic ``GradSampleModule``; more memory, slower). Both are exact. Under DDP the
+            ``hooks`` mode is used (the two backward passes of ``ghost`` would each trigger
+            DDP's gradient all-reduce); the switch is logged.
     """
 
     noise_multiplier: float | None = None
@@ -94,8 +115,13 @@ class DPConfig:
     max_physical_batch_size: int | None = None
     accountant: str = "rdp"
     secure_mode: bool = False
+    grad_sample_mode: str = "ghost"
 
     def __post_init__(self) -> None:
+        if self.grad_sample_mode not in ("ghost", "hooks"):
+            raise ValueError(
+                f"dp.grad_sample_mode={self.grad_sample_mode!r}: choose 'ghost' or 'hooks'."
+            )
         if (self.noise_multiplier is None) == (self.target_epsilon is None):
             raise ValueError("dp: give exactly one of noise_multiplier and target_epsilon.")
         if self.noise_multiplier is not None and self.noise_multiplier < 0:
@@ -199,14 +225,52 @@ class DPTraining:
         self.noise_multiplier: float | None = cfg.noise_multiplier
         self.sample_rate: float | None = None
         self.optimizer: DPOptimizer | None = None
+        self.module: AbstractGradSampleModule | None = None
+        self.ghost = cfg.grad_sample_mode == "ghost"
         self.replaced: list[str] = []
+        self._losses: torch.Tensor | None = None
         self._orig_loader_fn = None
         self._prv_warned = False
 
     # ---- model ---------------------------------------------------------------------------
-    def prepare_module(self, net: nn.Module) -> GradSampleModule:
+    def prepare_module(self, net: nn.Module) -> AbstractGradSampleModule:
+        """Fix ``net`` for DP and wrap it for per-sample norms (ghost) or gradients (hooks)."""
         fixed, self.replaced = fix_module(net, self.owner)
-        return GradSampleModule(fixed, loss_reduction="mean")
+        if self.ghost:
+            self.module = GradSampleModuleFastGradientClipping(
+                fixed, loss_reduction="mean", max_grad_norm=self.cfg.max_grad_norm
+            )
+        else:
+            self.module = GradSampleModule(fixed, loss_reduction="mean")
+        return self.module
+
+    def module_for(self, world_size: int) -> AbstractGradSampleModule:
+        """The wrapped module to train with ``world_size`` processes: ghost clipping falls back
+        to per-sample gradients by hooks under DDP (same parameters, same state-dict keys)."""
+        if self.ghost and world_size > 1:
+            rank_zero_info(
+                f"DP ({self.owner}): {world_size} processes: dp.grad_sample_mode 'ghost' -> "
+                "'hooks' (ghost clipping's two backward passes would each all-reduce under DDP)."
+            )
+            inner = self.module._module
+            self.module._close()
+            self.module = GradSampleModule(inner, loss_reduction="mean")
+            self.ghost = False
+        return self.module
+
+    def per_sample_loss(self, losses: torch.Tensor) -> torch.Tensor:
+        """Keep the (B,) per-sample losses for :meth:`backward`; returns their mean (a scalar
+        for logging and for Lightning's closure)."""
+        self._losses = losses
+        return per_sample_loss_mean(losses)
+
+    def ghost_backward(self) -> None:
+        """Ghost clipping's two backward passes over the per-sample losses last given to
+        :meth:`per_sample_loss` (norms, then the loss reweighted by the clipping factors)."""
+        if self._losses is None:
+            raise RuntimeError("DP ghost clipping: the training step gave no per-sample losses.")
+        losses, self._losses = self._losses, None
+        DPTensorFastGradientClipping(self.module, self.optimizer, losses, "mean").backward()
 
     # ---- data ----------------------------------------------------------------------------
     def attach(self, trainer) -> None:
@@ -297,7 +361,10 @@ class DPTraining:
             from opacus import PrivacyEngine
 
             generator = PrivacyEngine(secure_mode=True).secure_rng
-        cls = DistributedDPOptimizer if world > 1 else DPOptimizer
+        if self.ghost:
+            cls = DPOptimizerFastGradientClipping
+        else:
+            cls = DistributedDPOptimizer if world > 1 else DPOptimizer
         opt = cls(
             optimizer,
             noise_multiplier=self.noise_multiplier,
@@ -315,7 +382,7 @@ class DPTraining:
             f"DP ({self.owner}): sigma={self.noise_multiplier:.4g} C={self.cfg.max_grad_norm} "
             f"q={self.sample_rate:.4g} (N={n}, {n_batches} steps/epoch) delta={self.cfg.delta} "
             f"accountant={self.cfg.accountant} poisson={self.cfg.poisson_sampling} "
-            f"processes={world}"
+            f"processes={world} clipping={'ghost' if self.ghost else 'hooks'}"
         )
         return opt
 
@@ -444,7 +511,7 @@ def ssd_per_image_losses(
 
     from torchvision.ops import boxes as box_ops
 
-    net = net._module if isinstance(net, GradSampleModule) else net  # hooks stay on the layers
+    net = net._module if isinstance(net, AbstractGradSampleModule) else net  # hooks stay put
     images_t, targets_t = net.transform(images, targets)
     features = net.backbone(images_t.tensors)
     if isinstance(features, torch.Tensor):
@@ -474,10 +541,18 @@ class DPHooks:
     """
 
     dp: DPTraining | None
+    net: nn.Module
 
     def setup(self, stage: str) -> None:
         if self.dp is not None and stage == "fit":
             self.dp.attach(self.trainer)
+            self.net = self.dp.module_for(self.trainer.world_size)
+
+    def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        if self.dp is not None and self.dp.ghost:
+            self.dp.ghost_backward()
+        else:
+            super().backward(loss, *args, **kwargs)
 
     def on_train_epoch_end(self) -> None:
         if self.dp is not None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
 from opacus.accountants import RDPAccountant
-from opacus.optimizers import DPOptimizer
+from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 from test_run_folder import run_cli, scalars, tiny_args
 from torch import nn
 
@@ -80,7 +81,7 @@ def test_per_sample_gradients_are_clipped_to_c():
     net = nn.Sequential(
         nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
     )
-    dp = DPTraining(DPConfig(noise_multiplier=0.0, max_grad_norm=c))
+    dp = DPTraining(DPConfig(noise_multiplier=0.0, max_grad_norm=c, grad_sample_mode="hooks"))
     gsm = dp.prepare_module(net)
     assert any("BatchNorm2d -> GroupNorm" in r for r in dp.replaced)
     opt = DPOptimizer(
@@ -116,6 +117,71 @@ def test_per_sample_gradients_are_clipped_to_c():
     opt.pre_step()
     one = torch.cat([p.summed_grad.reshape(-1) for p in params])
     assert one.norm().item() == pytest.approx(c, rel=1e-4)
+
+
+def ghost_net() -> nn.Module:
+    """Conv layers that take each branch of the Conv2d norm rule: direct (large map), ghost
+    (small map), dilated, grouped (Opacus fallback), no bias; then GroupNorm and Linear."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),  # 16x16 map: direct
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, dilation=2, padding=2, bias=False),
+        nn.GroupNorm(4, 16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),  # 4x4 map, D=144, C_out=32: ghost
+        nn.Conv2d(32, 32, 3, padding=1, groups=4),  # grouped: Opacus's per-sample gradient
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 5),
+    )
+
+
+def test_ghost_clipping_equals_per_sample_clipping():
+    """Ghost clipping (the default) gives the clipped gradient sum of explicit per-sample
+    gradients: norms within 1e-4 relative, summed clipped gradients within 1e-5."""
+    from lightning_modules.components.ghost_clipping import conv2d_norm_sample
+
+    torch.manual_seed(0)
+    c, n = 0.5, 6
+    x, y = torch.randn(n, 3, 16, 16) * 3, torch.tensor([0, 1, 2, 3, 4, 0])
+    base = ghost_net()
+    sums, norms = {}, {}
+    for mode in ("hooks", "ghost"):
+        dp = DPTraining(DPConfig(noise_multiplier=0.0, max_grad_norm=c, grad_sample_mode=mode))
+        gsm = dp.prepare_module(copy.deepcopy(base))
+        dp.optimizer = opt = (DPOptimizerFastGradientClipping if mode == "ghost" else DPOptimizer)(
+            torch.optim.SGD(gsm.parameters(), lr=0.0),
+            noise_multiplier=0.0,
+            max_grad_norm=c,
+            expected_batch_size=n,
+        )
+        opt.zero_grad(set_to_none=True)
+        loss = dp.per_sample_loss(nn.functional.cross_entropy(gsm(x), y, reduction="none"))
+        if mode == "ghost":
+            dp.ghost_backward()
+            norms[mode] = gsm.per_sample_gradient_norms
+        else:
+            loss.backward()
+            params = [p for p in gsm.parameters() if p.requires_grad]
+            norms[mode] = torch.stack([p.grad_sample.reshape(n, -1).norm(dim=1) for p in params])
+            norms[mode] = norms[mode].norm(dim=0)
+        opt.pre_step()
+        sums[mode] = torch.cat([p.grad.reshape(-1) for p in gsm.parameters()])
+    assert (norms["hooks"] > c).sum() >= 3  # clipping is exercised
+    assert torch.allclose(norms["ghost"], norms["hooks"], rtol=1e-4)
+    assert torch.allclose(sums["ghost"], sums["hooks"], atol=1e-5, rtol=1e-4)
+    # the Conv2d rule itself, both branches, against autograd one sample at a time
+    for conv, size in ((nn.Conv2d(4, 6, 3, padding=1), 12), (nn.Conv2d(16, 24, 3, padding=1), 3)):
+        a = torch.randn(3, conv.in_channels, size, size)
+        out = conv(a)
+        g = torch.randn_like(out)
+        got = conv2d_norm_sample(conv, [a], g)
+        for i in range(3):
+            gw, gb = torch.autograd.grad(
+                (conv(a[i : i + 1]) * g[i : i + 1]).sum(), [conv.weight, conv.bias]
+            )
+            assert got[conv.weight][i] == pytest.approx(gw.norm().item(), rel=1e-4)
+            assert got[conv.bias][i] == pytest.approx(gb.norm().item(), rel=1e-4)
 
 
 @pytest.mark.parametrize("row", TABLE4, ids=["sigma1e-3", "sigma1e-4"])

@@ -3,10 +3,12 @@ two-stage detectors refuse DP with the reason; a tiny SSD trains with DP and log
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import pytorch_lightning as pl
 import torch
-from opacus.optimizers import DPOptimizer
+from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 
 from datamodules.detection.datamodule import DetectionDataModule
 from datamodules.detection.synthetic import SyntheticVOC
@@ -32,8 +34,8 @@ def _batch():
 def test_tiny_ssd_per_image_gradients_are_exact_and_clipped():
     torch.manual_seed(0)
     net = build_detector("tiny_ssd", 3, image_size=64)
-    dp = DPTraining(DPConfig(noise_multiplier=0.0, max_grad_norm=1.0))
-    gsm = dp.prepare_module(net)
+    dp = DPTraining(DPConfig(noise_multiplier=0.0, max_grad_norm=1.0, grad_sample_mode="hooks"))
+    gsm = dp.prepare_module(copy.deepcopy(net))
     assert any("GroupNorm" in r for r in dp.replaced)  # TinyBackbone's BatchNorms
     gsm.train()
     imgs, tg = _batch()
@@ -60,6 +62,23 @@ def test_tiny_ssd_per_image_gradients_are_exact_and_clipped():
     summed = torch.cat([p.summed_grad.reshape(-1) for p in params])
     clipped = per_sample * (1.0 / (norms + 1e-6)).clamp(max=1.0)[:, None]
     assert torch.allclose(summed, clipped.sum(0), atol=1e-4)
+    # ghost clipping (the default) on the same detector and images: the same clipped sum
+    ghost = DPTraining(DPConfig(noise_multiplier=0.0, max_grad_norm=1.0))
+    g_net = ghost.prepare_module(copy.deepcopy(net))
+    g_net.train()
+    ghost.optimizer = g_opt = DPOptimizerFastGradientClipping(
+        torch.optim.SGD([p for p in g_net.parameters() if p.requires_grad], lr=0.0),
+        noise_multiplier=0.0,
+        max_grad_norm=1.0,
+        expected_batch_size=3,
+    )
+    g_opt.zero_grad(set_to_none=True)
+    ghost.per_sample_loss(ssd_per_image_losses(g_net, imgs, tg))
+    ghost.ghost_backward()
+    assert torch.allclose(g_net.per_sample_gradient_norms, norms, rtol=1e-4)
+    g_opt.pre_step()
+    g_sum = torch.cat([p.summed_grad.reshape(-1) for p in g_net.parameters() if p.requires_grad])
+    assert torch.allclose(g_sum, clipped.sum(0), atol=1e-4)
 
 
 def test_ssd_vgg_l2norm_scale_is_frozen_and_model_is_accepted():
