@@ -1,14 +1,16 @@
 """DP-SGD (Opacus, through lightning_modules.dp) against plain SGD: training throughput.
 
     python benchmarks/dp_throughput.py [--arch resnet18] [--image-size 48] [--n 256]
-        [--batch-size 32] [--epochs 2] [--device cpu] [--threads 2]
+        [--batch-size 32] [--epochs 2] [--device cpu] [--threads 2] [--full]
 
 Same model (``build_classifier(arch, overfit preset)``), same data (a fixed random tensor set of
 ``--n`` images, 36 classes), same optimizer (SGD lr 0.01), same batch size. The DP side is what
-``model.init_args.dp`` builds: ``ModuleValidator.fix`` + ``GradSampleModule`` (per-sample
-gradients by hooks), Poisson sampling (``DPDataLoader``), ``DPOptimizer`` (clip C=1, sigma=1) and
-the RDP accountant. One warm-up epoch each, then ``--epochs`` timed epochs. Prints samples/s of
-both and the ratio DP / non-DP (goal >= 0.3); writes ``benchmarks/results/dp_throughput.json``.
+``model.init_args.dp`` builds (``DPTraining.prepare_module`` / ``make_optimizer`` / ``dp_loader``):
+``ModuleValidator.fix``, Poisson sampling, clip C=1, sigma=1, the RDP accountant; measured in both
+clipping modes: ``ghost`` (the default: Opacus fast gradient clipping with the suite's Conv2d
+ghost-norm rule) and ``hooks`` (per-sample gradients stored). One warm-up epoch each, then
+``--epochs`` timed epochs. Prints samples/s and the ratio DP (ghost) / non-DP (goal >= 0.3);
+writes ``benchmarks/results/dp_throughput.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -28,26 +31,46 @@ from torch.utils.data import DataLoader, TensorDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from opacus.data_loader import DPDataLoader  # noqa: E402
-from opacus.optimizers import DPOptimizer  # noqa: E402
-
 from lightning_modules.components.classifier import build_classifier  # noqa: E402
 from lightning_modules.dp import DPConfig, DPTraining  # noqa: E402
 
 
-def run_epochs(net, opt, loader, epochs, device) -> tuple[float, int]:
+def run_epochs(net, opt, loader, epochs, device, dp=None) -> tuple[float, int]:
+    """Train ``epochs`` epochs; returns (seconds, samples). ``dp``: the DPTraining whose
+    per-sample losses and (ghost) backward the suite's modules use."""
     net.train()
     n, t0 = 0, time.perf_counter()
     for _ in range(epochs):
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(net(x), y).backward()
+            if dp is None:
+                torch.nn.functional.cross_entropy(net(x), y).backward()
+            else:
+                losses = torch.nn.functional.cross_entropy(net(x), y, reduction="none")
+                loss = dp.per_sample_loss(losses)
+                dp.ghost_backward() if dp.ghost else loss.backward()
             opt.step()
             n += len(y)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0, n
+
+
+def dp_side(args, loader, device, mode: str) -> tuple[float, DPTraining]:
+    """DP-SGD samples/s with ``dp.grad_sample_mode=mode``, built as ``model.init_args.dp`` builds
+    it (``DPTraining.prepare_module`` / ``make_optimizer``, Poisson loader)."""
+    torch.manual_seed(0)
+    dp = DPTraining(DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode=mode))
+    net = dp.prepare_module(build_classifier(args.arch, args.classes, batchnorm=False)).to(device)
+    trainer = SimpleNamespace(
+        datamodule=SimpleNamespace(train_dataloader=lambda: loader), world_size=1, max_epochs=1
+    )
+    opt = dp.make_optimizer(torch.optim.SGD(net.parameters(), lr=0.01), trainer)
+    dp_loader = dp.dp_loader(loader)
+    run_epochs(net, opt, dp_loader, 1, device, dp)  # warm-up
+    t, n = run_epochs(net, opt, dp_loader, args.epochs, device, dp)
+    return n / t, dp
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -60,8 +83,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--full", action="store_true", help="resnet50, 224 px, 1024 images, batch 64")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dp_throughput.json"))
     args = ap.parse_args(argv)
+    if args.full:
+        args.arch, args.image_size, args.n, args.batch_size = "resnet50", 224, 1024, 64
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
@@ -76,27 +102,16 @@ def main(argv: list[str] | None = None) -> dict:
     opt = torch.optim.SGD(plain.parameters(), lr=0.01)
     run_epochs(plain, opt, loader, 1, device)  # warm-up
     t_plain, n_plain = run_epochs(plain, opt, loader, args.epochs, device)
+    hooks_sps, _ = dp_side(args, loader, device, "hooks")
+    dp_sps, dp = dp_side(args, loader, device, "ghost")
 
-    torch.manual_seed(0)
-    dp = DPTraining(DPConfig(noise_multiplier=1.0, max_grad_norm=1.0))
-    net = dp.prepare_module(build_classifier(args.arch, args.classes, batchnorm=False)).to(device)
-    dp_loader = DPDataLoader.from_data_loader(loader)
-    q = 1 / len(loader)
-    dp_opt = DPOptimizer(
-        torch.optim.SGD(net.parameters(), lr=0.01),
-        noise_multiplier=1.0,
-        max_grad_norm=1.0,
-        expected_batch_size=int(args.n * q),
-    )
-    dp_opt.attach_step_hook(dp.rdp.get_optimizer_hook_fn(q))
-    run_epochs(net, dp_opt, dp_loader, 1, device)
-    t_dp, n_dp = run_epochs(net, dp_opt, dp_loader, args.epochs, device)
-
-    plain_sps, dp_sps = n_plain / t_plain, n_dp / t_dp
+    plain_sps = n_plain / t_plain
     ratio = dp_sps / plain_sps
     print(
-        f"non-DP: {plain_sps:.1f} samples/s   DP-SGD: {dp_sps:.1f} samples/s   "
-        f"ratio DP/non-DP = {ratio:.3f} (goal >= 0.3)   epsilon after "
+        f"non-DP: {plain_sps:.1f} samples/s   DP-SGD ghost clipping (default): {dp_sps:.1f} "
+        f"samples/s   DP-SGD hooks: {hooks_sps:.1f} samples/s\n"
+        f"ratio DP/non-DP = {ratio:.3f} (goal >= 0.3; hooks mode {hooks_sps / plain_sps:.3f})   "
+        "epsilon after "
         f"{dp.steps} steps = {dp.epsilon()['epsilon']:.3g}"
     )
     gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else None
@@ -118,6 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
             "epochs": args.epochs,
             "non_dp_samples_per_s": plain_sps,
             "dp_samples_per_s": dp_sps,
+            "dp_grad_sample_mode": "ghost",
+            "dp_hooks_samples_per_s": hooks_sps,
+            "dp_hooks_ratio": hooks_sps / plain_sps,
             "torch": torch.__version__,
         },
     }
