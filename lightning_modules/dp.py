@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +71,12 @@ from torch.utils.data import DataLoader
 
 from attacks.dp_bounds import yu_epsilon
 from lightning_modules.components import ghost_clipping  # noqa: F401 - registers the Conv2d rule
+
+# torch warns on every step that the first layer's backward hook fires although the images need no
+# gradient; that is how Opacus's hooks are meant to work, so the message is only noise here
+warnings.filterwarnings(
+    "ignore", message="Full backward hook is firing when gradients are computed"
+)
 
 CKPT_KEY = "dp_accountant"
 #: below this noise multiplier the PRV accountant is not attempted (memory blows up)
@@ -191,6 +198,11 @@ def fix_module(net: nn.Module, owner: str = "model") -> tuple[nn.Module, list[st
             f"DP ({owner}): ModuleValidator.fix replaced {len(replaced)} normalisation layers "
             f"(BatchNorm mixes samples; GroupNorm does not): " + "; ".join(replaced)
         )
+    for entry in replaced:  # the new norm's output feeds in-place adds (ResNet's ``out +=
+        name = entry.split(":", 1)[0]  # identity``), forbidden on a hooked output: clone it
+        parent = fixed.get_submodule(name.rsplit(".", 1)[0]) if "." in name else fixed
+        child = name.rsplit(".", 1)[-1]
+        setattr(parent, child, nn.Sequential(getattr(parent, child), CloneIdentity()))
     n_ident = 0
     for name, m in list(fixed.named_modules()):
         # Identity returns the hooked output of the layer before it as-is; blocks that then add in

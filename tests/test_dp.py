@@ -184,6 +184,32 @@ def test_ghost_clipping_equals_per_sample_clipping():
             assert got[conv.bias][i] == pytest.approx(gb.norm().item(), rel=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["ghost", "hooks"])
+def test_batchnorm_resnet_trains_after_groupnorm_replacement(mode):
+    """The regularized preset's ResNet (BatchNorm) under DP: BatchNorm -> GroupNorm, whose hooked
+    output ResNet adds to in place (``out += identity``), so the fix clones it."""
+    from lightning_modules.components.classifier import build_classifier
+
+    torch.manual_seed(0)
+    dp = DPTraining(DPConfig(noise_multiplier=1.0, grad_sample_mode=mode))
+    net = dp.prepare_module(build_classifier("resnet18", 3, batchnorm=True))
+    assert len(dp.replaced) == 20
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    cls = DPOptimizerFastGradientClipping if mode == "ghost" else DPOptimizer
+    dp.optimizer = opt = cls(
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        expected_batch_size=4,
+    )
+    before = [p.detach().clone() for p in net.parameters()]
+    loss = dp.per_sample_loss(nn.functional.cross_entropy(net(x), y, reduction="none"))
+    dp.ghost_backward() if mode == "ghost" else loss.backward()
+    opt.step()
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
 @pytest.mark.parametrize("row", TABLE4, ids=["sigma1e-3", "sigma1e-4"])
 def test_yu_bound_reproduces_table4(row):
     sigma, iters, batch, delta, printed = row
