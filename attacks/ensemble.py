@@ -84,6 +84,76 @@ def subset_attack_rows(rows: list[dict], ids: list[str], seed: int) -> list[dict
     return members + [r for r in rows if r["split"] == "attack" and r["identity"] in pick]
 
 
+def subset_plan(ctx, cfg: dict) -> list[list[str]]:
+    """The ensemble's disjoint ID1 subsets (individual names), as :func:`run_ensemble` uses."""
+    groups = split_identities(ctx.class_names, cfg.get("n_subsets", 2), int(cfg.get("seed", 0)))
+    if cfg.get("max_subsets"):
+        groups = groups[: int(cfg["max_subsets"])]
+    return groups
+
+
+def subset_signals(ctx, out_dir: Path, cfg: dict, k: int, ids: list[str]):
+    """Train subset ``k``'s target and extract its signals to ``subset_KKK/signals.npz``, or load
+    that file when ``cfg["reuse"]`` and it exists (a job-array task trained it).
+
+    Returns ``(signals, train_seconds, epochs, train_rows)``.
+    """
+    from attacks.training import extract_signals, relabel, train_classifier
+
+    seed = int(cfg.get("seed", 0))
+    eval_rows = [r for r in ctx.rows if r["set"] == "eval"]
+    path = out_dir / f"subset_{k:03d}" / "signals.npz"
+    train_rows = [r for r in ctx.rows if r["split"] == "train" and r["identity"] in ids]
+    att_rows = subset_attack_rows(ctx.rows, ids, seed + k)
+    own_rows = [r for r in ctx.rows if r["identity"] in ids and r["split"] in ("train", "test")]
+    rows_k = relabel(train_rows + att_rows + own_rows + eval_rows, ids)
+    seen, uniq = set(), []  # keep each manifest row once (own test rows are also eval rows)
+    for r in rows_k:
+        if r["sample_id"] not in seen:
+            seen.add(r["sample_id"])
+            uniq.append(r)
+    # same number of optimisation steps as the run's target (a subset has fewer photos)
+    n_all = sum(r["split"] == "train" for r in ctx.rows)
+    epochs = int(cfg.get("epochs") or 10)
+    if cfg.get("match_steps", True):
+        epochs = int(np.ceil(epochs * n_all / max(1, len(train_rows))))
+    if path.is_file() and cfg.get("reuse", True):
+        return load_signals(path), 0.0, epochs, train_rows
+    model, secs = train_classifier(
+        train_rows,
+        ctx.roots,
+        ids,
+        ctx.model_args,
+        image_size=ctx.image_size,
+        epochs=epochs,
+        batch_size=int(cfg.get("batch_size", 32)),
+        seed=seed + k,
+        device=ctx.device,
+    )
+    sig = extract_signals(
+        model, uniq, ctx.roots, ctx.image_size, device=ctx.device, embed=False, path=path
+    )
+    return sig, secs, epochs, train_rows
+
+
+def train_subsets(ctx, out_dir: Path, cfg: dict, only: list[int], log=print) -> list[Path]:
+    """Train and save the signals of subsets ``only`` (indices into :func:`subset_plan`): one
+    task of a job array. A later ``run_ensemble`` with ``reuse`` combines every subset."""
+    groups = subset_plan(ctx, cfg)
+    bad = [k for k in only if not 0 <= int(k) < len(groups)]
+    if bad:
+        raise ValueError(
+            f"ensemble.subsets={only}: indices {bad} out of range; this run has {len(groups)} "
+            f"subsets (0..{len(groups) - 1}), so size the job array as --array=0-{len(groups) - 1}."
+        )
+    paths = []
+    for k in only:
+        subset_signals(ctx, out_dir, {**cfg, "reuse": False}, int(k), groups[int(k)])
+        paths.append(out_dir / f"subset_{int(k):03d}" / "signals.npz")
+        log(f"ensemble subset {k} of {len(groups)}: signals saved to {paths[-1]}")
+    return paths
+
+
 def run_ensemble(ctx, out_dir: Path, cfg: dict, single_signals: dict, log=print) -> dict:
     """Train one target + one attack per subset, combine on the evaluation set.
 
@@ -99,56 +169,19 @@ def run_ensemble(ctx, out_dir: Path, cfg: dict, single_signals: dict, log=print)
     Returns a dict with ``subsets`` (Table 6), per-rule decisions and scores on the evaluation
     rows (``eval_index``), the single model's scores, and timings.
     """
-    from attacks.training import extract_signals, relabel, train_classifier
-
     out_dir.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.get("seed", 0))
     base = cfg.get("base", "yeom")
     base_args = dict(cfg.get("base_args") or {})
-    groups = split_identities(ctx.class_names, cfg.get("n_subsets", 2), seed)
-    if cfg.get("max_subsets"):
-        groups = groups[: int(cfg["max_subsets"])]
+    groups = subset_plan(ctx, cfg)
     eval_rows = [r for r in ctx.rows if r["set"] == "eval"]
     eval_index = np.array([i for i, r in enumerate(ctx.rows) if r["set"] == "eval"])
     scores, taus, table = [], [], []
     t_train = 0.0
     for k, ids in enumerate(groups):
-        sub_dir = out_dir / f"subset_{k:03d}"
-        train_rows = [r for r in ctx.rows if r["split"] == "train" and r["identity"] in ids]
-        path = sub_dir / "signals.npz"
-        att_rows = subset_attack_rows(ctx.rows, ids, seed + k)
-        own_rows = [r for r in ctx.rows if r["identity"] in ids and r["split"] in ("train", "test")]
-        rows_k = relabel(train_rows + att_rows + own_rows + eval_rows, ids)
-        # keep each manifest row once (own test rows are also eval rows)
-        seen, uniq = set(), []
-        for r in rows_k:
-            if r["sample_id"] not in seen:
-                seen.add(r["sample_id"])
-                uniq.append(r)
-        # same number of optimisation steps as the run's target (a subset has fewer photos)
-        n_all = sum(r["split"] == "train" for r in ctx.rows)
-        epochs = int(cfg.get("epochs") or 10)
-        if cfg.get("match_steps", True):
-            epochs = int(np.ceil(epochs * n_all / max(1, len(train_rows))))
         t0 = time.perf_counter()
-        if path.is_file() and cfg.get("reuse", True):
-            sig = load_signals(path)
-            secs = 0.0
-        else:
-            model, secs = train_classifier(
-                train_rows,
-                ctx.roots,
-                ids,
-                ctx.model_args,
-                image_size=ctx.image_size,
-                epochs=epochs,
-                batch_size=int(cfg.get("batch_size", 32)),
-                seed=seed + k,
-                device=ctx.device,
-            )
-            sig = extract_signals(
-                model, uniq, ctx.roots, ctx.image_size, device=ctx.device, embed=False, path=path
-            )
+        sig, secs, epochs, train_rows = subset_signals(ctx, out_dir, cfg, k, ids)
+        att_rows = subset_attack_rows(ctx.rows, ids, seed + k)
         sid = {s: i for i, s in enumerate(sig["sample_id"])}
         att_sel = np.array([sid[r["sample_id"]] for r in att_rows])
         att = {kk: v[att_sel] for kk, v in sig.items()}

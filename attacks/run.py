@@ -84,7 +84,10 @@ class LabelOnlySettings:
 class EnsembleSettings:
     """Ensemble MIA: ``n_subsets`` targets over disjoint ID1 subsets; ``epochs``/``batch_size``
     None = the run's own; with ``match_steps`` the epochs are scaled up so each subset's target
-    gets as many optimisation steps as the run's; ``base``: the per-subset signal attack."""
+    gets as many optimisation steps as the run's; ``base``: the per-subset signal attack.
+    ``subsets``: train only these subset indices' targets, save their signals and stop (one task
+    of a job array: ``[$SLURM_ARRAY_TASK_ID]``); ``reuse``: load saved subset signals instead of
+    retraining (the combining job after the array)."""
 
     enabled: bool = True
     n_subsets: int = 2
@@ -95,6 +98,8 @@ class EnsembleSettings:
     match_steps: bool = True
     batch_size: int | None = None
     seed: int = 0
+    subsets: list[int] | None = None
+    reuse: bool = False
 
 
 @dataclass
@@ -248,6 +253,11 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
     (out / "attack_config.json").write_text(json.dumps(asdict(s), indent=2))
     # whatever run.py writes is in ``out``; ``output`` keeps transfer runs beside the main one
     torch.manual_seed(s.seed)
+    if s.ensemble.subsets is not None:  # one job-array task: these subsets' targets, nothing else
+        from attacks.ensemble import train_subsets
+
+        train_subsets(ctx, out / "ensemble", _ensemble_cfg(ctx, s), s.ensemble.subsets, log)
+        return {}
     sig, fwd = final_signals(ctx)
     att, ev = subset(sig, "attack"), subset(sig, "eval")
     att_b = _balanced(att, s.seed) if s.balanced else att
@@ -480,23 +490,26 @@ def _label_only(ctx, sig, s: AttackSettings, out: Path, writer):
     return m, info
 
 
-def _ensemble(ctx, sig, s: AttackSettings, out: Path, writer, log) -> dict:
-    from attacks.ensemble import run_ensemble
-
+def _ensemble_cfg(ctx, s: AttackSettings) -> dict:
     e = s.ensemble
-    epochs = e.epochs or int(ctx.config.get("trainer", {}).get("max_epochs") or 10)
-    bs = e.batch_size or int(ctx.data_args.get("batch_size", 32))
-    cfg = {
+    return {
         "n_subsets": e.n_subsets,
         "max_subsets": e.max_subsets,
         "rules": e.rules,
         "base": e.base,
-        "epochs": epochs,
+        "epochs": e.epochs or int(ctx.config.get("trainer", {}).get("max_epochs") or 10),
         "match_steps": e.match_steps,
-        "batch_size": bs,
+        "batch_size": e.batch_size or int(ctx.data_args.get("batch_size", 32)),
         "seed": e.seed,
-        "reuse": False,
+        "reuse": e.reuse,
     }
+
+
+def _ensemble(ctx, sig, s: AttackSettings, out: Path, writer, log) -> dict:
+    from attacks.ensemble import run_ensemble
+
+    e, cfg = s.ensemble, _ensemble_cfg(ctx, s)
+    epochs = cfg["epochs"]
     edir = out / "ensemble"
     res = run_ensemble(ctx, edir, cfg, sig, log=log)
     y = res["is_member"]

@@ -175,3 +175,25 @@ def test_shadow_from_a_second_run_uses_its_attack_set(run_folder, tmp_path):
     sig, info = shadow_run_signals(run_folder, tmp_path)
     assert set(sig["set"]) == {"attack"} and set(sig["role"]) == {"member", "nonmember"}
     assert info["arch"] == "resnet18"
+
+
+@pytest.mark.slow
+def test_ensemble_job_array_tasks_then_combine(run_folder, tmp_path):
+    """Each array task trains one subset's target and stops; the combining job reuses them."""
+    from attacks.run import main  # what `python cli.py attack ...` runs
+
+    out = "attacks_array"
+    common = ["--run", str(run_folder), "--output", out, "--ensemble.epochs", "1"]
+    edir = run_folder / out / "ensemble"
+    for k in (0, 1):  # what `#SBATCH --array=0-1` runs, one task each
+        assert main(common + ["--ensemble.subsets", f"[{k}]"]) == {}
+        assert (edir / f"subset_{k:03d}" / "signals.npz").is_file()
+    assert not (run_folder / out / "summary.json").exists()  # tasks run no other attack
+    stamps = {p: p.stat().st_mtime_ns for p in edir.glob("subset_*/signals.npz")}
+    off = ["--yeom.enabled", "false", "--salem.enabled", "false", "--salem.shadow.enabled"]
+    off += ["false", "--label_only.enabled", "false", "--baselines", "false"]
+    res = main(common + off + ["--ensemble.reuse", "true"])
+    assert {"ensemble_any", "ensemble_majority", "ensemble_mean_score"} <= set(res)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # reused, not retrained
+    with pytest.raises(ValueError, match="out of range.*--array=0-1"):
+        main(common + ["--ensemble.subsets", "[2]"])
