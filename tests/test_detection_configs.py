@@ -17,6 +17,8 @@ DETECTION = sorted(p.name for p in CONFIGS.glob("detection*.yaml"))
 #: (their extra layers need it), the two-stage models run at 128 px.
 CASES = {
     "detection_demo.yaml": ("synthetic", ["--data.init_args.synthetic.n_images", "24"]),
+    "detection_dp_demo.yaml": ("synthetic", ["--data.init_args.synthetic.n_images", "24"]),
+    "detection_ssd300_vgg16_voc_dp.yaml": ("voc", []),
     "detection_ssd300_vgg16_voc.yaml": ("voc", []),
     "detection_ssd512_vgg16_voc.yaml": ("voc", []),
     "detection_ssd300_resnet50_voc.yaml": ("voc", []),
@@ -37,6 +39,7 @@ CASES = {
 }
 SLOW = {  # over ~15 s each on 2 shared cores (SSD-VGG/ResNet50 at their native 300/512 px)
     "detection_ssd300_vgg16_voc.yaml",
+    "detection_ssd300_vgg16_voc_dp.yaml",
     "detection_ssd512_vgg16_voc.yaml",
     "detection_ssd300_resnet50_voc.yaml",
     "detection_frcnn_vgg16_voc.yaml",

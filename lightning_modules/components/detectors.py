@@ -245,8 +245,9 @@ def set_postprocess(
     """Set post-processing thresholds in place; returns the previous values (same keys).
 
     One-stage (SSD): score threshold, NMS IoU (1.0 = off), boxes kept. Two-stage: the same for
-    the box head, plus the RPN NMS IoU.
+    the box head, plus the RPN NMS IoU. An Opacus wrapper (DP-SGD) is looked through.
     """
+    model = getattr(model, "_module", model)
     if isinstance(model, SSD):
         old = dict(
             score_thresh=model.score_thresh,
