@@ -1,6 +1,6 @@
 """Label-only boundary distance: our batched torch HopSkipJump against ART's reference.
 
-    python benchmarks/label_only_vs_art.py [--n 100] [--device cpu]
+    python benchmarks/label_only_vs_art.py [--n 100] [--device cpu] [--threads 2] [--full]
 
 Same small model (a 3-layer CNN trained to overfit the synthetic whales at 32 px), same samples
 (``--n`` evaluation samples: half training photos = members, half photos of individuals the model
@@ -9,14 +9,16 @@ settings (``max_iter``, ``init_eval``, ``max_eval``, ``init_size``) for both. Pr
 sample of each, their ratio (goal: ours >= 20x faster), the decision agreement (each side's
 threshold is fitted on the calibration set only) and each AUC; writes
 ``benchmarks/results/label_only_vs_art.json``.
+
+Default query budget: ``max_iter`` 10, ``init_eval`` 20, ``max_eval`` 200, ``init_size`` 50 (about
+600 queries per sample, a few minutes on 2 CPU cores, mostly ART's). ``--full``: the real attack's
+budget (``configs/attack.yaml``, ART's defaults: 50, 100, 10000, 100; about 40x the queries, so
+hours on a CPU for ART's side).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,6 +29,9 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import add_common_args, apply_threads, write_result  # noqa: E402
 
 from attacks.label_only import art_distances, hsj_distances  # noqa: E402
 from attacks.metrics import auc, best_threshold  # noqa: E402
@@ -128,24 +133,30 @@ def whale_data(n_eval: int, n_cal: int, size: int = 32, seed: int = 0):
     return model, xs[cal], m_cal, xs[ev], m_ev, dm.num_classes, train_acc
 
 
+#: HopSkipJump settings: the default (small) budget and the real attack's (``--full``).
+SMALL_HSJ = {"max_iter": 10, "init_eval": 20, "max_eval": 200, "init_size": 50}
+FULL_HSJ = {"max_iter": 50, "init_eval": 100, "max_eval": 10000, "init_size": 100}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100, help="evaluation samples (half members)")
     ap.add_argument("--n_cal", type=int, default=40, help="calibration samples (half members)")
-    ap.add_argument("--max_iter", type=int, default=10)
-    ap.add_argument("--init_eval", type=int, default=20)
-    ap.add_argument("--max_eval", type=int, default=200)
-    ap.add_argument("--init_size", type=int, default=50)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument(
-        "--out", default=str(ROOT / "benchmarks" / "results" / "label_only_vs_art.json")
-    )
+    for key in SMALL_HSJ:
+        ap.add_argument(
+            f"--{key}",
+            type=int,
+            default=None,
+            help=f"HopSkipJump {key} (default {SMALL_HSJ[key]}; --full: {FULL_HSJ[key]})",
+        )
+    # --threads 0 keeps torch's default (the script's behaviour before --threads existed)
+    add_common_args(ap, threads=0)
     a = ap.parse_args(argv)
+    threads = apply_threads(a.threads)
+    base = FULL_HSJ if a.full else SMALL_HSJ
+    hsj = {k: getattr(a, k) if getattr(a, k) is not None else v for k, v in base.items()}
     model, x_cal, m_cal, x_ev, m_ev, n_cls, train_acc = whale_data(a.n, a.n_cal)
     model.to(a.device)
-    hsj = dict(
-        max_iter=a.max_iter, init_eval=a.init_eval, max_eval=a.max_eval, init_size=a.init_size
-    )
     r = compare(model, x_cal, m_cal, x_ev, m_ev, n_cls, hsj)
     r["target_train_acc"] = train_acc
     print(
@@ -158,23 +169,19 @@ def main(argv: list[str] | None = None) -> dict:
         f"ART {r['art_auc']:.3f}, |diff| {r['auc_diff']:.3f} (goal <= 0.03); distance corr "
         f"{r['distance_corr']:.3f}"
     )
-    machine = f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads"
-    if a.device.startswith("cuda"):
-        machine += " " + torch.cuda.get_device_name(0)
-    result = {
-        "name": "label_only_speedup_vs_art",
-        "value": r["speedup"],
-        "unit": "x (ART seconds per sample / ours)",
-        "goal": ">= 20",
-        "machine": machine.strip(),
-        "device": a.device,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/label_only_vs_art.py " + " ".join(argv or sys.argv[1:]),
-        "details": r,
-    }
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2))
-    print(f"wrote {a.out}")
+    out = a.out or ROOT / "benchmarks" / "results" / "label_only_vs_art.json"
+    result = write_result(
+        "label_only_speedup_vs_art",
+        r["speedup"],
+        "x (ART seconds per sample / ours)",
+        ">= 20",
+        r,
+        argv,
+        out,
+        threads=threads,
+        device=a.device,
+    )
+    print(f"wrote {out}")
     return result
 
 
