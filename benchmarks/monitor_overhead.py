@@ -1,7 +1,8 @@
 """Leakage-monitor overhead: epoch time of the demo fit with the ``LeakageMonitor`` against
 without it.
 
-    python benchmarks/monitor_overhead.py [--epochs 10] [--threads 2] [--device cpu] [--full]
+    python benchmarks/monitor_overhead.py [--epochs 5] [--rounds 2] [--threads 2] [--device cpu]
+        [--full]
 
 The demo fit of :mod:`fit_throughput` (``configs/demo.yaml``: resnet18, 48 px, batch 32, on the
 generated synthetic whales; ``--full``: resnet50 at 224 px), validation, logger, checkpointing and
@@ -13,9 +14,12 @@ progress bar off, run three times with the same seed:
   ``signals/epoch=NNN.npz`` (into a temporary run folder);
 * with ``LeakageMonitor(every_n_epochs=5)``, the paper configs' setting (``configs/*_resnet50_*``).
 
+``--rounds`` rounds of the three, in alternating order (A B C, C B A), so that load drifting
+during the benchmark hurts no setting more.
+
 The monitor is built as the CLI's forced ``leakage:`` callback builds it (``LeakageMonitor`` with
 the config's ``init_args``) and sits before the epoch timer, so its epoch-end work is inside the
-timed epoch. One warm-up epoch, then ``--epochs`` timed epochs (a multiple of 5, so the
+timed epoch. Each fit: one warm-up epoch, then ``--epochs`` timed epochs (a multiple of 5, so the
 ``every_n_epochs=5`` run pays for exactly one monitor pass per 5 epochs; the fit is stopped there,
 so no "last epoch" pass is counted; half as many with ``every_n_epochs=1``). Overhead = (mean
 epoch with - mean epoch without) / mean epoch without, i.e. amortised per epoch. The JSON's
@@ -102,9 +106,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--epochs",
         type=int,
-        default=10,
-        help=f"timed epochs without the monitor and with every_n_epochs={REAL_EVERY} (rounded "
-        f"up to a multiple of {REAL_EVERY}); with every_n_epochs=1: half as many",
+        default=5,
+        help=f"timed epochs per run without the monitor and with every_n_epochs={REAL_EVERY} "
+        f"(rounded up to a multiple of {REAL_EVERY}); with every_n_epochs=1: half as many",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds of the three runs, in alternating order (A B C, C B A, ...)",
     )
     ap.add_argument("--data-dir", default=str(ROOT / "data_cache"), help="synthetic catalog cache")
     add_common_args(ap)
@@ -121,18 +131,23 @@ def main(argv: list[str] | None = None) -> dict:
     def mean(xs):
         return sum(xs) / len(xs)
 
-    runs, mon = {}, {}
     settings = (
         ("without", None, epochs),
         ("every_1", 1, epochs1),
         (every_real, REAL_EVERY, epochs),
     )
-    for key, every, n_ep in settings:
-        runs[key], mon[key] = run(data_args, model_args, a.data_dir, n_ep, a.device, every)
-        print(
-            f"{key:9s}: mean epoch {mean(runs[key]):.3f} s, of which monitor "
-            f"{mean(mon[key]):.3f} s  ({', '.join(f'{t:.2f}' for t in runs[key])})"
-        )
+    runs: dict[str, list[float]] = {k: [] for k, _, _ in settings}
+    mon: dict[str, list[float]] = {k: [] for k, _, _ in settings}
+    for r in range(max(1, a.rounds)):
+        # alternating order: load that drifts during the run hurts no setting more
+        for key, every, n_ep in settings if r % 2 == 0 else settings[::-1]:
+            t, m = run(data_args, model_args, a.data_dir, n_ep, a.device, every)
+            runs[key] += t
+            mon[key] += m
+            print(
+                f"round {r + 1} {key:9s}: mean epoch {mean(t):.3f} s, of which monitor "
+                f"{mean(m):.3f} s  ({', '.join(f'{x:.2f}' for x in t)})"
+            )
     base = mean(runs["without"])
     over = {k: (mean(v) - base) / base for k, v in runs.items() if k != "without"}
     # the same figures from inside each run: the monitor's own epoch-end time over the rest of
@@ -163,7 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
         "eval_batch_size": dm.eval_batch_size,
         "train_samples": n_train,
         "probe_rows": n_probe,
-        "epochs_timed": {k: n for k, _, n in settings},
+        "epochs_timed_per_round": {k: n for k, _, n in settings},
+        "rounds": max(1, a.rounds),
         "full": a.full,
     }
     result = write_result(
