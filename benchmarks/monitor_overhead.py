@@ -82,14 +82,15 @@ class Mark(pl.Callback):
         self.times.append(time.perf_counter())
 
 
-def run(data_args, model_args, data_dir, epochs, device, every: int | None):
+def run(data_args, model_args, data_dir, epochs, device, every: int | None, max_rows=None):
     """``(epoch times, monitor times)`` of the timed epochs of one demo fit; ``every=None``:
     without the monitor (monitor times all 0)."""
     pl.seed_everything(0, verbose=False)
     dm = make_datamodule(data_args, data_dir)
     model = make_model(model_args, dm.num_classes)
     before, after = Mark(), Mark()
-    callbacks = [before] + ([] if every is None else [LeakageMonitor(every_n_epochs=every)])
+    monitor = [] if every is None else [LeakageMonitor(every_n_epochs=every, max_rows=max_rows)]
+    callbacks = [before, *monitor]
     with tempfile.TemporaryDirectory(prefix="monitor_overhead_") as tmp:
         times = timed_fit(dm, model, epochs, device, tmp, [*callbacks, after])
         if every is not None:
@@ -117,6 +118,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="rounds of the three runs, in alternating order (A B C, C B A, ...)",
     )
     ap.add_argument("--data-dir", default=str(ROOT / "data_cache"), help="synthetic catalog cache")
+    ap.add_argument(
+        "--max-rows",
+        type=int,
+        default=None,
+        help="LeakageMonitor(max_rows=...): score a stratified sample of the probe rows",
+    )
     add_common_args(ap)
     a = ap.parse_args(argv)
     epochs = -(-max(1, a.epochs) // REAL_EVERY) * REAL_EVERY
@@ -141,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     for r in range(max(1, a.rounds)):
         # alternating order: load that drifts during the run hurts no setting more
         for key, every, n_ep in settings if r % 2 == 0 else settings[::-1]:
-            t, m = run(data_args, model_args, a.data_dir, n_ep, a.device, every)
+            t, m = run(data_args, model_args, a.data_dir, n_ep, a.device, every, a.max_rows)
             runs[key] += t
             mon[key] += m
             print(
@@ -178,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
         "eval_batch_size": dm.eval_batch_size,
         "train_samples": n_train,
         "probe_rows": n_probe,
+        "max_rows": a.max_rows,
         "epochs_timed_per_round": {k: n for k, _, n in settings},
         "rounds": max(1, a.rounds),
         "full": a.full,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info
 
@@ -31,6 +32,13 @@ class LeakageMonitor(pl.Callback):
         save_embeddings: also save penultimate embeddings (large for big backbones).
         kl_bins: histogram bins for the KL divergence.
         enabled: switch the monitor off without editing the callback list.
+        max_rows: score at most this many probe rows per pass: a seeded sample, stratified by
+            ``(split, set, role)`` and the same every epoch, so the curves stay comparable
+            (``None``: every row). A pass costs about one forward per scored row, i.e. roughly
+            a third of a training step; with the paper's split there are ~5 probe rows per
+            training photo, so an uncapped pass costs ~1.7 training epochs. Capping bounds the
+            overhead on large catalogs; the final extraction (``cli.py attack``) scores every row.
+        seed: seed of the ``max_rows`` sample.
     """
 
     def __init__(
@@ -40,12 +48,18 @@ class LeakageMonitor(pl.Callback):
         save_embeddings: bool = False,
         kl_bins: int = 20,
         enabled: bool = True,
+        max_rows: int | None = None,
+        seed: int = 0,
     ):
         self.every_n_epochs = max(1, every_n_epochs)
         self.topk = topk
         self.save_embeddings = save_embeddings
         self.kl_bins = kl_bins
         self.enabled = enabled
+        if max_rows is not None and max_rows < 1:
+            raise ValueError("leakage.max_rows must be >= 1 (or null for every row).")
+        self.max_rows = max_rows
+        self.seed = seed
         self.last_metrics: dict[str, float] = {}
 
     def _due(self, trainer: pl.Trainer) -> bool:
@@ -62,7 +76,7 @@ class LeakageMonitor(pl.Callback):
             or not self._due(trainer)
         ):
             return
-        rows = dm.probe_rows()
+        rows = sample_rows(dm.probe_rows(), self.max_rows, self.seed)
         # each rank scores rows[rank::world]; every rank gets all rows back, in manifest order
         signals = extract_rows(
             pl_module,
@@ -85,3 +99,21 @@ class LeakageMonitor(pl.Callback):
         for name, value in metrics.items():
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 pl_module.log(name, float(value), on_step=False, on_epoch=True, sync_dist=False)
+
+
+def sample_rows(rows: list[dict], max_rows: int | None, seed: int = 0) -> list[dict]:
+    """At most ``max_rows`` of ``rows``, stratified by ``(split, set, role)`` (each stratum keeps
+    its share, at least one row), seeded, in manifest order; all rows when ``max_rows`` is None or
+    not smaller than ``len(rows)``."""
+    if max_rows is None or len(rows) <= max_rows:
+        return rows
+    strata: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        strata.setdefault((r.get("split"), r.get("set"), r.get("role")), []).append(i)
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for key in sorted(strata, key=str):
+        idx = strata[key]
+        n = max(1, round(max_rows * len(idx) / len(rows)))
+        keep.extend(rng.choice(idx, size=min(n, len(idx)), replace=False).tolist())
+    return [rows[i] for i in sorted(keep)]

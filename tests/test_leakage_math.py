@@ -110,3 +110,32 @@ def test_leakage_metrics_end_to_end_on_hand_built_signals():
     assert m["leak/kl"] == pytest.approx(
         histogram_kl(np.array([0.3, 0.4, 1.1]), np.array([0.9, 1.6, 2.2]), bins=4)
     )
+
+
+def test_monitor_row_sample_is_stratified_seeded_and_ordered():
+    from lightning_modules.callbacks import sample_rows
+
+    rows = [
+        {"split": sp, "set": st, "role": ro, "sample_id": f"{sp}{st}{ro}{i}"}
+        for sp, st, ro, n in (
+            ("train", "", "member", 60),
+            ("test", "eval", "member", 20),
+            ("eval", "eval", "nonmember", 20),
+            ("val", "attack", "member", 15),
+            ("attack", "attack", "nonmember", 5),
+        )
+        for i in range(n)
+    ]
+    assert sample_rows(rows, None) is rows and sample_rows(rows, 500) is rows
+    got = sample_rows(rows, 30, seed=1)
+    assert got == sample_rows(rows, 30, seed=1)  # the same rows every epoch
+    assert got != sample_rows(rows, 30, seed=2)
+    assert got == [r for r in rows if r in got]  # manifest order kept
+    count = lambda sp: sum(r["split"] == sp for r in got)  # noqa: E731
+    assert (count("train"), count("test"), count("eval"), count("val"), count("attack")) == (
+        15,
+        5,
+        5,
+        4,
+        1,
+    )
