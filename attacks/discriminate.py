@@ -134,7 +134,9 @@ def discriminate(
     if good:
         loader = DataLoader(_Images(good, eval_transform(ctx.image_size)), batch_size=64)
         model = ctx.model()
-        sig = extract_arrays(model, loader, ctx.device, embed=model.embed)
+        # only the nearest-neighbour baseline reads embeddings (a second pass through the trunk)
+        embed = model.embed if attack == "baseline_nn_cosine" else None
+        sig = extract_arrays(model, loader, ctx.device, embed=embed)
         scores = att.score(sig)
     else:
         scores = np.zeros(0)
