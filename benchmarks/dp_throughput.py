@@ -16,10 +16,6 @@ writes ``benchmarks/results/dp_throughput.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +26,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import add_common_args, apply_threads, result_path, write_result  # noqa: E402
 
 from lightning_modules.components.classifier import build_classifier  # noqa: E402
 from lightning_modules.dp import DPConfig, DPTraining  # noqa: E402
@@ -81,14 +80,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--classes", type=int, default=36)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--full", action="store_true", help="resnet50, 224 px, 1024 images, batch 64")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dp_throughput.json"))
+    add_common_args(ap)  # --full: resnet50, 224 px, 1024 images, batch 64
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = str(ROOT / "benchmarks" / "results" / "dp_throughput.json")
     if args.full:
         args.arch, args.image_size, args.n, args.batch_size = "resnet50", 224, 1024, 64
-    torch.set_num_threads(args.threads)
+    threads = apply_threads(args.threads)
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(
@@ -114,35 +112,30 @@ def main(argv: list[str] | None = None) -> dict:
         "epsilon after "
         f"{dp.steps} steps = {dp.epsilon()['epsilon']:.3g}"
     )
-    gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else None
-    result = {
-        "name": "dp_sgd_throughput_ratio",
-        "value": ratio,
-        "unit": "x (DP-SGD samples/s / non-DP samples/s)",
-        "goal": ">= 0.3",
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {args.threads} threads"
-        + (f", {gpu}" if gpu else ""),
-        "device": args.device,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/dp_throughput.py " + " ".join(argv or sys.argv[1:]),
-        "details": {
-            "arch": args.arch,
-            "image_size": args.image_size,
-            "n": args.n,
-            "batch_size": args.batch_size,
-            "epochs": args.epochs,
-            "non_dp_samples_per_s": plain_sps,
-            "dp_samples_per_s": dp_sps,
-            "dp_grad_sample_mode": "ghost",
-            "dp_hooks_samples_per_s": hooks_sps,
-            "dp_hooks_ratio": hooks_sps / plain_sps,
-            "torch": torch.__version__,
-        },
+    details = {
+        "arch": args.arch,
+        "image_size": args.image_size,
+        "n": args.n,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "non_dp_samples_per_s": plain_sps,
+        "dp_samples_per_s": dp_sps,
+        "dp_grad_sample_mode": "ghost",
+        "dp_hooks_samples_per_s": hooks_sps,
+        "dp_hooks_ratio": hooks_sps / plain_sps,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    result = write_result(
+        "dp_sgd_throughput_ratio",
+        ratio,
+        "x (DP-SGD samples/s / non-DP samples/s)",
+        ">= 0.3",
+        details,
+        argv,
+        args.out,
+        threads=threads,
+        device=args.device,
+    )
+    print(f"wrote {result_path(result['name'], args.out)}")
     return result
 
 
