@@ -173,6 +173,16 @@ class EvenDistributedPoissonSampler(DistributedUniformWithReplacementSampler):
             yield indices[mask.nonzero(as_tuple=False).reshape(-1)].tolist()
 
 
+class UnsizedBatches:
+    """A batch sampler without ``__len__`` (see :meth:`DPTraining.dp_loader`)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
 class CloneIdentity(nn.Module):
     """Identity that returns a copy, so later in-place ops never touch a hooked output."""
 
@@ -340,10 +350,24 @@ class DPTraining:
         if self.cfg.max_physical_batch_size:
             # what BatchMemoryManager(...).__enter__ returns: physical batches, and the optimizer
             # told to skip its step until the logical batch is complete
-            loader = wrap_data_loader(
+            split = wrap_data_loader(
                 data_loader=loader,
                 max_batch_size=self.cfg.max_physical_batch_size,
                 optimizer=self.optimizer,
+            )
+            # the number of physical batches varies with the Poisson draws, but the splitter
+            # reports an expected length, and Lightning stops an epoch after len(loader) batches:
+            # the epoch's last logical batches (or the rest of one, leaving a half-accumulated
+            # step for the next epoch) were dropped. Without a length, Lightning runs the loader
+            # to its end.
+            loader = DataLoader(
+                split.dataset,
+                batch_sampler=UnsizedBatches(split.batch_sampler),
+                collate_fn=split.collate_fn,
+                num_workers=split.num_workers,
+                pin_memory=split.pin_memory,
+                worker_init_fn=split.worker_init_fn,
+                persistent_workers=split.persistent_workers,
             )
         return loader
 

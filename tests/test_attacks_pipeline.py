@@ -8,47 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-
-from datamodules.synthetic_whales import SyntheticWhales
-from datamodules.whale import WhaleDataModule
-from lightning_modules.classifier import WhaleClassifier
+from whale_fixtures import make_run_folder
 
 pytest.importorskip("art")
 
 
-def make_run(tmp: Path, size: int = 32) -> Path:
-    """A run folder like `cli.py fit` leaves: config.yaml, split manifest, last.ckpt."""
-    dm = WhaleDataModule(
-        root=str(tmp / "cat"),
-        format="synthetic",
-        image_size=size,
-        batch_size=16,
-        synthetic=SyntheticWhales(
-            n_individuals=12, encounters_per_individual=2, photos_per_encounter=3, image_size=size
-        ),
-    )
-    run = tmp / "run"
-    run.mkdir()
-    dm.write_manifest(run)
-    margs = {"arch": "resnet18", "preset": "overfit"}
-    torch.manual_seed(0)
-    model = WhaleClassifier(num_classes=dm.num_classes, **margs)
-    (run / "checkpoints").mkdir()
-    torch.save({"state_dict": model.state_dict()}, run / "checkpoints" / "last.ckpt")
-    cfg = {
-        "data": {"init_args": {"image_size": size, "batch_size": 16}},
-        "model": {"init_args": margs},
-        "trainer": {"max_epochs": 1},
-    }
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return run
-
-
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory) -> Path:
-    return make_run(tmp_path_factory.mktemp("attack_run"))
+    return make_run_folder(tmp_path_factory.mktemp("attack_run"))
 
 
 def test_discriminate_reports_bad_files_and_scores_the_rest(run_folder, tmp_path, capsys):

@@ -6,19 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 from test_run_folder import REPO, ddp_env
+from whale_fixtures import make_run_folder
 
 from attacks.signals import load_signals
 from attacks.training import RunContext, extract_signals
-from datamodules.synthetic_whales import SyntheticWhales
-from datamodules.whale import WhaleDataModule
-from lightning_modules.classifier import WhaleClassifier
 
 # one rank of `torchrun --nproc_per_node 2 cli.py attack --run RUN` with every attack switched
 # off; it records which of attacks.run's writers it called
@@ -41,39 +37,11 @@ Path(sys.argv[2], "rank%s.json" % os.environ["RANK"]).write_text(json.dumps(call
 """
 
 
-def make_run(tmp: Path) -> Path:
-    """A run folder (config, split manifest, ``last.ckpt``) of an untrained, seeded demo model on
-    45 synthetic whales of 32 px: an odd count, so the two shards differ in size."""
-    dm = WhaleDataModule(
-        root=str(tmp / "cat"),
-        format="synthetic",
-        image_size=32,
-        batch_size=8,
-        synthetic=SyntheticWhales(
-            n_individuals=9, encounters_per_individual=3, photos_per_encounter=3, image_size=32
-        ),
-    )
-    run = tmp / "run"
-    run.mkdir()
-    dm.write_manifest(run)
-    margs = {"arch": "resnet18", "preset": "overfit"}
-    torch.manual_seed(0)
-    model = WhaleClassifier(num_classes=dm.num_classes, **margs)
-    (run / "checkpoints").mkdir()
-    torch.save({"state_dict": model.state_dict()}, run / "checkpoints" / "last.ckpt")
-    cfg = {
-        "data": {"init_args": {"image_size": 32, "batch_size": 8}},
-        "model": {"init_args": margs},
-        "trainer": {"max_epochs": 1},
-    }
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return run
-
-
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_two_process_extraction_equals_single_process(tmp_path):
-    run = make_run(tmp_path)
+    # 45 synthetic whale photos: an odd count, so the two shards differ in size
+    run = make_run_folder(tmp_path, n_individuals=9, encounters=3, photos=3, batch_size=8)
     ctx = RunContext.open(run, "cpu")
     n = len(ctx.rows)
     assert n % 2 == 1, n  # uneven shards: 23 and 22 rows

@@ -276,3 +276,29 @@ def test_target_epsilon_solves_sigma_for_the_run():
     assert opacus_epsilon(dp.noise_multiplier, 0.25, 12) == pytest.approx(4.0, rel=0.02)
     loader = dm.train_dataloader()  # now the Poisson loader
     assert type(loader).__name__ == "DPDataLoader"
+
+
+def test_virtual_batches_end_every_logical_batch_with_a_step():
+    """Poisson draws vary the number of physical batches; the DP loader has no length, so
+    Lightning runs it to the end and every logical batch ends in exactly one optimizer step."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    ds = TensorDataset(torch.rand(40, 3), torch.zeros(40, dtype=torch.long))
+    dm = SimpleNamespace(train_dataloader=lambda: DataLoader(ds, batch_size=8))
+    trainer = SimpleNamespace(datamodule=dm, world_size=1, max_epochs=1)
+    dp = DPTraining(DPConfig(noise_multiplier=1.0, max_physical_batch_size=1))
+    net = dp.prepare_module(nn.Linear(3, 2))
+    dp.make_optimizer(torch.optim.SGD(net.parameters(), lr=0.1), trainer)
+    loader = dm.train_dataloader()
+    with pytest.raises(TypeError):
+        len(loader)
+    torch.manual_seed(3)
+    for _ in range(3):  # epochs
+        steps = samples = 0
+        for x, _ in loader:
+            samples += len(x)
+            steps += not dp.optimizer._check_skip_next_step()
+        assert steps == 5  # one per logical batch (q = 1/5), whatever the draws
+        assert samples > 0

@@ -101,3 +101,50 @@ def happywhale_catalog(root: Path, n_ind: int = 9, per_ind: int = 6) -> Path:
         w.writeheader()
         w.writerows(rows)
     return root
+
+
+def make_run_folder(
+    tmp: Path,
+    *,
+    n_individuals: int = 12,
+    encounters: int = 2,
+    photos: int = 3,
+    size: int = 32,
+    batch_size: int = 16,
+) -> Path:
+    """A run folder like ``cli.py fit`` leaves (``config.yaml``, split manifest, ``last.ckpt``)
+    of an untrained, seeded demo model on generated synthetic whales; no training."""
+    import torch
+    import yaml
+
+    from datamodules.synthetic_whales import SyntheticWhales
+    from datamodules.whale import WhaleDataModule
+    from lightning_modules.classifier import WhaleClassifier
+
+    dm = WhaleDataModule(
+        root=str(tmp / "cat"),
+        format="synthetic",
+        image_size=size,
+        batch_size=batch_size,
+        synthetic=SyntheticWhales(
+            n_individuals=n_individuals,
+            encounters_per_individual=encounters,
+            photos_per_encounter=photos,
+            image_size=size,
+        ),
+    )
+    run = tmp / "run"
+    run.mkdir()
+    dm.write_manifest(run)
+    margs = {"arch": "resnet18", "preset": "overfit"}
+    torch.manual_seed(0)
+    model = WhaleClassifier(num_classes=dm.num_classes, **margs)
+    (run / "checkpoints").mkdir()
+    torch.save({"state_dict": model.state_dict()}, run / "checkpoints" / "last.ckpt")
+    cfg = {
+        "data": {"init_args": {"image_size": size, "batch_size": batch_size}},
+        "model": {"init_args": margs},
+        "trainer": {"max_epochs": 1},
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return run
