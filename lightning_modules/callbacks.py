@@ -78,15 +78,17 @@ class LeakageMonitor(pl.Callback):
             return
         rows = sample_rows(dm.probe_rows(), self.max_rows, self.seed)
         # each rank scores rows[rank::world]; every rank gets all rows back, in manifest order
-        signals = extract_rows(
-            pl_module,
-            rows,
-            dm.probe_loader,
-            pl_module.device,
-            topk=self.topk,
-            embed=pl_module.embed if self.save_embeddings else None,
-            max_batches=1 if trainer.fast_dev_run else None,
-        )
+        # the trainer's precision (e.g. bf16 autocast on GPUs), as in its own eval loops
+        with trainer.precision_plugin.forward_context():
+            signals = extract_rows(
+                pl_module,
+                rows,
+                dm.probe_loader,
+                pl_module.device,
+                topk=self.topk,
+                embed=pl_module.embed if self.save_embeddings else None,
+                max_batches=1 if trainer.fast_dev_run else None,
+            )
         metrics = None
         log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
         if trainer.is_global_zero:
