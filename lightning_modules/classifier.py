@@ -112,6 +112,13 @@ class WhaleClassifier(DPHooks, pl.LightningModule):
         """Penultimate embedding (B, D)."""
         return self.net.embed(x)
 
+    def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, C) and penultimate embedding (B, D) from one pass through the trunk."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        emb = self.net.embed(x)
+        return self.net.head(emb), emb
+
     def _step(self, batch, stage: str, metric: MulticlassAccuracy) -> torch.Tensor:
         x, y, _ = batch
         logits = self(x)

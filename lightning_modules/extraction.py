@@ -44,12 +44,21 @@ def extract_arrays(
     }
     logit_key = []
     emb = []
+    # one pass for logits and embedding when the model offers it (else a second trunk pass)
+    both = getattr(model, "logits_and_embedding", None) if embed is not None else None
     try:
         for b, (x, y, idx) in enumerate(loader):
             if max_batches is not None and b >= max_batches:
                 break
             x, y = x.to(device, non_blocking=True), y.to(device)
-            logits = model(x).float()
+            if both is not None:
+                logits, e = both(x)
+                emb.append(e.float().cpu())
+            else:
+                logits = model(x)
+                if embed is not None:
+                    emb.append(embed(x).float().cpu())
+            logits = logits.float()
             logp = F.log_softmax(logits, dim=1)
             pred = logits.argmax(1)
             has = y >= 0
@@ -68,8 +77,6 @@ def extract_arrays(
                 logit_key.append((v.cpu(), i.cpu()))
             else:
                 logit_key.append(logits.cpu())
-            if embed is not None:
-                emb.append(embed(x).float().cpu())
     finally:
         model.train(was_training)
     arrays = {k: torch.cat(v).numpy() if v else np.zeros(0) for k, v in out.items()}

@@ -219,3 +219,23 @@ def test_ensemble_scores_order_like_decisions():
         for rule, cut in (("any", 0.0), ("mean_score", 0.0), ("majority", k // 2 + 0.5)):
             dec, sc = combine(scores, taus, rule)
             np.testing.assert_array_equal(sc >= cut, dec)
+
+
+def test_extraction_takes_logits_and_embedding_from_one_pass():
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_modules.classifier import WhaleClassifier
+    from lightning_modules.extraction import extract_arrays
+
+    torch.manual_seed(0)
+    model = WhaleClassifier(num_classes=4, arch="resnet18", dropout_defense=True).eval()
+    x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, -1, 0])
+    loader = DataLoader(TensorDataset(x, y, torch.arange(6)), batch_size=4)
+    calls = []
+    model.net.features.register_forward_hook(lambda *a: calls.append(1))
+    got = extract_arrays(model, loader, "cpu", embed=model.embed)
+    assert len(calls) == 2  # one trunk pass per batch, not two
+    with torch.no_grad():
+        assert np.allclose(got["logits"], model(x).numpy(), atol=1e-5)
+        assert np.allclose(got["embedding"], model.embed(x).numpy(), atol=1e-5)
