@@ -162,14 +162,17 @@ def hsj_distances(
         ca = binary_search(ca, idx, theta)
         num_eval = min(int(init_eval * math.sqrt(t + 1)), max_eval)
         # gradient-direction estimate from num_eval probes per sample, in chunks of samples
+        # directions uniform on the sphere, drawn once per iteration and shared by the samples:
+        # each sample's probes are still i.i.d. as HopSkipJump asks (samples never interact),
+        # and drawing (num_eval, d) normals instead of (n, num_eval, d) was a quarter of the time
+        unit = torch.randn((num_eval, *shape), generator=gen, device=dev)
+        unit = unit / unit.flatten(1).norm(dim=1).view(num_eval, *bdims)
         update = torch.empty_like(ca)
         per = max(1, chunk // num_eval)
         for s in range(0, len(idx), per):
             sl = slice(s, s + per)
             c, dl, ii = ca[sl], delta[sl].view(-1, 1, *bdims), idx[sl]
-            noise = torch.randn((len(c), num_eval, *shape), generator=gen, device=dev)
-            noise = noise / noise.flatten(2).norm(dim=2).view(len(c), num_eval, *bdims)
-            probes = (c[:, None] + dl * noise).clamp(lo, hi)
+            probes = (c[:, None] + dl * unit[None]).clamp(lo, hi)
             noise = (probes - c[:, None]) / dl
             sat = is_adv(probes.flatten(0, 1), ii.repeat_interleave(num_eval))
             f = (2 * sat.float() - 1).view(len(c), num_eval)
