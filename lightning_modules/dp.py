@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -63,11 +64,10 @@ from opacus.optimizers import (
 )
 from opacus.utils.batch_memory_manager import wrap_data_loader
 from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
-from opacus.utils.uniform_sampler import DistributedUniformWithReplacementSampler
 from opacus.validators import ModuleValidator
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from attacks.dp_bounds import yu_epsilon
 from lightning_modules.components import ghost_clipping  # noqa: F401 - registers the Conv2d rule
@@ -98,8 +98,9 @@ class DPConfig:
             accountants assume it. ``False`` keeps the datamodule's shuffled fixed-size batches
             (single process only; epsilon is then the Poisson figure, an approximation).
         max_physical_batch_size: split logical batches into physical ones of at most this size
-            (virtual batches, Opacus's ``BatchMemoryManager``); None or 0: no split. One process
-            only (under DDP the processes' physical batch counts would differ).
+            (virtual batches, Opacus's ``BatchMemoryManager``); None or 0: no split. Under DDP
+            every process splits into the same number of physical batches
+            (:class:`EvenDistributedPoissonSampler`).
         accountant: ``rdp`` (default) or ``prv``.
         secure_mode: Opacus secure RNG for the noise (needs ``torchcsprng``).
         grad_sample_mode: how per-sample gradients are clipped. ``ghost`` (default): Opacus's
@@ -150,27 +151,72 @@ def as_config(dp) -> DPConfig | None:
     return DPConfig(**dict(dp))
 
 
-class EvenDistributedPoissonSampler(DistributedUniformWithReplacementSampler):
-    """Opacus's distributed Poisson sampler, yielding empty batches too.
+class EvenDistributedPoissonSampler(Sampler[list[int]]):
+    """Poisson sampling of the whole training set, sharded over the DDP processes, with every
+    process yielding the same number of batches.
 
-    Opacus's ``DistributedUniformWithReplacementSampler`` skips a process's empty Poisson batch,
-    so processes can take different numbers of steps in an epoch; under torch DDP that leaves one
-    process waiting in an all-reduce the others never join (a hang), and the accountant of a
-    process that skipped counts fewer steps than were taken. Here every process yields all
-    ``num_batches`` batches; an empty one is a noise-only step (see the modules' training steps).
+    Every process draws the same inclusion mask over the whole (shuffled) training set, each
+    sample independently with probability ``sample_rate``, from a generator seeded by ``seed``
+    and the epoch, and keeps its shard ``perm[rank::world]``. So the union over processes is one
+    Poisson sample of the dataset (what the accountant assumes), and every process knows every
+    process's batch size without communicating.
+
+    * Opacus's ``DistributedUniformWithReplacementSampler`` skips a process's empty batch, so
+      processes can take different numbers of steps (a DDP hang, and an accountant that counts
+      fewer steps than were taken); here every process yields every batch, an empty one being a
+      noise-only step. Its per-process masks also came from each process's global RNG, which
+      seeding makes identical across processes (coupled inclusions).
+    * With ``max_physical_batch_size`` m (virtual batches), each logical batch is split into
+      ``ceil(max over processes of the local size / m)`` physical batches on every process
+      (empty ones where a process has fewer samples), so DDP's per-backward all-reduces pair
+      up; ``optimizer`` is told to skip its step on all but the last, as Opacus's
+      ``BatchSplittingSampler`` does in one process.
+
+    No ``__len__``: with virtual batches the number of batches varies, and Lightning then runs
+    the loader to its end. ``set_epoch`` (called by Lightning) makes a resumed run draw what the
+    uninterrupted one drew.
     """
 
+    def __init__(
+        self,
+        *,
+        total_size: int,
+        sample_rate: float,
+        rank: int,
+        world: int,
+        seed: int = 0,
+        max_physical_batch_size: int | None = None,
+        optimizer: DPOptimizer | None = None,
+    ):
+        if max_physical_batch_size and optimizer is None:
+            raise ValueError("virtual batches need the DP optimizer (to signal skipped steps).")
+        self.total_size, self.sample_rate = total_size, sample_rate
+        self.rank, self.world, self.seed = rank, world, seed
+        self.max_physical = max_physical_batch_size or None
+        self.optimizer = optimizer
+        self.num_batches = int(1 / sample_rate)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def __iter__(self):
-        if self.shuffle:
-            g = torch.Generator()
-            g.manual_seed(self.shuffle_seed + self.epoch)
-            indices = torch.randperm(self.total_size, generator=g)
-        else:
-            indices = torch.arange(self.total_size)
-        indices = indices[self.rank : self.total_size : self.num_replicas]
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + self.epoch)
+        self.epoch += 1  # the next pass draws anew even if nobody calls set_epoch
+        perm = torch.randperm(self.total_size, generator=g)
+        owner = torch.arange(self.total_size) % self.world  # position -> process
         for _ in range(self.num_batches):
-            mask = torch.rand(self.num_samples, generator=self.generator) < self.sample_rate
-            yield indices[mask.nonzero(as_tuple=False).reshape(-1)].tolist()
+            mask = torch.rand(self.total_size, generator=g) < self.sample_rate
+            mine = perm[mask & (owner == self.rank)].tolist()
+            if not self.max_physical:
+                yield mine
+                continue
+            largest = int(torch.bincount(owner[mask], minlength=self.world).max())
+            parts = max(1, math.ceil(largest / self.max_physical))
+            for k in range(parts):
+                self.optimizer.signal_skip_step(do_skip=k < parts - 1)
+                yield mine[k * self.max_physical : (k + 1) * self.max_physical]
 
 
 class UnsizedBatches:
@@ -325,12 +371,20 @@ class DPTraining:
             if getattr(loader.collate_fn, "handles_empty_batches", False):
                 dpl.collate_fn = loader.collate_fn  # e.g. detection lists: [] stays []
             if world_size > 1:
-                # same loader, but every process yields every Poisson batch, empty ones included
-                dpl = DataLoader(
+                # every process yields every Poisson batch (empty ones too) and, with virtual
+                # batches, the same number of physical batches
+                sampler = EvenDistributedPoissonSampler(
+                    total_size=len(dpl.dataset),
+                    sample_rate=dpl.sample_rate,
+                    rank=torch.distributed.get_rank(),
+                    world=world_size,
+                    seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+                    max_physical_batch_size=self.cfg.max_physical_batch_size,
+                    optimizer=self.optimizer,
+                )
+                return DataLoader(
                     dpl.dataset,
-                    batch_sampler=EvenDistributedPoissonSampler(
-                        total_size=len(dpl.dataset), sample_rate=dpl.sample_rate
-                    ),
+                    batch_sampler=sampler,
                     collate_fn=dpl.collate_fn,
                     num_workers=loader.num_workers,
                     pin_memory=loader.pin_memory,
@@ -340,16 +394,7 @@ class DPTraining:
             loader = dpl
         elif world_size > 1:
             raise ValueError("dp.poisson_sampling=false is supported in one process only.")
-        if self.cfg.max_physical_batch_size and world_size > 1:
-            raise ValueError(
-                "dp.max_physical_batch_size under DDP: each process would split its own Poisson "
-                "batch into a different number of physical batches, so torch DDP's per-backward "
-                "all-reduces would not pair up across processes (a hang). Set it to 0/null and "
-                "lower data.batch_size (or add processes) instead."
-            )
         if self.cfg.max_physical_batch_size:
-            # what BatchMemoryManager(...).__enter__ returns: physical batches, and the optimizer
-            # told to skip its step until the logical batch is complete
             split = wrap_data_loader(
                 data_loader=loader,
                 max_batch_size=self.cfg.max_physical_batch_size,

@@ -238,12 +238,14 @@ def test_config_needs_sigma_or_target_and_prv_message():
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_ddp_two_processes_same_epsilon_as_one(tmp_path):
+    """2 processes (with and without virtual batches) take the same steps and epsilon as one."""
     runs = {}
-    for devices in (1, 2):
-        name = f"ddp{devices}"
+    for devices, virtual in ((1, False), (2, False), (2, True)):
+        name = f"ddp{devices}{'_virtual' if virtual else ''}"
         # 6 training photos, rate 1/3: one photo per process and step on average, so processes
-        # often draw empty batches (Opacus's own sampler skips those and DDP hangs)
-        args = dp_args(tmp_path, epochs=2, name=name, virtual=False) + [
+        # often draw empty batches (Opacus's own sampler skips those and DDP hangs); with
+        # virtual batches of 1 the processes split their batches into the same number of parts
+        args = dp_args(tmp_path, epochs=2, name=name, virtual=virtual) + [
             "--trainer.devices",
             str(devices),
             "--trainer.strategy",
@@ -252,13 +254,14 @@ def test_ddp_two_processes_same_epsilon_as_one(tmp_path):
             "1",
         ]
         run_cli(args)
-        runs[devices] = tmp_path / "logs" / name / "version_0"
-    eps1 = [v for _, v in scalars(runs[1], "dp/epsilon")]
-    eps2 = [v for _, v in scalars(runs[2], "dp/epsilon")]
-    assert len(eps1) == len(eps2) == 2
-    assert eps2 == pytest.approx(eps1, rel=1e-6)
-    assert [v for _, v in scalars(runs[2], "dp/steps")] == [3, 6]
-    assert eps2[-1] == pytest.approx(opacus_epsilon(SIGMA, 1 / 3, 6), rel=1e-5)
+        runs[name] = tmp_path / "logs" / name / "version_0"
+    eps1 = [v for _, v in scalars(runs["ddp1"], "dp/epsilon")]
+    assert len(eps1) == 2
+    for name in ("ddp2", "ddp2_virtual"):
+        eps2 = [v for _, v in scalars(runs[name], "dp/epsilon")]
+        assert eps2 == pytest.approx(eps1, rel=1e-6), name
+        assert [v for _, v in scalars(runs[name], "dp/steps")] == [3, 6], name
+    assert eps1[-1] == pytest.approx(opacus_epsilon(SIGMA, 1 / 3, 6), rel=1e-5)
 
 
 def test_target_epsilon_solves_sigma_for_the_run():
@@ -302,3 +305,50 @@ def test_virtual_batches_end_every_logical_batch_with_a_step():
             steps += not dp.optimizer._check_skip_next_step()
         assert steps == 5  # one per logical batch (q = 1/5), whatever the draws
         assert samples > 0
+
+
+def test_distributed_poisson_sampler_shards_one_poisson_draw_evenly():
+    """Both processes' batches of a step are one Poisson draw of the whole set (disjoint, union =
+    the mask), every process yields the same number of (physical) batches, every logical batch
+    ends in exactly one optimizer step, and set_epoch replays an epoch."""
+    from lightning_modules.dp import EvenDistributedPoissonSampler
+
+    class Signals:
+        def __init__(self):
+            self.skips = []
+
+        def signal_skip_step(self, do_skip):
+            self.skips.append(do_skip)
+
+    def ranks(max_phys=None, epoch=0):
+        out = []
+        for rank in (0, 1):
+            opt = Signals()
+            smp = EvenDistributedPoissonSampler(
+                total_size=41,
+                sample_rate=0.25,
+                rank=rank,
+                world=2,
+                seed=7,
+                max_physical_batch_size=max_phys,
+                optimizer=opt,
+            )
+            smp.set_epoch(epoch)
+            out.append((list(smp), opt.skips))
+        return out
+
+    (b0, _), (b1, _) = ranks()
+    assert len(b0) == len(b1) == 4  # 1 / q steps on every process, empty batches included
+    for x, y in zip(b0, b1):
+        assert not set(x) & set(y)
+    assert any(len(x) == 0 for x in b0 + b1) or sum(map(len, b0 + b1)) > 0
+    (v0, s0), (v1, s1) = ranks(max_phys=2)
+    assert len(v0) == len(v1)  # the same number of physical batches: DDP's all-reduces pair up
+    assert s0 == s1 and s0.count(False) == 4  # one real step per logical batch
+    assert all(len(x) <= 2 for x in v0 + v1)
+    # the physical batches of a logical batch, joined, are that logical batch
+    ends = [i for i, skip in enumerate(s0) if not skip]
+    starts = [0] + [e + 1 for e in ends[:-1]]
+    for (st, en), logical in zip(zip(starts, ends), b0):
+        assert sum((v0[i] for i in range(st, en + 1)), []) == logical
+    assert ranks(epoch=3) == ranks(epoch=3) and ranks(epoch=3) != ranks(epoch=4)
