@@ -113,6 +113,15 @@ class _FirstMap(nn.Module):
         return OrderedDict([("0", y["0"] if isinstance(y, dict) else y)])
 
 
+def _ssd300_anchors() -> DefaultBoxGenerator:
+    """SSD300's default boxes (6 feature maps), shared by the VGG16 and ResNet50 backbones."""
+    return DefaultBoxGenerator(
+        [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
+        scales=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
+        steps=[8, 16, 32, 64, 100, 300],
+    )
+
+
 def build_detector(
     arch: str,
     num_classes: int,
@@ -151,12 +160,7 @@ def build_detector(
     )
     if arch == "ssd300_vgg16":
         backbone = _vgg_extractor(vgg16(weights=None), False, 5)
-        anchors = DefaultBoxGenerator(
-            [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
-            scales=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
-            steps=[8, 16, 32, 64, 100, 300],
-        )
-        return SSD(backbone, anchors, (size, size), num_classes, **ssd_kw)
+        return SSD(backbone, _ssd300_anchors(), (size, size), num_classes, **ssd_kw)
     if arch == "ssd512_vgg16":
         backbone = _vgg_extractor(vgg16(weights=None), True, 5)
         anchors = DefaultBoxGenerator(
@@ -166,12 +170,7 @@ def build_detector(
         )
         return SSD(backbone, anchors, (size, size), num_classes, **ssd_kw)
     if arch == "ssd300_resnet50":
-        anchors = DefaultBoxGenerator(
-            [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
-            scales=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
-            steps=[8, 16, 32, 64, 100, 300],
-        )
-        return SSD(ResNet50SSDBackbone(), anchors, (size, size), num_classes, **ssd_kw)
+        return SSD(ResNet50SSDBackbone(), _ssd300_anchors(), (size, size), num_classes, **ssd_kw)
     if arch == "tiny_ssd":
         anchors = DefaultBoxGenerator([[2], [2], [2]], min_ratio=0.15, max_ratio=0.9)
         return SSD(TinyBackbone(), anchors, (size, size), num_classes, **ssd_kw)
