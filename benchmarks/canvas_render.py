@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         threads=threads,
         device=a.device,
     )
-    print(f"headline ratio {headline['ratio']:.1f}x (goal >= 50x); wrote {out}")
+    print(f"headline ratio {headline['ratio']:.1f}x (goal >= 50x)")
     return result
 
 

@@ -74,7 +74,7 @@ def write_result(
     device: str = "cpu",
     script: str | Path | None = None,
 ) -> dict:
-    """Write ``benchmarks/results/<name>.json`` (or ``out``) and return the record.
+    """Write ``benchmarks/results/<name>.json`` (or ``out``), print its path, return the record.
 
     ``argv`` is the script's argument list (``None``: ``sys.argv[1:]``); ``script`` defaults to
     the calling file; ``threads`` to torch's current thread count.
@@ -106,6 +106,7 @@ def write_result(
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2, default=_jsonable))
     os.replace(tmp, path)
+    print(f"wrote {path}")
     return record
 
 

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import add_common_args, apply_threads, result_path, write_result  # noqa: E402
+from common import add_common_args, apply_threads, write_result  # noqa: E402
 
 from lightning_modules.components.classifier import build_classifier  # noqa: E402
 from lightning_modules.dp import DPConfig, DPTraining  # noqa: E402
@@ -135,7 +135,6 @@ def main(argv: list[str] | None = None) -> dict:
         threads=threads,
         device=args.device,
     )
-    print(f"wrote {result_path(result['name'], args.out)}")
     return result
 
 

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import add_common_args, apply_threads, result_path, sync, write_result  # noqa: E402
+from common import add_common_args, apply_threads, sync, write_result  # noqa: E402
 
 from lightning_modules.components.classifier import build_classifier  # noqa: E402
 
@@ -157,7 +157,6 @@ def main(argv: list[str] | None = None) -> dict:
         threads=threads,
         device=device,
     )
-    print(f"wrote {result_path(result['name'], a.out)}")
     return result
 
 

@@ -181,7 +181,6 @@ def main(argv: list[str] | None = None) -> dict:
         threads=threads,
         device=a.device,
     )
-    print(f"wrote {out}")
     return result
 
 

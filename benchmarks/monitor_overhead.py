@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import add_common_args, apply_threads, result_path, sync, write_result  # noqa: E402
+from common import add_common_args, apply_threads, sync, write_result  # noqa: E402
 from fit_throughput import (  # noqa: E402
     demo_settings,
     make_datamodule,
@@ -201,7 +201,6 @@ def main(argv: list[str] | None = None) -> dict:
         threads=threads,
         device=a.device,
     )
-    print(f"wrote {result_path(result['name'], a.out)}")
     return result
 
 
