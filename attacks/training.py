@@ -88,15 +88,34 @@ class RunContext:
         return torch.cat(xs) if xs else torch.zeros(0, 3, self.image_size, self.image_size)
 
 
-def model_kwargs(args: dict, num_classes: int) -> dict:
-    """Constructor kwargs of :class:`WhaleClassifier` from a saved config's ``init_args``."""
-    keep = ("arch", "preset", "batchnorm", "dropout", "weight_decay", "channels_last")
-    return {"num_classes": num_classes, **{k: args[k] for k in keep if k in args}}
+#: init_args that decide the network's layers (and so the checkpoint's keys)
+ARCH_KEYS = (
+    "arch",
+    "preset",
+    "batchnorm",
+    "dropout",
+    "weight_decay",
+    "channels_last",
+    "dropout_defense",
+    "dropout_defense_p",
+)
+
+
+def model_kwargs(args: dict, num_classes: int, *, with_dp: bool = False) -> dict:
+    """Constructor kwargs of :class:`WhaleClassifier` from a saved config's ``init_args``.
+
+    ``with_dp`` also passes the run's ``dp`` block: a DP run's network is Opacus-wrapped (BatchNorm
+    replaced, ``net._module.*`` keys), so its checkpoint loads only into the same wrapping. Models
+    the attacks train themselves (shadows, ensemble subsets) are trained without DP.
+    """
+    keys = ARCH_KEYS + (("dp",) if with_dp else ())
+    return {"num_classes": num_classes, **{k: args[k] for k in keys if args.get(k) is not None}}
 
 
 def load_classifier(ckpt: Path, args: dict, num_classes: int) -> WhaleClassifier:
-    """Rebuild the classifier and load ``ckpt`` with ``torch.load(weights_only=True)``."""
-    model = WhaleClassifier(**model_kwargs(args, num_classes))
+    """Rebuild the classifier (its DP wrapping included) and load ``ckpt`` with
+    ``torch.load(weights_only=True)``."""
+    model = WhaleClassifier(**model_kwargs(args, num_classes, with_dp=True))
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     model.load_state_dict(state["state_dict"] if "state_dict" in state else state)
     return model

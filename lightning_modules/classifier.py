@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info
+from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_modules.components.classifier import build_classifier
@@ -108,16 +109,22 @@ class WhaleClassifier(DPHooks, pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return (self._compiled or self.net)(x)
 
+    @property
+    def plain_net(self) -> nn.Module:
+        """The :class:`ClassifierNet`, looked through the Opacus wrapper of a DP run (which
+        forwards calls, not attributes such as ``embed``); for inference only: no DP hooks."""
+        return getattr(self.net, "_module", self.net)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate embedding (B, D)."""
-        return self.net.embed(x)
+        return self.plain_net.embed(x)
 
     def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, C) and penultimate embedding (B, D) from one pass through the trunk."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        emb = self.net.embed(x)
-        return self.net.head(emb), emb
+        emb = self.plain_net.embed(x)
+        return self.plain_net.head(emb), emb
 
     def _step(self, batch, stage: str, metric: MulticlassAccuracy) -> torch.Tensor:
         x, y, _ = batch

@@ -165,3 +165,21 @@ def test_ensemble_job_array_tasks_then_combine(run_folder, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # reused, not retrained
     with pytest.raises(ValueError, match="out of range.*--array=0-1"):
         main(common + ["--ensemble.subsets", "[2]"])
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"dropout_defense": True}, {"dp": {"noise_multiplier": 1.0}}],
+    ids=["dropout_defense", "dp"],
+)
+def test_attack_rebuilds_defended_targets(tmp_path, extra):
+    """A dropout-defense or DP run's checkpoint loads into the same network (the dropout head,
+    the Opacus wrapping) and gives signals with embeddings."""
+    from attacks.run import final_signals
+    from attacks.training import RunContext
+
+    run = make_run_folder(tmp_path, n_individuals=9, model_args=extra)
+    ctx = RunContext.open(run, "cpu")
+    sig, _ = final_signals(ctx)
+    assert len(sig["index"]) == len(ctx.rows)
+    assert sig["embedding"].shape[0] == len(ctx.rows)

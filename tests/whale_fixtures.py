@@ -111,9 +111,11 @@ def make_run_folder(
     photos: int = 3,
     size: int = 32,
     batch_size: int = 16,
+    model_args: dict | None = None,
 ) -> Path:
     """A run folder like ``cli.py fit`` leaves (``config.yaml``, split manifest, ``last.ckpt``)
-    of an untrained, seeded demo model on generated synthetic whales; no training."""
+    of an untrained, seeded demo model on generated synthetic whales; no training.
+    ``model_args``: extra ``model.init_args`` (e.g. a ``dp`` block)."""
     import torch
     import yaml
 
@@ -136,7 +138,7 @@ def make_run_folder(
     run = tmp / "run"
     run.mkdir()
     dm.write_manifest(run)
-    margs = {"arch": "resnet18", "preset": "overfit"}
+    margs = {"arch": "resnet18", "preset": "overfit", **(model_args or {})}
     torch.manual_seed(0)
     model = WhaleClassifier(num_classes=dm.num_classes, **margs)
     (run / "checkpoints").mkdir()
