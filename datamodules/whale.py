@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
@@ -376,10 +375,3 @@ def environment_versions() -> dict:
         "pytorch_lightning": pytorch_lightning.__version__,
         "platform": platform.platform(),
     }
-
-
-def save_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)
