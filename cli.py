@@ -27,12 +27,13 @@ from lightning_modules.callbacks import LeakageMonitor
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 #: Subcommands beside LightningCLI's: name -> "module:function" taking argv (list[str]).
-EXTRA_COMMANDS: dict[str, str] = {}
-EXTRA_COMMANDS["audit"] = "attacks.detection.audit:main"
-EXTRA_COMMANDS["attack"] = "attacks.run:main"
-EXTRA_COMMANDS["discriminate"] = "attacks.discriminate:main"
-EXTRA_COMMANDS["defend"] = "attacks.defend:main"
-EXTRA_COMMANDS["study"] = "attacks.protocol_study:main"
+EXTRA_COMMANDS: dict[str, str] = {
+    "audit": "attacks.detection.audit:main",
+    "attack": "attacks.run:main",
+    "discriminate": "attacks.discriminate:main",
+    "defend": "attacks.defend:main",
+    "study": "attacks.protocol_study:main",
+}
 
 
 def resolve_config_args(argv: list[str]) -> list[str]:
