@@ -17,7 +17,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from attacks.signals import save_signals
-from datamodules.images import ManifestDataset, eval_transform, train_transform
+from datamodules.images import ManifestDataset, eval_transform
 from datamodules.splits import read_manifest
 from lightning_modules.classifier import WhaleClassifier
 from lightning_modules.extraction import attach_metadata, extract_arrays
@@ -162,7 +162,7 @@ def train_classifier(
         **model_kwargs(model_args, len(identities)), optimizer=optimizer_factory(model_args)
     )
     loader = DataLoader(
-        ManifestDataset(rows, roots, train_transform(image_size, False)),
+        ManifestDataset(rows, roots, eval_transform(image_size)),  # no augmentation
         batch_size=batch_size,
         shuffle=True,
         num_workers=0,

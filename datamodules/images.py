@@ -76,22 +76,6 @@ def eval_transform(image_size: int) -> v2.Compose:
     )
 
 
-def train_transform(image_size: int, augment: bool) -> v2.Compose:
-    """Eval transform, plus random flip, small affine and colour jitter when ``augment``."""
-    if not augment:
-        return eval_transform(image_size)
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.RandomResizedCrop((image_size, image_size), scale=(0.8, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ColorJitter(brightness=0.3, contrast=0.3),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(MEAN, STD),
-        ]
-    )
-
-
 # ---- the two-stage pipeline -----------------------------------------------------------------
 JITTER = 0.3
 CROP_SCALE = (0.8, 1.0)
@@ -124,8 +108,7 @@ def normalize_transform() -> v2.Compose:
 def augment_transform(image_size: int) -> v2.Compose:
     """Per-sample CPU train augmentation of a resized uint8 ``(3, S, S)``, then normalisation.
 
-    As :func:`train_transform`, but the random crop is taken from the resized (cached) image, not
-    the full-size photo.
+    The random crop is taken from the resized (cached) image, not the full-size photo.
     """
     return v2.Compose(
         [
