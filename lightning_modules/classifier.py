@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_modules.components.classifier import build_classifier
 from lightning_modules.components.defenses import apply_dropout_defense
-from lightning_modules.dp import DPConfig, DPHooks, DPTraining, as_config
+from lightning_modules.dp import DPConfig, DPHooks, DPTraining, as_config, unwrap
 
 OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
 
@@ -113,7 +113,7 @@ class WhaleClassifier(DPHooks, pl.LightningModule):
     def plain_net(self) -> nn.Module:
         """The :class:`ClassifierNet`, looked through the Opacus wrapper of a DP run (which
         forwards calls, not attributes such as ``embed``); for inference only: no DP hooks."""
-        return getattr(self.net, "_module", self.net)
+        return unwrap(self.net)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate embedding (B, D)."""

@@ -536,6 +536,11 @@ class DPTraining:
         rank_zero_info(f"DP: accountant restored from the checkpoint ({self.steps} steps).")
 
 
+def unwrap(net: nn.Module) -> nn.Module:
+    """The module inside an Opacus wrapper (which forwards calls, not attributes), else ``net``."""
+    return net._module if isinstance(net, AbstractGradSampleModule) else net
+
+
 def per_sample_loss_mean(losses: torch.Tensor) -> torch.Tensor:
     """Mean of per-sample losses that is also well defined on an empty Poisson batch."""
     if losses.numel() == 0:
@@ -592,7 +597,7 @@ def ssd_per_image_losses(
 
     from torchvision.ops import boxes as box_ops
 
-    net = net._module if isinstance(net, AbstractGradSampleModule) else net  # hooks stay put
+    net = unwrap(net)  # the hooks stay on the layers
     images_t, targets_t = net.transform(images, targets)
     features = net.backbone(images_t.tensors)
     if isinstance(features, torch.Tensor):
