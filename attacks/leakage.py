@@ -9,16 +9,9 @@ import warnings
 
 import numpy as np
 
-from attacks.metrics import balance, histogram_kl, threshold_metrics
-from attacks.signals import membership, subset
-from attacks.threshold import YeomAttack
-
-
-def _acc(signals: dict, split: str) -> float:
-    m = signals["split"] == split
-    if not m.any():
-        return float("nan")
-    return float((signals["pred"][m] == signals["label"][m]).mean())
+from attacks.metrics import histogram_kl, threshold_metrics
+from attacks.signals import accuracy, balanced, membership, subset
+from attacks.yeom import YeomAttack
 
 
 def leakage_metrics(signals: dict, *, kl_bins: int = 20, seed: int = 0) -> dict[str, float]:
@@ -34,9 +27,9 @@ def leakage_metrics(signals: dict, *, kl_bins: int = 20, seed: int = 0) -> dict[
       (balanced) evaluation set.
     """
     out = {
-        "leak/train_acc": _acc(signals, "train"),
-        "leak/val_acc": _acc(signals, "val"),
-        "leak/test_acc": _acc(signals, "test"),
+        "leak/train_acc": accuracy(signals, "train"),
+        "leak/val_acc": accuracy(signals, "val"),
+        "leak/test_acc": accuracy(signals, "test"),
     }
     out["leak/gap"] = out["leak/train_acc"] - out["leak/test_acc"]
     ev = subset(signals, "eval")
@@ -48,8 +41,7 @@ def leakage_metrics(signals: dict, *, kl_bins: int = 20, seed: int = 0) -> dict[
     att = subset(signals, "attack")
     if len(np.unique(membership(att))) < 2 or len(np.unique(membership(ev))) < 2:
         return out
-    att = {k: v[balance(membership(att), seed)] for k, v in att.items()}
-    ev = {k: v[balance(membership(ev), seed)] for k, v in ev.items()}
+    att, ev = balanced(att, seed), balanced(ev, seed)
     attack = YeomAttack().fit(att)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

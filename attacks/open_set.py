@@ -1,4 +1,4 @@
-"""Open-set terms ecologists use for re-identification, and the full per-attack metric set.
+"""Open-set terms ecologists use for re-identification (BAKS, BAUS, AUROC-new).
 
 Conventions as in :mod:`attacks.metrics`: ``scores`` (N,), higher = member (= known individual);
 ``is_member`` (N,) in {0, 1}.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.metrics import auc, threshold_metrics
+from attacks.metrics import auc
 
 
 def open_set_metrics(
@@ -57,20 +57,3 @@ def open_set_metrics(
         "gmean": float(np.sqrt(baks * baus)) if np.isfinite(baks * baus) else float("nan"),
         "auroc_new": auc(-s, (~y).astype(np.int64)),
     }
-
-
-def attack_metrics(
-    scores: np.ndarray,
-    is_member: np.ndarray,
-    tau: float,
-    *,
-    identity: np.ndarray | None = None,
-    label: np.ndarray | None = None,
-    pred: np.ndarray | None = None,
-    min_negatives: int = 100,
-) -> dict:
-    """Everything reported for one attack on one evaluation set: decision metrics at the frozen
-    ``tau`` (:func:`attacks.metrics.threshold_metrics`) plus :func:`open_set_metrics`."""
-    out = threshold_metrics(scores, is_member, tau, min_negatives=min_negatives)
-    out.update(open_set_metrics(scores, is_member, tau, identity=identity, label=label, pred=pred))
-    return out

@@ -1,7 +1,7 @@
-"""A small registry of attacks, refusing duplicate names (after Opacus' accountant registry).
+"""The attack registry, refusing duplicate names (after Opacus' accountant registry).
 
-An attack is a class with ``fit(attack_signals) -> self`` and ``score(signals) -> np.ndarray``
-(higher = more likely a member). Register it with ``@register("name")``.
+Register a class that follows :class:`attacks.base.Attack` with ``@register("name")``; the
+contract test (``tests/test_attack_contract.py``) then runs over it like every other entry.
 """
 
 from __future__ import annotations
@@ -9,6 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 _ATTACKS: dict[str, type] = {}
+
+#: modules whose import registers the built-in attacks
+BUILTIN = (
+    "attacks.yeom",
+    "attacks.salem",
+    "attacks.label_only",
+    "attacks.baselines",
+    "attacks.detection.xgb",
+    "attacks.detection.canvas_cnn",
+)
 
 
 def register(name: str) -> Callable[[type], type]:
@@ -35,15 +45,14 @@ def get(name: str) -> type:
     return _ATTACKS[name]
 
 
-def available() -> list[str]:
+def available(kind: str | None = None) -> list[str]:
+    """Registered names, sorted; only those of ``kind`` (``classifier``/``detector``) if given."""
     _load_builtin()
-    return sorted(_ATTACKS)
+    return sorted(n for n, c in _ATTACKS.items() if kind is None or c.kind == kind)
 
 
 def _load_builtin() -> None:
-    # importing the modules registers their attacks
-    import attacks.detection.canvas_cnn  # noqa: F401
-    import attacks.detection.xgb  # noqa: F401
-    import attacks.label_only  # noqa: F401
-    import attacks.salem  # noqa: F401
-    import attacks.threshold  # noqa: F401
+    import importlib
+
+    for module in BUILTIN:
+        importlib.import_module(module)

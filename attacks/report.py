@@ -17,8 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from attacks.metrics import balance, roc  # noqa: E402
-from attacks.open_set import attack_metrics  # noqa: E402
+from attacks.metrics import balance, roc, threshold_metrics  # noqa: E402
+from attacks.open_set import open_set_metrics  # noqa: E402
 
 #: metrics shown in the Markdown tables, in order
 SHOWN = (
@@ -63,13 +63,16 @@ def evaluate(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        m = attack_metrics(
-            np.asarray(scores)[sel],
-            y[sel],
-            tau,
-            identity=pick(identity),
-            label=pick(label),
-            pred=pick(pred),
+        m = threshold_metrics(np.asarray(scores)[sel], y[sel], tau)
+        m.update(
+            open_set_metrics(
+                np.asarray(scores)[sel],
+                y[sel],
+                tau,
+                identity=pick(identity),
+                label=pick(label),
+                pred=pick(pred),
+            )
         )
     m["warnings"] = [str(w.message) for w in caught]
     m["balanced"] = balanced
@@ -141,10 +144,9 @@ def write_attack(
     is_member: np.ndarray,
     info: dict,
     arrays: dict[str, np.ndarray] | None = None,
-    writer=None,
 ) -> dict:
     """Write ``<out_dir>/{metrics.json, report.md, roc.png, roc_loglog.png, hist.png,
-    scores.npz}`` for one attack and log to TensorBoard ``writer`` (SummaryWriter) if given."""
+    scores.npz}`` for one attack; returns the ``metrics.json`` payload."""
     out_dir.mkdir(parents=True, exist_ok=True)
     f, t = roc(scores, is_member) if len(np.unique(is_member)) == 2 else (np.zeros(1), np.zeros(1))
     plot_roc({name: (f, t)}, out_dir / "roc.png", loglog=False)
@@ -193,13 +195,6 @@ def write_attack(
         "",
     ]
     (out_dir / "report.md").write_text("\n".join(lines))
-    if writer is not None:
-        for k, v in metrics.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                writer.add_scalar(f"attack_{name}/{k}", float(v), 0)
-        for png in ("roc.png", "roc_loglog.png", "hist.png"):
-            img = plt.imread(out_dir / png)[..., :3]
-            writer.add_image(f"attack_{name}/{png[:-4]}", img, 0, dataformats="HWC")
     return payload
 
 
@@ -239,7 +234,6 @@ def write_summary(
     context: dict,
     others: list[Path] | None = None,
     extra_md: str = "",
-    writer=None,
 ) -> Path:
     """``<run>/attacks/{summary.json, report.md, roc*.png}``: every attack and baseline of this
     run, plus the Figure-6 table across this and ``others`` run folders (their summary.json)."""
@@ -312,9 +306,4 @@ def write_summary(
         lines += ["## Warnings", "", *[f"- {w}" for w in warn], ""]
     path = attacks_dir / "report.md"
     path.write_text("\n".join(lines))
-    if writer is not None:
-        for png in ("roc.png", "roc_loglog.png"):
-            writer.add_image(
-                f"attacks/{png[:-4]}", plt.imread(attacks_dir / png)[..., :3], 0, dataformats="HWC"
-            )
     return path

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from attacks.metrics import balance
+
 META_FIELDS = ("sample_id", "file", "identity", "split", "role", "set")
 
 
@@ -67,14 +69,42 @@ def load_signals(path: str | Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def select(signals: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Rows of ``signals`` where ``mask`` is true."""
-    return {k: v[mask] for k, v in signals.items()}
+def select(signals: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows of ``signals`` picked by ``rows``: a boolean mask (N,) or an index array."""
+    return {k: v[rows] for k, v in signals.items()}
+
+
+#: values of the whale signals' ``set`` column
+SETS = ("train", "attack", "eval")
 
 
 def subset(signals: dict[str, np.ndarray], set_name: str) -> dict[str, np.ndarray]:
-    """The ``attack``, ``eval`` or ``train`` rows."""
+    """The rows of one set of classifier signals: ``train``, ``attack`` or ``eval``.
+
+    Detector signals have no such sets (their ``side`` is target or shadow): asking for one
+    raises instead of silently returning no rows.
+    """
+    if set_name not in SETS or "set" not in signals:
+        raise ValueError(
+            f"subset({set_name!r}): classifier signals have sets {SETS}; detector signals are "
+            "split by `side` (target | shadow) instead."
+        )
     return select(signals, signals["set"] == set_name)
+
+
+def balanced(signals: dict[str, np.ndarray], seed: int = 0) -> dict[str, np.ndarray]:
+    """As many members as non-members: the larger class subsampled (seeded, order kept)."""
+    return select(signals, balance(membership(signals), seed))
+
+
+def accuracy(signals: dict[str, np.ndarray], split: str, mask: np.ndarray | None = None) -> float:
+    """Top-1 accuracy (``pred == label``) over the rows of ``split`` (and ``mask``); NaN if none."""
+    m = signals["split"] == split
+    if mask is not None:
+        m = m & mask
+    if not m.any():
+        return float("nan")
+    return float((signals["pred"][m] == signals["label"][m]).mean())
 
 
 def membership(signals: dict[str, np.ndarray]) -> np.ndarray:

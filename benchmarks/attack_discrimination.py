@@ -7,7 +7,7 @@ new photos, against one batched forward pass of the target model over the same p
 The target is the demo classifier (``configs/demo.yaml``: resnet18, overfit preset, 48 px;
 ``--full``: resnet50 at 224 px), briefly trained on the demo's synthetic whales
 (``--train-epochs``; the timing does not depend on how well). Both attacks are fitted as
-``cli.py discriminate`` fits them (:func:`attacks.discriminate.fit_attack`: the registry's
+``cli.py discriminate`` fits them (:func:`experiments.discriminate.fit_attack`: the registry's
 ``yeom`` / ``salem`` fitted on the balanced attack set of the model's signals). Then, on ``--n``
 new photos (evaluation-set photos, members and non-members, decoded into one tensor; 64 is
 ``discriminate``'s batch):
@@ -50,19 +50,18 @@ from fit_throughput import (  # noqa: E402
 )
 
 from attacks.registry import get  # noqa: E402
-from attacks.run import _balanced  # noqa: E402
-from attacks.signals import subset  # noqa: E402
+from attacks.signals import balanced, subset  # noqa: E402
 from lightning_modules.extraction import attach_metadata, extract_arrays  # noqa: E402
 
 ATTACKS = ("yeom", "salem")
 
 
 def fit_attacks(model, dm, device: str, seed: int = 0) -> dict:
-    """``{name: fitted attack}`` as :func:`attacks.discriminate.fit_attack` fits them: on the
+    """``{name: fitted attack}`` as :func:`experiments.discriminate.fit_attack` fits them: on the
     balanced attack set of the model's signals over every manifest row."""
     rows = dm.probe_rows()
     sig = attach_metadata(extract_arrays(model, dm.probe_loader(rows), device), rows)
-    att = _balanced(subset(sig, "attack"), seed)
+    att = balanced(subset(sig, "attack"), seed)
     return {name: get(name)().fit(att) for name in ATTACKS}
 
 

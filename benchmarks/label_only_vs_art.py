@@ -91,7 +91,6 @@ def compare(
 
 def whale_data(n_eval: int, n_cal: int, size: int = 32, seed: int = 0):
     """Train the small CNN on synthetic whales; return model and member/non-member tensors."""
-    from attacks.training import RunContext  # noqa: F401  (keeps imports consistent)
     from datamodules.images import ManifestDataset, eval_transform
     from datamodules.synthetic_whales import SyntheticWhales
     from datamodules.whale import WhaleDataModule

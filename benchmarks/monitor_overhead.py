@@ -53,7 +53,7 @@ from fit_throughput import (  # noqa: E402
     timed_fit,
 )
 
-from lightning_modules.callbacks import LeakageMonitor  # noqa: E402
+from experiments.monitor import LeakageMonitor  # noqa: E402
 
 #: a paper config: its ``leakage.every_n_epochs`` is the "real" monitor frequency
 REAL_CONFIG = ROOT / "configs" / "humpback_resnet50_overfit.yaml"

@@ -121,7 +121,7 @@ def test_attack_command_writes_every_report(run_folder, tmp_path):
 
 
 def test_shadow_rows_split_id2_only():
-    from attacks.shadow import shadow_rows
+    from experiments.shadow import shadow_rows
 
     rows = [
         {"identity": f"w{i}", "split": "attack", "sample_id": f"{i}-{j}"}
@@ -138,7 +138,7 @@ def test_shadow_rows_split_id2_only():
 
 
 def test_shadow_from_a_second_run_uses_its_attack_set(run_folder, tmp_path):
-    from attacks.shadow import shadow_run_signals
+    from experiments.shadow import shadow_run_signals
 
     sig, info = shadow_run_signals(run_folder, tmp_path)
     assert set(sig["set"]) == {"attack"} and set(sig["role"]) == {"member", "nonmember"}
@@ -148,7 +148,7 @@ def test_shadow_from_a_second_run_uses_its_attack_set(run_folder, tmp_path):
 @pytest.mark.slow
 def test_ensemble_job_array_tasks_then_combine(run_folder, tmp_path):
     """Each array task trains one subset's target and stops; the combining job reuses them."""
-    from attacks.run import main  # what `python cli.py attack ...` runs
+    from experiments.attack import main  # what `python cli.py attack ...` runs
 
     out = "attacks_array"
     common = ["--run", str(run_folder), "--output", out, "--ensemble.epochs", "1"]
@@ -175,8 +175,7 @@ def test_ensemble_job_array_tasks_then_combine(run_folder, tmp_path):
 def test_attack_rebuilds_defended_targets(tmp_path, extra):
     """A dropout-defense or DP run's checkpoint loads into the same network (the dropout head,
     the Opacus wrapping) and gives signals with embeddings."""
-    from attacks.run import final_signals
-    from attacks.training import RunContext
+    from experiments.runs import RunContext, final_signals
 
     run = make_run_folder(tmp_path, n_individuals=9, model_args=extra)
     ctx = RunContext.open(run, "cpu")

@@ -17,11 +17,11 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from attacks.baselines import nn_cosine_scores
 from attacks.ensemble import combine, split_identities
 from attacks.metrics import auc, roc, threshold_metrics, tpr_at_fpr
 from attacks.open_set import open_set_metrics
 from attacks.registry import available, get
-from attacks.run import _Threshold, nn_cosine_scores
 
 
 def make_signals(member_loss, nonmember_loss, set_name="attack", n_classes=4, seed=0):
@@ -101,7 +101,7 @@ def test_baselines_msp_and_nn_cosine():
     gal = np.array([[1.0, 0.0], [0.0, 1.0]])
     q = np.array([[2.0, 0.0], [1.0, 1.0], [-1.0, 0.0]])
     np.testing.assert_allclose(nn_cosine_scores(gal, q), [1.0, np.sqrt(0.5), 0.0], atol=1e-9)
-    msp = _Threshold(lambda x: x["max_prob"].astype(np.float64)).fit(SEPARABLE)
+    msp = get("baseline_msp")().fit(SEPARABLE)
     assert auc(msp.score(SEPARABLE), SEPARABLE["role"] == "member") == 1.0
 
 
@@ -112,7 +112,7 @@ def test_threshold_never_fitted_on_eval_set(name):
     (members' losses moved above tau), so accuracy is exactly 0.5 and the threshold unchanged."""
     att = make_signals(np.full(10, 0.05) + np.linspace(0, 0.01, 10), np.full(10, 1.0))
     ev = make_signals(np.full(10, 4.0), np.full(10, 6.0) + np.linspace(0, 0.1, 10), "eval")
-    a = _Threshold(lambda x: x["max_prob"].astype(np.float64)) if name == "msp" else get(name)()
+    a = get("baseline_msp")() if name == "msp" else get(name)()
     a.fit(att)
     tau = a.score_threshold
     s = a.score(ev)

@@ -13,6 +13,7 @@ import yaml
 from whale_fixtures import folder_catalog, happywhale_catalog, noaa_catalog
 
 import cli
+from experiments.config_files import resolve_config_args
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FIXTURES = {"folder": folder_catalog, "noaa": noaa_catalog, "happywhale": happywhale_catalog}
@@ -98,12 +99,12 @@ def test_every_config_is_covered():
 
 
 def test_bare_config_name_resolves_and_unknown_fails():
-    args = cli.resolve_config_args(["fit", "--config", "demo.yaml"])
+    args = resolve_config_args(["fit", "--config", "demo.yaml"])
     assert args[2] == str(CONFIGS / "demo.yaml")
-    args = cli.resolve_config_args(["fit", "--config=gremm_resnet50_overfit"])
+    args = resolve_config_args(["fit", "--config=gremm_resnet50_overfit"])
     assert args[1] == "--config=" + str(CONFIGS / "gremm_resnet50_overfit.yaml")
     with pytest.raises(cli.DataError, match="--config nosuch.yaml: no such file"):
-        cli.resolve_config_args(["fit", "--config", "nosuch.yaml"])
+        resolve_config_args(["fit", "--config", "nosuch.yaml"])
 
 
 def test_bad_config_key_names_the_key(tmp_path, capsys):

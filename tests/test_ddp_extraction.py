@@ -14,22 +14,24 @@ from test_run_folder import REPO, ddp_env
 from whale_fixtures import make_run_folder
 
 from attacks.signals import load_signals
-from attacks.training import RunContext, extract_signals
+from experiments.runs import RunContext
+from experiments.training import extract_signals
 
 # one rank of `torchrun --nproc_per_node 2 cli.py attack --run RUN` with every attack switched
-# off; it records which of attacks.run's writers it called
+# off; it records which writers it called
 CHILD = """
 import json, os, sys
 from pathlib import Path
-import attacks.run as run_mod
+import experiments.attack as attack_mod
+import experiments.runs as run_mod
 import cli
 
 calls = []
-for name in ("save_signals", "write_summary"):
-    def wrapped(*a, _orig=getattr(run_mod, name), _name=name, **k):
+for mod, name in ((run_mod, "save_signals"), (attack_mod, "write_summary")):
+    def wrapped(*a, _orig=getattr(mod, name), _name=name, **k):
         calls.append(_name)
         return _orig(*a, **k)
-    setattr(run_mod, name, wrapped)
+    setattr(mod, name, wrapped)
 cli.main(["attack", "--run", sys.argv[1], "--device", "cpu", "--yeom.enabled", "false",
           "--salem.enabled", "false", "--label_only.enabled", "false",
           "--ensemble.enabled", "false", "--baselines", "false"])

@@ -33,26 +33,17 @@ TINY = {
         "max_epochs": 1,
         "accelerator": "cpu",
         "enable_model_summary": False,
-        "callbacks": [
-            {
-                "class_path": "attacks.detection.audit.DetectionAudit",
-                "init_args": {
-                    "rows": ["xgb", "shallow_o", "alexnet_aug_u_sr"],
-                    "xgb": {"n_estimators": 20},
-                    "canvas": {"canvas_size": 64, "epochs": 1, "batch_size": 8},
-                    "transfer": {
-                        "model": [
-                            {"name": "SSD", "config": "CFG"},
-                            {
-                                "name": "FR",
-                                "config": "CFG",
-                                "args": ["--model.init_args.arch", "tiny_frcnn"],
-                            },
-                        ]
-                    },
-                },
-            }
-        ],
+    },
+    "audit": {
+        "rows": ["xgb", "shallow_o", "alexnet_aug_u_sr"],
+        "xgb": {"n_estimators": 20},
+        "canvas": {"canvas_size": 64, "epochs": 1, "batch_size": 8},
+        "transfer": {
+            "model": [
+                {"name": "SSD", "config": "CFG"},
+                {"name": "FR", "config": "CFG", "args": ["--model.init_args.arch", "tiny_frcnn"]},
+            ]
+        },
     },
 }
 
@@ -97,11 +88,11 @@ def test_audit_chain_end_to_end(tmp_path, monkeypatch):
 
 
 def cli_reattack(out, cfg, tmp_path):
-    from attacks.detection.audit import main
+    from experiments.audit import main
 
     plain = tmp_path / "plain.yaml"
     d = yaml.safe_load(cfg.read_text())
-    d["trainer"]["callbacks"][0]["init_args"].pop("transfer")
+    d["audit"].pop("transfer")
     plain.write_text(yaml.safe_dump(d))
     return main(
         [

@@ -9,7 +9,7 @@ import pytest
 
 from attacks.leakage import leakage_metrics
 from attacks.metrics import balance, best_threshold, histogram_kl, threshold_metrics, tpr_at_fpr
-from attacks.threshold import YeomAttack
+from attacks.yeom import YeomAttack
 
 
 def test_kl_hand_computed():
@@ -113,7 +113,7 @@ def test_leakage_metrics_end_to_end_on_hand_built_signals():
 
 
 def test_monitor_row_sample_is_stratified_seeded_and_ordered():
-    from lightning_modules.callbacks import sample_rows
+    from experiments.monitor import sample_rows
 
     rows = [
         {"split": sp, "set": st, "role": ro, "sample_id": f"{sp}{st}{ro}{i}"}

@@ -8,9 +8,9 @@ from collections import defaultdict
 import pytest
 from whale_fixtures import noaa_catalog
 
-from attacks.protocol_study import StudySettings, run_study
 from datamodules.catalogs import read_noaa
 from datamodules.splits import SplitSettings, plan_splits, read_manifest, verify_manifest
+from experiments.study import StudySettings, run_study
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,9 @@ import torch
 from torch import nn
 
 from attacks.detection.canvas import render_canvas
-from attacks.detection.common import shadow_split, take
-from attacks.detection.metrics import attack_metrics
+from attacks.detection.common import DetectorAttack, shadow_split, validation_metrics
 from attacks.registry import register
-from attacks.signals import membership
+from attacks.signals import membership, select
 
 MODELS = ("shallow", "alexnet")
 
@@ -76,7 +75,7 @@ def dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 @register("det_canvas")
-class CanvasAttack:
+class CanvasAttack(DetectorAttack):
     """Canvas method + CNN attack.
 
     Args:
@@ -154,7 +153,7 @@ class CanvasAttack:
         torch.manual_seed(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         tr, va = shadow_split(shadow_signals, self.val_fraction, self.seed)
-        train, val = take(shadow_signals, tr), take(shadow_signals, va)
+        train, val = select(shadow_signals, tr), select(shadow_signals, va)
         y_tr = torch.as_tensor(membership(train), device=self.device)
         # standardisation from the training canvases (in chunks)
         self.mean, self.std = 0.0, 1.0
@@ -184,7 +183,7 @@ class CanvasAttack:
                 total += float(loss.detach()) * len(b)
             rec = {"epoch": epoch, "loss": total / max(1, len(tr))}
             if len(va):
-                m = attack_metrics(self.score(val), membership(val))
+                m = validation_metrics(self, val)
                 rec["val_acc"] = m["acc"]
                 if m["acc"] > best:
                     best, best_state, self.val_metrics = (

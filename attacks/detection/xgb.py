@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.detection.common import shadow_split, take
+from attacks.detection.common import DetectorAttack, shadow_split, validation_metrics
 from attacks.detection.features import padded_vectors
-from attacks.detection.metrics import attack_metrics
 from attacks.registry import register
-from attacks.signals import membership
+from attacks.signals import membership, select
 
 
 @register("det_xgb")
-class DetXGBAttack:
+class DetXGBAttack(DetectorAttack):
     """Gradient-boosted trees (max depth 5, 450 estimators) on :func:`padded_vectors`.
 
     ``fit`` trains on the shadow model's in/out signals (balanced; ``val_fraction`` held out for
@@ -56,7 +55,7 @@ class DetXGBAttack:
         if self.max_boxes is None:
             self.max_boxes = int(shadow_signals["scores"].shape[1])
         tr, va = shadow_split(shadow_signals, self.val_fraction, self.seed)
-        train = take(shadow_signals, tr)
+        train = select(shadow_signals, tr)
         self.model = XGBClassifier(
             max_depth=self.max_depth,
             n_estimators=self.n_estimators,
@@ -67,8 +66,8 @@ class DetXGBAttack:
         )
         self.model.fit(self._x(train), membership(train))
         if len(va):
-            val = take(shadow_signals, va)
-            self.val_metrics = attack_metrics(self.score(val), membership(val))
+            val = select(shadow_signals, va)
+            self.val_metrics = validation_metrics(self, val)
         return self
 
     def score(self, signals: dict) -> np.ndarray:

@@ -28,7 +28,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+
+from attacks.registry import get
+from attacks.signals import balanced, subset
+from datamodules.errors import DataError
+from datamodules.images import eval_transform, load_rgb
+from experiments.runs import RunContext, final_signals
+from lightning_modules.extraction import extract_arrays
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 SIGNAL_ATTACKS = ("yeom", "salem", "baseline_msp", "baseline_nn_cosine")
@@ -42,8 +50,6 @@ class _Images(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from datamodules.images import load_rgb
-
         return self.transform(load_rgb(self.paths[i])), torch.tensor(-1), torch.tensor(i)
 
 
@@ -52,8 +58,6 @@ def scan(folder: Path, skip: set[Path] | None = None) -> tuple[list[Path], dict[
 
     Hidden files and the paths in ``skip`` (e.g. the groups CSV) are ignored.
     """
-    from PIL import Image
-
     skip = {q.resolve() for q in (skip or set())}
     good, bad = [], {}
     for p in sorted(q for q in folder.rglob("*") if q.is_file()):
@@ -77,30 +81,77 @@ def groups_for(paths: list[Path], folder: Path, groups_csv: Path | None) -> dict
         with Path(groups_csv).open(newline="") as fh:
             rows = list(csv.DictReader(fh))
         if not rows or "image" not in rows[0] or "group" not in rows[0]:
-            raise ValueError(f"{groups_csv}: needs columns 'image' and 'group'")
+            raise DataError(f"--groups {groups_csv}: needs columns 'image' and 'group'")
         table = {(folder / r["image"]).resolve(): r["group"] for r in rows}
         return {p: table.get(p.resolve(), "") for p in paths}
     return {p: str(p.parent.relative_to(folder)) if p.parent != folder else "" for p in paths}
 
 
-def fit_attack(ctx, name: str, seed: int = 0):
-    """The attack ``name`` fitted on the run's balanced attack set, and the run's signals."""
-    from attacks.registry import get
-    from attacks.run import _balanced, _Threshold, final_signals, nn_cosine_scores
-    from attacks.signals import subset
-
+def fit_attack(ctx: RunContext, name: str, seed: int = 0):
+    """The attack ``name`` fitted on the run's balanced attack set."""
+    if name not in SIGNAL_ATTACKS:
+        raise DataError(f"--attack {name}: choose one of {', '.join(SIGNAL_ATTACKS)}")
     sig, _ = final_signals(ctx)
-    att = _balanced(subset(sig, "attack"), seed)
-    if name == "baseline_msp":
-        attack = _Threshold(lambda x: np.asarray(x["max_prob"], dtype=np.float64))
-    elif name == "baseline_nn_cosine":
-        gal = sig["embedding"][sig["split"] == "train"]
-        attack = _Threshold(lambda x: nn_cosine_scores(gal, x["embedding"]))
-    elif name in ("yeom", "salem"):
-        attack = get(name)()
-    else:
-        raise ValueError(f"--attack {name}: choose one of {SIGNAL_ATTACKS}")
-    return attack.fit(att)
+    return get(name).for_run(sig).fit(balanced(subset(sig, "attack"), seed))
+
+
+def score_photos(ctx: RunContext, attack, name: str, good: list[Path]) -> tuple[dict, np.ndarray]:
+    """Signals (``logits`` ...) and membership scores (N,) of the readable photos ``good``."""
+    if not good:
+        return {}, np.zeros(0)
+    loader = DataLoader(_Images(good, eval_transform(ctx.image_size)), batch_size=64)
+    model = ctx.model()
+    # only the nearest-neighbour baseline reads embeddings (a second pass through the trunk)
+    embed = model.embed if name == "baseline_nn_cosine" else None
+    sig = extract_arrays(model, loader, ctx.device, embed=embed)
+    return sig, attack.score(sig)
+
+
+def group_decisions(
+    good: list[Path], grp: dict[Path, str], scores: np.ndarray, tau: float, aggregate: str
+) -> dict[str, tuple[int, float, bool]]:
+    """``{group: (photos, group score, known?)}`` for the photos that belong to a group."""
+    known = scores >= tau
+    out: dict[str, tuple[int, float, bool]] = {}
+    for g in sorted(set(grp.values()) - {""}):
+        idx = [i for i, p in enumerate(good) if grp[p] == g]
+        gs = float(np.mean(scores[idx]))
+        gd = gs >= tau if aggregate == "mean" else known[idx].mean() > 0.5
+        out[g] = (len(idx), gs, bool(gd))
+    return out
+
+
+def write_csv(out_path: Path, folder: Path, good, bad, grp, sig, scores, tau, gstats, names):
+    """One row per file: decision, top-5 identities for known photos, group results."""
+    cols = ["image", "status", "score", "threshold", "decision"]
+    cols += [f"{c}{k}" for k in range(1, 6) for c in ("top", "p")]
+    cols += ["group", "group_size", "group_score", "group_decision"]
+    probs = torch.softmax(torch.as_tensor(sig["logits"]), 1).numpy() if good else np.zeros((0, 1))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        for i, p in enumerate(good):
+            known = bool(scores[i] >= tau)
+            row = {
+                "image": str(p.relative_to(folder)),
+                "status": "ok",
+                "score": f"{scores[i]:.6g}",
+                "threshold": f"{tau:.6g}",
+                "decision": "known" if known else "new",
+                "group": grp[p],
+            }
+            if known:
+                for k, c in enumerate(np.argsort(-probs[i])[:5], 1):
+                    row[f"top{k}"], row[f"p{k}"] = names[c], f"{probs[i, c]:.4f}"
+            if grp[p] in gstats:
+                n, gs, gd = gstats[grp[p]]
+                row.update(
+                    group_size=n, group_score=f"{gs:.6g}", group_decision="known" if gd else "new"
+                )
+            w.writerow(row)
+        for p, status in bad.items():
+            w.writerow({"image": str(p.relative_to(folder)), "status": status})
 
 
 def discriminate(
@@ -114,15 +165,11 @@ def discriminate(
     log=print,
 ) -> Path:
     """Score every photo under ``images``; write and return the CSV path (see module doc)."""
-    from attacks.training import RunContext
-    from datamodules.images import eval_transform
-    from lightning_modules.extraction import extract_arrays
-
     if aggregate not in ("mean", "vote"):
-        raise ValueError(f"--aggregate {aggregate}: choose mean or vote")
+        raise DataError(f"--aggregate {aggregate}: choose mean or vote")
     folder = Path(images)
     if not folder.is_dir():
-        raise FileNotFoundError(f"--images {folder}: not a folder")
+        raise DataError(f"--images {folder}: not a folder; pass the folder of new photos")
     ctx = RunContext.open(run, device)
     att = fit_attack(ctx, attack)
     tau = att.score_threshold
@@ -130,61 +177,13 @@ def discriminate(
     for p, status in bad.items():
         log(f"skipped {p.relative_to(folder)}: {status.replace('_', ' ')}", file=sys.stderr)
     t0 = time.perf_counter()
-    sig: dict = {}
-    if good:
-        loader = DataLoader(_Images(good, eval_transform(ctx.image_size)), batch_size=64)
-        model = ctx.model()
-        # only the nearest-neighbour baseline reads embeddings (a second pass through the trunk)
-        embed = model.embed if attack == "baseline_nn_cosine" else None
-        sig = extract_arrays(model, loader, ctx.device, embed=embed)
-        scores = att.score(sig)
-    else:
-        scores = np.zeros(0)
+    sig, scores = score_photos(ctx, att, attack, good)
     per = (time.perf_counter() - t0) / max(1, len(good))
     grp = groups_for(good, folder, Path(groups) if groups else None)
-    known = scores >= tau
-    gstats: dict[str, tuple[int, float, bool]] = {}
-    for g in sorted(set(grp.values())):
-        if g == "":
-            continue
-        idx = [i for i, p in enumerate(good) if grp[p] == g]
-        gs = float(np.mean(scores[idx]))
-        gd = gs >= tau if aggregate == "mean" else known[idx].mean() > 0.5
-        gstats[g] = (len(idx), gs, bool(gd))
-    names = ctx.class_names
+    gstats = group_decisions(good, grp, scores, tau, aggregate)
     out_path = Path(out) if out else ctx.folder / "discriminate" / f"{folder.name}_{attack}.csv"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    cols = ["image", "status", "score", "threshold", "decision"]
-    cols += [f"{c}{k}" for k in range(1, 6) for c in ("top", "p")]
-    cols += ["group", "group_size", "group_score", "group_decision"]
-    with out_path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        probs = (
-            torch.softmax(torch.as_tensor(sig["logits"]), 1).numpy() if good else np.zeros((0, 1))
-        )
-        for i, p in enumerate(good):
-            row = {
-                "image": str(p.relative_to(folder)),
-                "status": "ok",
-                "score": f"{scores[i]:.6g}",
-                "threshold": f"{tau:.6g}",
-                "decision": "known" if known[i] else "new",
-                "group": grp[p],
-            }
-            if known[i]:
-                top = np.argsort(-probs[i])[:5]
-                for k, c in enumerate(top, 1):
-                    row[f"top{k}"], row[f"p{k}"] = names[c], f"{probs[i, c]:.4f}"
-            if grp[p] in gstats:
-                n, gs, gd = gstats[grp[p]]
-                row.update(
-                    group_size=n, group_score=f"{gs:.6g}", group_decision="known" if gd else "new"
-                )
-            w.writerow(row)
-        for p, status in bad.items():
-            w.writerow({"image": str(p.relative_to(folder)), "status": status})
-    n_known = int(known.sum())
+    write_csv(out_path, folder, good, bad, grp, sig, scores, tau, gstats, ctx.class_names)
+    n_known = int((scores >= tau).sum())
     log(
         f"discriminate ({attack}, threshold {tau:.4g}): {len(good)} photos scored, "
         f"{n_known} known, {len(good) - n_known} new; {len(gstats)} groups; {len(bad)} skipped; "
@@ -193,24 +192,29 @@ def discriminate(
     return out_path
 
 
-def main(argv: list[str]) -> Path:
-    """Entry point of ``python cli.py discriminate``."""
+def parser():
+    """The ``cli.py discriminate`` argument parser."""
     from jsonargparse import ArgumentParser
 
-    parser = ArgumentParser(prog="cli.py discriminate", description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=str, required=True, help="finished run folder")
-    parser.add_argument("--images", type=str, required=True, help="folder of new photos")
-    parser.add_argument("--attack", type=str, default="yeom", help=f"one of {SIGNAL_ATTACKS}")
-    parser.add_argument(
+    p = ArgumentParser(prog="cli.py discriminate", description=__doc__.splitlines()[0])
+    p.add_argument("--run", type=str, required=True, help="finished run folder")
+    p.add_argument("--images", type=str, required=True, help="folder of new photos")
+    p.add_argument("--attack", type=str, default="yeom", help=f"one of {SIGNAL_ATTACKS}")
+    p.add_argument(
         "--groups",
         type=str | None,
         default=None,
         help="CSV with columns image, group (else: one subfolder per group)",
     )
-    parser.add_argument("--aggregate", type=str, default="mean", help="mean | vote")
-    parser.add_argument("--out", type=str | None, default=None, help="output CSV")
-    parser.add_argument("--device", type=str | None, default=None)
-    a = parser.parse_args(argv)
+    p.add_argument("--aggregate", type=str, default="mean", help="mean | vote")
+    p.add_argument("--out", type=str | None, default=None, help="output CSV")
+    p.add_argument("--device", type=str | None, default=None, help="cpu, cuda or None (auto)")
+    return p
+
+
+def main(argv: list[str]) -> Path:
+    """Entry point of ``python cli.py discriminate``."""
+    a = parser().parse_args(argv)
 
     def log(msg, file=None):
         print(msg, file=file or sys.stdout)

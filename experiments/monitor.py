@@ -1,4 +1,5 @@
-"""The leakage monitor: per-epoch signals on members and non-members, and the curves from them."""
+"""Fit-time signal writers: the leakage monitor (per-epoch classifier signals on members and
+non-members, and the curves from them) and the detector's prediction signals at the end of fit."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from attacks.leakage import leakage_metrics
 from attacks.signals import epoch_path, save_signals
+from lightning_modules.detector import write_prediction_signals
 from lightning_modules.extraction import extract_rows
 
 
@@ -119,3 +121,21 @@ def sample_rows(rows: list[dict], max_rows: int | None, seed: int = 0) -> list[d
         n = max(1, round(max_rows * len(idx) / len(rows)))
         keep.extend(rng.choice(idx, size=min(n, len(idx)), replace=False).tolist())
     return [rows[i] for i in sorted(keep)]
+
+
+class PredictionSignals(pl.Callback):
+    """At the end of ``fit``, write ``<run>/signals/predictions.npz`` for a detection datamodule
+    (one with ``signal_rows``): the detector's boxes and scores on its in and out sets, which the
+    detector audit attacks. Under ``fast_dev_run`` the path runs on one batch and writes nothing.
+    """
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "signal_rows"):
+            return
+        if trainer.fast_dev_run:
+            write_prediction_signals(None, pl_module, dm, max_batches=1)
+            return
+        if trainer.is_global_zero and trainer.logger is not None and trainer.log_dir:
+            _, path = write_prediction_signals(trainer.log_dir, pl_module, dm)
+            rank_zero_info(f"prediction signals: {path}")

@@ -24,6 +24,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datamodules.errors import DataError
+from experiments.fit import fit_argv
+from experiments.fit import main as fit_main
+
 COLUMNS = (
     "variant",
     "train_acc",
@@ -141,8 +145,6 @@ def run_sweep(
     fit_args: list[str] | None = None,
     only: list[str] | None = None,
 ) -> list[dict]:
-    import cli
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -151,25 +153,10 @@ def run_sweep(
             continue
         run = out / name / "version_0"
         if not (run / "checkpoints" / "last.ckpt").is_file():
-            args = [
-                "fit",
-                "--config",
-                v.config,
-                *v.args,
-                *(fit_args or []),
-                "--trainer.max_epochs",
-                str(epochs),
-                "--trainer.logger.init_args.save_dir",
-                str(out),
-                "--trainer.logger.init_args.name",
-                name,
-                "--trainer.logger.init_args.version",
-                "version_0",
-                "--attack_after_fit",
-                "null",
-            ]
+            extra = [*v.args, *(fit_args or []), "--trainer.max_epochs", str(epochs)]
+            args = ["fit", *fit_argv(v.config, run, [*extra, "--attack_after_fit", "null"])]
             print(f"[defend] {name}: python cli.py {' '.join(args)}")
-            cli.main(cli.resolve_config_args(args))
+            fit_main(args)
         rows.append(summarize(name, run, epochs))
     write_table(rows, out)
     plot(rows, out)
@@ -178,21 +165,28 @@ def run_sweep(
     return rows
 
 
-def main(argv: list[str]) -> list[dict]:
-    """Entry point of ``python cli.py defend``."""
+def parser():
+    """The ``cli.py defend`` argument parser."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    parser = ArgumentParser(prog="cli.py defend", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", action=ActionConfigFile, help="sweep settings YAML")
-    parser.add_argument("--variants", type=dict[str, Variant], default={})
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--out", type=str, default="lightning_logs/defense_sweep")
-    parser.add_argument("--fit_args", type=list[str], default=[])
-    parser.add_argument("--only", type=list[str] | None, default=None)
-    cfg = parser.parse_args(argv)
+    p = ArgumentParser(prog="cli.py defend", description=__doc__.splitlines()[0])
+    p.add_argument("--config", action=ActionConfigFile, help="sweep settings YAML")
+    p.add_argument(
+        "--variants", type=dict[str, Variant], default={}, help="name -> fit config and args"
+    )
+    p.add_argument("--epochs", type=int, default=20, help="training epochs of every variant")
+    p.add_argument("--out", type=str, default="lightning_logs/defense_sweep", help="sweep folder")
+    p.add_argument("--fit_args", type=list[str], default=[], help="extra args for every fit")
+    p.add_argument("--only", type=list[str] | None, default=None, help="run only these variants")
+    return p
+
+
+def main(argv: list[str]) -> list[dict]:
+    """Entry point of ``python cli.py defend``."""
+    cfg = parser().parse_args(argv)
     variants = {
         k: v if isinstance(v, Variant) else Variant(**dict(v)) for k, v in cfg.variants.items()
     }
     if not variants:
-        raise SystemExit("cli.py defend: no variants (give --config defense_sweep.yaml)")
+        raise DataError("cli.py defend: no variants; give --config defense_sweep.yaml")
     return run_sweep(variants, cfg.epochs, cfg.out, cfg.fit_args, cfg.only)

@@ -1,26 +1,28 @@
-"""Model-side helpers for the attacks: open a finished run, rebuild its target, train extra
-classifiers (shadow models, ensemble members) by the same recipe, and extract signals.
+"""A finished run folder: open it, rebuild its target from the checkpoint, extract its signals.
 
-Everything here touches images and weights; the attacks themselves stay pure over signal arrays.
+``RunContext.open(folder)`` reads ``config.yaml`` and the split manifest; ``final_signals``
+writes ``<run>/signals/final.npz`` (every manifest row, with embeddings), the file every attack
+of ``cli.py attack`` and ``cli.py discriminate`` reads.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pytorch_lightning as pl
 import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from attacks.signals import save_signals
+from attacks.signals import load_signals, save_signals
+from datamodules.errors import DataError
 from datamodules.images import ManifestDataset, eval_transform
 from datamodules.splits import read_manifest
 from lightning_modules.classifier import WhaleClassifier
-from lightning_modules.extraction import attach_metadata, extract_arrays
+from lightning_modules.extraction import extract_rows, is_rank_zero, rank_world
 
 
 @dataclass
@@ -38,8 +40,8 @@ class RunContext:
     def open(cls, folder: str | Path, device: str | None = None) -> RunContext:
         folder = Path(folder)
         if not (folder / "split_manifest.csv").is_file():
-            raise FileNotFoundError(
-                f"{folder}: not a run folder (no split_manifest.csv). Pass the folder printed by "
+            raise DataError(
+                f"--run {folder}: not a run folder (no split_manifest.csv). Pass the folder printed by "
                 "`python cli.py fit`, e.g. lightning_logs/demo/version_0."
             )
         cfg = yaml.safe_load((folder / "config.yaml").read_text())
@@ -136,73 +138,51 @@ def optimizer_factory(args: dict):
     return make
 
 
-def relabel(rows: list[dict], identities: list[str]) -> list[dict]:
-    """Copies of ``rows`` with ``label`` = position of the identity in ``identities`` (else -1)."""
-    pos = {name: i for i, name in enumerate(identities)}
-    return [{**r, "label": pos.get(r["identity"], -1)} for r in rows]
+def final_signals(ctx: RunContext, force: bool = False) -> tuple[dict, float]:
+    """``<run>/signals/final.npz`` (every manifest row, with embeddings) and the forward-pass
+    time per sample in seconds (stored in ``final_timing.json``).
 
-
-def train_classifier(
-    train_rows: list[dict],
-    roots: dict[str, Path],
-    identities: list[str],
-    model_args: dict,
-    *,
-    image_size: int,
-    epochs: int,
-    batch_size: int = 32,
-    seed: int = 0,
-    device: str = "cpu",
-) -> tuple[WhaleClassifier, float]:
-    """Train a fresh :class:`WhaleClassifier` over ``identities`` on ``train_rows`` by the run's
-    recipe (arch, preset, optimizer). Returns ``(model in eval mode, seconds)``."""
-    pl.seed_everything(seed, workers=True, verbose=False)
-    rows = relabel(train_rows, identities)
-    model = WhaleClassifier(
-        **model_kwargs(model_args, len(identities)), optimizer=optimizer_factory(model_args)
-    )
-    loader = DataLoader(
-        ManifestDataset(rows, roots, eval_transform(image_size)),  # no augmentation
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=0,
-    )
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="gpu" if device.startswith("cuda") else "cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    t0 = time.perf_counter()
-    trainer.fit(model, train_dataloaders=loader)
-    return model.to(device).eval(), time.perf_counter() - t0
-
-
-def extract_signals(
-    model: torch.nn.Module,
-    rows: list[dict],
-    roots: dict[str, Path],
-    image_size: int,
-    *,
-    device: str = "cpu",
-    embed: bool = True,
-    path: Path | None = None,
-) -> dict[str, np.ndarray]:
-    """Signal arrays (see :mod:`attacks.signals`) of ``model`` over ``rows``, with embeddings.
-
-    ``rows`` must carry ``label`` in this model's label space (-1 for individuals it never saw).
-    Saved to ``path`` when given.
+    Inside an initialised ``torch.distributed`` group (``cli.py attack`` under ``torchrun``) every
+    rank must call it: each scores its shard of the rows, every rank gets all of them back, and
+    rank 0 alone writes the two files (the time is then wall time over all rows, all ranks).
     """
-    ds = ManifestDataset(rows, roots, eval_transform(image_size))
-    loader = DataLoader(ds, batch_size=64, shuffle=False, num_workers=0)
-    arrays = extract_arrays(
-        model, loader, device, embed=getattr(model, "embed", None) if embed else None
-    )
-    signals = attach_metadata(arrays, rows)
-    if path is not None:
-        save_signals(path, signals)
-    return signals
+    path = ctx.folder / "signals" / "final.npz"
+    timing = path.with_name("final_timing.json")
+    if path.is_file() and timing.is_file() and not force:
+        return load_signals(path), json.loads(timing.read_text())["seconds_per_sample"]
+    t0 = time.perf_counter()
+    model = ctx.model()
+    sig = extract_rows(model, ctx.rows, ctx.loader, ctx.device, embed=getattr(model, "embed", None))
+    per = (time.perf_counter() - t0) / max(1, len(ctx.rows))
+    world = rank_world()[1]
+    if is_rank_zero():
+        save_signals(path, sig)
+        info = {"seconds_per_sample": per, "device": ctx.device, "world_size": world}
+        timing.write_text(json.dumps(info))
+    if world > 1:
+        torch.distributed.barrier()  # the files exist for every rank once it returns
+    return sig, per
+
+
+def extract_distributed(run: str | Path, device: str | None = None) -> bool:
+    """``cli.py attack`` started by ``torchrun`` (``RANK`` and ``WORLD_SIZE`` > 1 set): join the
+    group (gloo on CPU, NCCL on ``cuda:LOCAL_RANK``), write ``signals/final.npz`` sharded over the
+    ranks (:func:`final_signals`) and leave the group. True on rank 0, which then runs the
+    attacks on its own; the other ranks are done."""
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        device = f"cuda:{local}"
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(torch.device(device))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        final_signals(RunContext.open(run, device))
+        rank = dist.get_rank()
+    finally:
+        dist.destroy_process_group()
+    return rank == 0

@@ -22,11 +22,23 @@ from pathlib import Path
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from datamodules.splits import read_manifest
+from experiments.fit import fit_argv, next_version
+from experiments.fit import main as fit_main
 
 
 @dataclass
 class StudySettings:
-    """What the study runs."""
+    """What the study runs.
+
+    Args:
+        fit_config: the fit config trained under every protocol.
+        attack_config: the attack settings run after each fit.
+        protocols: split protocols to compare (``paper``, ``photo``, ``group``).
+        group_by: the grouping column of the ``group`` protocol.
+        images_per_identity: photos per individual (None: all).
+        fit_args: extra LightningCLI arguments for every fit.
+        out: study folder; each study gets a new ``version_N`` inside.
+    """
 
     fit_config: str = "demo.yaml"
     attack_config: str = "attack_study.yaml"
@@ -37,36 +49,18 @@ class StudySettings:
     out: str = "lightning_logs/protocol_study"
 
 
-def _next_version(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    n = len([p for p in folder.glob("version_*") if p.is_dir()])
-    while (folder / f"version_{n}").exists():
-        n += 1
-    return folder / f"version_{n}"
-
-
 def run_study(s: StudySettings) -> dict:
     """Fit and attack once per protocol; returns the summary written to ``summary.json``."""
-    import cli
-
-    out = _next_version(Path(s.out))
+    out = next_version(Path(s.out))
     out.mkdir(parents=True)
     results, identity_sets = {}, {}
     for protocol in s.protocols:
+        run = out / protocol / "version_0"
         args = [
-            "fit",
-            "--config",
-            s.fit_config,
             "--data.split_protocol",
             protocol,
             "--data.group_by",
             s.group_by,
-            "--trainer.logger.init_args.save_dir",
-            str(out),
-            "--trainer.logger.init_args.name",
-            protocol,
-            "--trainer.logger.init_args.version",
-            "0",
             "--trainer.enable_progress_bar",
             "false",
             "--attack_after_fit",
@@ -74,8 +68,7 @@ def run_study(s: StudySettings) -> dict:
         ]
         if s.images_per_identity:
             args += ["--data.images_per_identity", str(s.images_per_identity)]
-        cli.main(cli.resolve_config_args(args + list(s.fit_args)))
-        run = out / protocol / "version_0"
+        fit_main(["fit", *fit_argv(s.fit_config, run, args + list(s.fit_args))])
         rows, header = read_manifest(run)
         identity_sets[protocol] = sorted({(r["identity"], r["id_set"]) for r in rows})
         summary = json.loads((run / "attacks" / "summary.json").read_text())
@@ -184,10 +177,16 @@ def _report(study: dict) -> str:
     return "\n".join(lines)
 
 
+def parser():
+    """The ``cli.py study`` argument parser."""
+    p = ArgumentParser(prog="cli.py study", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", action=ActionConfigFile, help="study settings YAML")
+    p.add_class_arguments(StudySettings, None)
+    return p
+
+
 def main(argv: list[str]) -> dict:
-    parser = ArgumentParser(prog="cli.py study", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_class_arguments(StudySettings, None)
-    cfg = parser.parse_args(argv)
+    """Entry point of ``python cli.py study``."""
+    cfg = parser().parse_args(argv)
     settings = StudySettings(**{k: v for k, v in cfg.items() if k != "config"})
     return run_study(settings)

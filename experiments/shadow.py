@@ -13,12 +13,14 @@ Two sources:
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
 
-from attacks.signals import load_signals, save_signals, subset
-from attacks.training import RunContext, extract_signals, train_classifier
+from attacks.signals import accuracy, load_signals, save_signals, subset
+from experiments.runs import RunContext
+from experiments.training import extract_signals, relabel, train_classifier
 
 
 def shadow_rows(rows: list[dict], seed: int = 0, train_fraction: float = 0.5) -> list[dict]:
@@ -73,8 +75,6 @@ def train_shadow(
 
     Saves ``out_dir/shadow_signals.npz`` and ``out_dir/shadow_manifest.csv``.
     """
-    import csv
-
     rows = shadow_rows(ctx.rows, seed)
     known = sorted({r["identity"] for r in rows if r["role"] == "member"})
     margs = ctx.model_args
@@ -91,8 +91,7 @@ def train_shadow(
         seed=seed,
         device=ctx.device,
     )
-    pos = {n: i for i, n in enumerate(known)}
-    rows = [{**r, "label": pos.get(r["identity"], -1)} for r in rows]
+    rows = relabel(rows, known)
     out_dir.mkdir(parents=True, exist_ok=True)
     sig = extract_signals(
         model,
@@ -106,8 +105,6 @@ def train_shadow(
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    train = sig["split"] == "shadow_train"
-    held = sig["split"] == "shadow_val"
     info = {
         "source": "trained on ID2",
         "arch": margs["arch"],
@@ -115,8 +112,8 @@ def train_shadow(
         "seed": seed,
         "n_known": len(known),
         "n_out": len({r["identity"] for r in rows if r["role"] == "nonmember"}),
-        "train_acc": float((sig["pred"][train] == sig["label"][train]).mean()),
-        "heldout_acc": float((sig["pred"][held] == sig["label"][held]).mean()),
+        "train_acc": accuracy(sig, "shadow_train"),
+        "heldout_acc": accuracy(sig, "shadow_val"),
         "train_seconds": secs,
     }
     return sig, info

@@ -1,0 +1,47 @@
+"""Open-set baselines scored like attacks: maximum softmax probability and nearest-neighbour
+cosine similarity to the training photos' embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from attacks.base import ThresholdAttack
+from attacks.registry import register
+
+
+@register("baseline_msp")
+class MaxSoftmaxBaseline(ThresholdAttack):
+    """Score = maximum softmax probability (``max_prob``, in [0, 1])."""
+
+    requires = ("max_prob",)
+
+    def raw_score(self, signals: dict) -> np.ndarray:
+        return np.asarray(signals["max_prob"], dtype=np.float64)
+
+
+def nn_cosine_scores(gallery: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Max cosine similarity of each query embedding (N, D) to the gallery (M, D): (N,)."""
+    g = gallery / (np.linalg.norm(gallery, axis=1, keepdims=True) + 1e-12)
+    q = queries / (np.linalg.norm(queries, axis=1, keepdims=True) + 1e-12)
+    return (q @ g.T).max(1)
+
+
+@register("baseline_nn_cosine")
+class NearestNeighbourCosine(ThresholdAttack):
+    """Score = max cosine similarity of a photo's embedding to the gallery (the target's
+    training photos' embeddings, (M, D)); = minus the nearest-neighbour cosine distance."""
+
+    requires = ("embedding",)
+
+    def __init__(self, gallery: np.ndarray | None = None):
+        self.gallery = None if gallery is None else np.asarray(gallery, dtype=np.float32)
+
+    @classmethod
+    def for_run(cls, run_signals: dict, **settings):
+        """Gallery = embeddings of the run's ``train`` rows (the target's training photos)."""
+        return cls(gallery=run_signals["embedding"][run_signals["split"] == "train"], **settings)
+
+    def raw_score(self, signals: dict) -> np.ndarray:
+        if self.gallery is None or len(self.gallery) == 0:
+            raise ValueError("baseline_nn_cosine needs a gallery of training-photo embeddings")
+        return nn_cosine_scores(self.gallery, np.asarray(signals["embedding"]))

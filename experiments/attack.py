@@ -1,0 +1,288 @@
+"""``python cli.py attack --run <run folder> [--config attack.yaml]``: every attack on a finished
+run, each into ``<run>/attacks/<name>/``, a summary in ``<run>/attacks/report.md``.
+
+Steps: (1) rebuild the target from ``checkpoints/last.ckpt`` (``weights_only=True``) and write
+``<run>/signals/final.npz`` (all manifest rows, with penultimate embeddings); (2) for each enabled
+attack of the settings, in :data:`STEPS` order, gather its fit and evaluation signals (the
+target's attack set, a shadow's, or boundary distances from model queries), fit it, freeze its
+threshold and score the evaluation set (ID1-test + ID3); (3) the ensemble trains one target per
+subset; (4) the reports, and the scalars and figures through the run's loggers.
+
+``torchrun --nproc_per_node N cli.py attack ...`` shards step (1) over N processes (rank 0 writes
+the file), then rank 0 alone runs the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from attacks.registry import get
+from attacks.report import evaluate, write_attack, write_summary
+from attacks.signals import accuracy, balanced, membership, subset
+from experiments.attack_settings import AttackSettings
+from experiments.ensemble import ensemble_attacks, ensemble_config, train_subsets
+from experiments.label_only import label_only_signals
+from experiments.run_loggers import RunLoggers
+from experiments.runs import RunContext, extract_distributed, final_signals
+from experiments.shadow import shadow_run_signals, train_shadow
+
+
+@dataclass
+class Job:
+    """One attack to fit and evaluate.
+
+    ``fit``/``eval``: signal dicts (attack-set rows with ``role``; evaluation rows).
+    ``prep_seconds``: time spent making ``fit`` (a shadow's training, boundary queries) that
+    counts as the attack's training time; ``query_seconds``: per-sample cost of producing one
+    evaluation signal (forward pass or boundary queries).
+    """
+
+    name: str
+    attack: str
+    args: dict
+    fit: dict
+    eval: dict
+    info: dict
+    balanced: bool = True
+    prep_seconds: float = 0.0
+    query_seconds: float = 0.0
+
+
+@dataclass
+class Inputs:
+    """What the job builders share: the run, its signals and the settings."""
+
+    ctx: RunContext
+    sig: dict
+    settings: AttackSettings
+    fwd: float
+    out: Path
+    common: dict = field(default_factory=dict)
+
+    @property
+    def attack_set(self) -> dict:
+        """The target's attack set, balanced when the settings ask for it."""
+        att = subset(self.sig, "attack")
+        return balanced(att, self.settings.seed) if self.settings.balanced else att
+
+
+def _target_job(inp: Inputs, name: str, attack: str, args: dict, info: dict) -> Job:
+    return Job(
+        name,
+        attack,
+        args,
+        inp.attack_set,
+        subset(inp.sig, "eval"),
+        {**inp.common, **info, "fit_on": "target attack set"},
+        inp.settings.balanced,
+        query_seconds=inp.fwd,
+    )
+
+
+def yeom_jobs(inp: Inputs) -> list[Job]:
+    s = inp.settings.yeom
+    if not s.enabled:
+        return []
+    return [_target_job(inp, "yeom", "yeom", {"signal": s.signal}, {"signal": s.signal})]
+
+
+def _salem_args(inp: Inputs) -> dict:
+    s = inp.settings.salem
+    return dict(
+        topk=s.topk, epochs=s.epochs, lr=s.lr, threshold=s.threshold, seed=inp.settings.seed
+    )
+
+
+def salem_jobs(inp: Inputs) -> list[Job]:
+    s = inp.settings.salem
+    if not (s.enabled and s.on_target):
+        return []
+    return [_target_job(inp, "salem", "salem", _salem_args(inp), _salem_args(inp))]
+
+
+def salem_shadow_jobs(inp: Inputs) -> list[Job]:
+    """Salem's MLP fitted on a shadow's attack set (trained here on ID2, or another run's)."""
+    s, sh = inp.settings.salem, inp.settings.salem.shadow
+    if not (s.enabled and sh.enabled):
+        return []
+    t0 = time.perf_counter()
+    sdir = inp.out / "salem_shadow" / "shadow"
+    if sh.run:
+        ssig, sinfo = shadow_run_signals(sh.run, sdir, inp.settings.device)
+    else:
+        full, sinfo = train_shadow(
+            inp.ctx, sdir, arch=sh.arch, epochs=sh.epochs, seed=sh.seed, batch_size=sh.batch_size
+        )
+        ssig = subset(full, "attack")
+    if inp.settings.balanced:
+        ssig = balanced(ssig, inp.settings.seed)
+    target_arch = inp.ctx.model_args.get("arch")
+    name = "salem_shadow" if sinfo["arch"] == target_arch else f"salem_shadow_{sinfo['arch']}"
+    info = {**_salem_args(inp), "fit_on": "shadow", "shadow": sinfo, "target_arch": target_arch}
+    job = _target_job(inp, name, "salem", _salem_args(inp), info)
+    job.fit, job.prep_seconds = ssig, time.perf_counter() - t0
+    return [job]
+
+
+def label_only_jobs(inp: Inputs) -> list[Job]:
+    """Boundary distances from model queries on a balanced (capped) sample of both sets."""
+    lo = inp.settings.label_only
+    if not lo.enabled:
+        return []
+    lsig, info, secs = label_only_signals(inp.ctx, inp.sig, lo, inp.out / "label_only")
+    n = len(lsig["index"])
+    n_att = int((lsig["set"] == "attack").sum())
+    job = Job("label_only", "label_only", {}, subset(lsig, "attack"), subset(lsig, "eval"), info)
+    # the attack set's distances are the training cost; evaluating a sample costs its queries
+    job.balanced, job.prep_seconds, job.query_seconds = False, secs * n_att / n, secs / n
+    return [job]
+
+
+def baseline_jobs(inp: Inputs) -> list[Job]:
+    if not inp.settings.baselines:
+        return []
+    jobs = [_target_job(inp, "baseline_msp", "baseline_msp", {}, {"score": "max softmax"})]
+    if "embedding" in inp.sig:
+        info = {"score": "max cosine similarity to ID1-train embeddings"}
+        jobs.append(_target_job(inp, "baseline_nn_cosine", "baseline_nn_cosine", {}, info))
+    return jobs
+
+
+#: the attack steps in report order: name -> job builder (the ensemble is its own step)
+STEPS: dict[str, Callable[[Inputs], list[Job]] | None] = {
+    "yeom": yeom_jobs,
+    "salem": salem_jobs,
+    "salem_shadow": salem_shadow_jobs,
+    "label_only": label_only_jobs,
+    "ensemble": None,
+    "baselines": baseline_jobs,
+}
+
+
+def run_job(job: Job, inp: Inputs, loggers: RunLoggers) -> tuple[dict, dict]:
+    """Fit ``job``'s attack, score the evaluation rows, write its folder, log its scalars."""
+    attack = get(job.attack).for_run(inp.sig, **job.args)
+    t0 = time.perf_counter()
+    attack.fit(job.fit)
+    t_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sc = attack.score(job.eval)
+    per = (time.perf_counter() - t0) / max(1, len(sc))
+    ev = job.eval
+    m, sel = evaluate(
+        sc,
+        membership(ev),
+        attack.score_threshold,
+        identity=ev["identity"],
+        label=ev["label"],
+        pred=ev["pred"],
+        balanced=job.balanced,
+        seed=inp.settings.seed,
+    )
+    info = {
+        **job.info,
+        "train_seconds": t_fit + job.prep_seconds,
+        "score_seconds_per_sample": per,
+        "discrimination_seconds_per_sample": per + job.query_seconds,
+        "n_fit": len(job.fit["index"]),
+    }
+    folder = inp.out / job.name
+    arrays = {"sample_id": ev["sample_id"][sel]}
+    write_attack(folder, job.name, m, sc[sel], membership(ev)[sel], info, arrays)
+    log_attack(loggers, job.name, m, folder)
+    return m, info
+
+
+def log_attack(loggers: RunLoggers, name: str, metrics: dict, folder: Path) -> None:
+    loggers.metrics(f"attack_{name}", metrics)
+    loggers.images(
+        f"attack_{name}", [folder / f for f in ("roc.png", "roc_loglog.png", "hist.png")]
+    )
+
+
+def run_context(inp: Inputs, seconds: float) -> dict:
+    """The summary's header: the target, its accuracies and where the signals came from."""
+    ctx = inp.ctx
+    train_acc, test_acc = accuracy(inp.sig, "train"), accuracy(inp.sig, "test")
+    return {
+        "run": str(ctx.folder),
+        "arch": ctx.model_args.get("arch"),
+        "preset": ctx.model_args.get("preset"),
+        "n_classes": len(ctx.class_names),
+        "signals": inp.common["signals"],
+        "train_acc": train_acc,
+        "test_acc": test_acc,
+        "group_by": ctx.data_args.get("group_by"),
+        "seconds": seconds,
+        "manifest_hash": ctx.header.get("hash"),
+        "overfitting_level": train_acc - test_acc,
+    }
+
+
+def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=print) -> dict:
+    """Run every enabled attack on ``run``; returns ``{name: metrics}`` (also in summary.json)."""
+    s = settings or AttackSettings()
+    t_start = time.perf_counter()
+    ctx = RunContext.open(run, s.device)
+    out = ctx.folder / s.output
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "attack_config.json").write_text(json.dumps(asdict(s), indent=2))
+    torch.manual_seed(s.seed)
+    if s.ensemble.subsets is not None:  # one job-array task: these subsets' targets, nothing else
+        train_subsets(ctx, out / "ensemble", ensemble_config(ctx, s), s.ensemble.subsets, log)
+        return {}
+    sig, fwd = final_signals(ctx)
+    inp = Inputs(ctx, sig, s, fwd, out, {"signals": str(ctx.folder / "signals" / "final.npz")})
+    loggers = RunLoggers.for_run(ctx.config, ctx.folder, out)
+    results, infos = {}, {}
+    for step, jobs_of in STEPS.items():
+        if step == "ensemble":
+            done = ensemble_attacks(ctx, sig, s, out, log) if s.ensemble.enabled else {}
+            for name, (m, info) in done.items():
+                log_attack(loggers, name, m, out / "ensemble" / info["rule"])
+        else:
+            done = {job.name: run_job(job, inp, loggers) for job in jobs_of(inp)}
+        for name, (m, info) in done.items():
+            results[name], infos[name] = m, info
+            log(f"attack {name}: acc {m['acc']:.3f} auc {m['auc']:.3f} fpr {m['fpr']:.3f}")
+    context = run_context(inp, time.perf_counter() - t_start)
+    extra = ""
+    if (out / "ensemble" / "report.md").is_file():
+        extra = "## Ensemble\n\nSee [ensemble/report.md](ensemble/report.md)."
+    path = write_summary(out, results, infos, context, [Path(c) for c in s.compare], extra)
+    loggers.metrics("target", {k: context[k] for k in ("train_acc", "test_acc")})
+    loggers.metrics("target", {"overfitting_level": context["overfitting_level"]})
+    loggers.images("attacks", [out / "roc.png", out / "roc_loglog.png"])
+    loggers.close()
+    log(f"attack report: {path} ({context['seconds']:.1f} s)")
+    return results
+
+
+def parser():
+    """The ``cli.py attack`` argument parser."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    p = ArgumentParser(prog="cli.py attack", description=__doc__.splitlines()[0])
+    p.add_argument("--config", action=ActionConfigFile, help="attack settings YAML")
+    p.add_argument("--run", type=str, required=True, help="finished run folder")
+    p.add_class_arguments(AttackSettings, None)
+    return p
+
+
+def main(argv: list[str]) -> dict:
+    """Entry point of ``python cli.py attack``."""
+    p = parser()
+    cfg = p.parse_args(argv)
+    inst = p.instantiate_classes(cfg)
+    settings = AttackSettings(**{k: inst[k] for k in AttackSettings.__dataclass_fields__})
+    torchrun = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if torchrun and not extract_distributed(cfg.run, settings.device):
+        return {}
+    return run_attacks(cfg.run, settings)

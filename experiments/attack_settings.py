@@ -1,0 +1,155 @@
+"""Settings of ``cli.py attack`` (the YAML files ``configs/attack*.yaml``), validated by
+jsonargparse. Each block switches one attack on or off and holds its arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ShadowSettings:
+    """Train the attack on a shadow model's signals instead of the target's (Figure 8).
+
+    Args:
+        enabled: fit Salem's MLP on a shadow's signals as well.
+        arch: shadow architecture (None: the target's); another one gives the transfer setting.
+        epochs: shadow training epochs.
+        batch_size: shadow training batch size.
+        seed: shadow split and training seed.
+        run: a second finished run folder whose attack set is used instead of training a
+            shadow here on ID2.
+    """
+
+    enabled: bool = False
+    arch: str | None = None
+    epochs: int = 20
+    batch_size: int = 32
+    seed: int = 1
+    run: str | None = None
+
+
+@dataclass
+class YeomSettings:
+    """Yeom et al. loss threshold.
+
+    Args:
+        enabled: run the attack.
+        signal: ``loss_pred`` (label-free, identity level) or ``loss_true`` (photo level).
+    """
+
+    enabled: bool = True
+    signal: str = "loss_pred"
+
+
+@dataclass
+class SalemSettings:
+    """ML-Leaks MLP 64-32-2 over sorted top-k posteriors, on target and/or shadow signals.
+
+    Args:
+        enabled: run the attack.
+        topk: sorted posteriors fed to the MLP.
+        epochs: full-batch Adam epochs of the MLP.
+        lr: Adam learning rate.
+        threshold: ``argmax`` (the MLP's decision) or ``fit`` (swept on its training signals).
+        on_target: fit on the target's own attack set.
+        shadow: fit on a shadow model's signals too.
+    """
+
+    enabled: bool = True
+    topk: int = 3
+    epochs: int = 300
+    lr: float = 0.01
+    threshold: str = "argmax"
+    on_target: bool = True
+    shadow: ShadowSettings = field(default_factory=ShadowSettings)
+
+
+@dataclass
+class LabelOnlySettings:
+    """HopSkipJump boundary distance (label-only attack).
+
+    Args:
+        enabled: run the attack.
+        method: ``ours`` (batched torch search) or ``art`` (ART's reference implementation).
+        max_iter: HopSkipJump iterations.
+        init_eval: initial gradient-estimate probes.
+        max_eval: maximum gradient-estimate probes.
+        init_size: random trials for the adversarial start.
+        max_queries: per-sample query cap (None: no cap).
+        max_per_role: cap of members and of non-members per set (attack and evaluation) to
+            bound the query cost; None keeps all (balanced).
+        chunk: images per forward pass.
+        seed: seed of the sample choice and of the search.
+    """
+
+    enabled: bool = True
+    method: str = "ours"
+    max_iter: int = 50
+    init_eval: int = 100
+    max_eval: int = 10000
+    init_size: int = 100
+    max_queries: int | None = None
+    max_per_role: int | None = None
+    chunk: int = 1024
+    seed: int = 0
+
+
+@dataclass
+class EnsembleSettings:
+    """Ensemble MIA over disjoint subsets of the known individuals.
+
+    Args:
+        enabled: run the ensemble.
+        n_subsets: targets over disjoint ID1 subsets (clipped to two individuals per subset).
+        max_subsets: train only the first this many subsets.
+        rules: combination rules (``any``, ``majority``, ``mean_score``).
+        base: the per-subset signal attack (a registry name).
+        epochs: epochs per subset target (None: the run's own).
+        match_steps: scale the epochs so each subset's target gets as many steps as the run's.
+        batch_size: subset training batch size (None: the run's own).
+        seed: subset and training seed.
+        subsets: train only these subset indices' targets, save their signals and stop (one task
+            of a job array: ``[$SLURM_ARRAY_TASK_ID]``).
+        reuse: load saved subset signals instead of retraining (the job after the array).
+    """
+
+    enabled: bool = True
+    n_subsets: int = 2
+    max_subsets: int | None = None
+    rules: list[str] = field(default_factory=lambda: ["any", "majority", "mean_score"])
+    base: str = "yeom"
+    epochs: int | None = None
+    match_steps: bool = True
+    batch_size: int | None = None
+    seed: int = 0
+    subsets: list[int] | None = None
+    reuse: bool = False
+
+
+@dataclass
+class AttackSettings:
+    """Every attack of ``cli.py attack``.
+
+    Args:
+        yeom: Yeom et al. loss threshold.
+        salem: Salem et al. (ML-Leaks) MLP, on the target and/or a shadow.
+        label_only: HopSkipJump boundary-distance attack.
+        ensemble: ensemble MIA over subset targets.
+        baselines: also score the open-set baselines (max softmax, nearest-neighbour cosine).
+        balanced: evaluate on as many members as non-members (seeded subsample).
+        seed: seed of the balancing and of the attack models.
+        device: ``cpu``, ``cuda`` or None (CUDA when available).
+        compare: other run folders whose ``summary.json`` joins the Figure-6 table.
+        output: results folder inside the run (default ``attacks``).
+    """
+
+    yeom: YeomSettings = field(default_factory=YeomSettings)
+    salem: SalemSettings = field(default_factory=SalemSettings)
+    label_only: LabelOnlySettings = field(default_factory=LabelOnlySettings)
+    ensemble: EnsembleSettings = field(default_factory=EnsembleSettings)
+    baselines: bool = True
+    balanced: bool = True
+    seed: int = 0
+    device: str | None = None
+    compare: list[str] = field(default_factory=list)
+    output: str = "attacks"

@@ -1,0 +1,45 @@
+"""Config-file names on the command line: ``--config NAME`` is looked up in ``configs/``.
+
+Kept free of heavy imports: ``cli.py`` resolves names before any command module loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datamodules.errors import DataError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def resolve_config_args(argv: list[str]) -> list[str]:
+    """Rewrite ``--config NAME`` to ``configs/NAME`` when NAME is not a path that exists."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        value, prefix = None, None
+        if arg == "--config" and i + 1 < len(out):
+            value, prefix, j = out[i + 1], "", i + 1
+        elif arg.startswith("--config="):
+            value, prefix, j = arg.split("=", 1)[1], "--config=", i
+        if value is None or Path(value).exists():
+            continue
+        for candidate in (CONFIG_DIR / value, CONFIG_DIR / f"{value}.yaml"):
+            if candidate.is_file():
+                out[j] = prefix + str(candidate)
+                break
+        else:
+            known = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
+            raise DataError(
+                f"--config {value}: no such file here or in {CONFIG_DIR}. Known: {known}"
+            )
+    return out
+
+
+def config_stem(argv: list[str]) -> str:
+    """Name of the first ``--config`` file, used as the run-folder name."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return Path(argv[i + 1]).stem
+        if arg.startswith("--config="):
+            return Path(arg.split("=", 1)[1]).stem
+    return "default"

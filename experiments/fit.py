@@ -1,0 +1,206 @@
+"""Training runs: the suite's LightningCLI (``fit``, ``validate``, ``test``, ``predict``), its run
+folders, and the one way the other commands start a fit.
+
+Models and datamodules are chosen with ``class_path``/``init_args`` (subclass mode). The number of
+identities is linked from ``data.num_classes`` to ``model.init_args.num_classes``. Runs land in
+``<default_root_dir>/<config name>/version_N/`` (``default_root_dir`` defaults to
+``lightning_logs``); resuming from a checkpoint inside a run folder keeps writing to that folder.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+
+from datamodules.whale import environment_versions
+from experiments.audit_settings import AuditSettings
+from experiments.config_files import config_stem, resolve_config_args
+from experiments.monitor import LeakageMonitor, PredictionSignals
+
+TENSORBOARD = "pytorch_lightning.loggers.TensorBoardLogger"
+
+
+def next_version(base: Path, prefix: str = "version_") -> Path:
+    """``base/<prefix>N`` for the smallest N not taken (the folder is not created)."""
+    n = 0
+    while (base / f"{prefix}{n}").exists():
+        n += 1
+    return base / f"{prefix}{n}"
+
+
+def logger_into(run_dir: Path) -> dict:
+    """A TensorBoard logger config that writes into exactly ``run_dir``."""
+    init = {"save_dir": str(run_dir.parent), "name": "", "version": run_dir.name}
+    return {"class_path": TENSORBOARD, "init_args": {**init, "default_hp_metric": False}}
+
+
+def fit_argv(config: str, run_dir: Path, args: list[str]) -> list[str]:
+    """LightningCLI arguments (no subcommand) that train ``config`` plus ``args`` into ``run_dir``."""
+    return [
+        "--config",
+        resolve_config_args(["--config", config])[1],
+        *args,
+        f"--trainer.logger={json.dumps(logger_into(run_dir))}",
+    ]
+
+
+class RunFolderConfigCallback(SaveConfigCallback):
+    """Save ``config.yaml`` and ``environment.json`` in the run folder, never clobbering.
+
+    A resumed run keeps the original ``config.yaml`` and writes ``config_resume_K.yaml``.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks, once
+        if not log_dir:
+            return
+        log_dir = Path(log_dir)
+        if trainer.is_global_zero:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            name = self.config_filename
+            k = 0
+            while (log_dir / name).exists():
+                k += 1
+                name = f"config_resume_{k}.yaml"
+            self.parser.save(
+                self.config,
+                log_dir / name,
+                skip_none=False,
+                overwrite=True,
+                multifile=self.multifile,
+            )
+            env = {
+                "versions": environment_versions(),
+                "argv": sys.argv,
+                "seed": self.config.get("seed_everything"),
+            }
+            (log_dir / "environment.json").write_text(json.dumps(env, indent=2, default=str))
+        self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+
+class SuiteCLI(LightningCLI):
+    """LightningCLI with the leakage monitor, checkpointing, the audit section and run folders."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(LeakageMonitor, "leakage")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        parser.add_class_arguments(AuditSettings, "audit", help="detector audit (cli.py audit)")
+        parser.add_argument(
+            "--attack_after_fit",
+            type=str | None,
+            default=None,
+            help="attack settings YAML (e.g. attack_demo.yaml): run `cli.py attack` on the run "
+            "folder when fit ends",
+        )
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
+        )
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        trainer_cfg = cfg.get("trainer", {})
+        if trainer_cfg.get("enable_progress_bar") is False:
+            self.trainer_defaults["callbacks"] = [
+                c
+                for c in self.trainer_defaults.get("callbacks", [])
+                if not isinstance(c, RichProgressBar)
+            ]
+        logger = trainer_cfg.get("logger")
+        if not logger or isinstance(logger, bool):
+            return
+        for lg in logger if isinstance(logger, list) else [logger]:
+            if TENSORBOARD.rsplit(".", 1)[1] in str(lg.get("class_path", "")):
+                place_logger(
+                    lg.init_args, trainer_cfg.get("default_root_dir"), cfg.get("ckpt_path")
+                )
+
+    def after_fit(self) -> None:
+        log_dir = self.trainer.log_dir
+        if self.trainer.is_global_zero and log_dir:
+            print(
+                f"\nRun folder: {log_dir}\n  TensorBoard: tensorboard --logdir {Path(log_dir).parent}"
+            )
+        attack_cfg = self.config.get(self.subcommand, self.config).get("attack_after_fit")
+        if attack_cfg and self.trainer.world_size > 1:
+            # the attacks train models of their own; they must not run inside the DDP group
+            if self.trainer.is_global_zero:
+                print(
+                    f"Multi-process fit: run the attacks as their own job:\n  python cli.py "
+                    f"attack --run {log_dir} --config {attack_cfg}"
+                )
+            return
+        if attack_cfg and self.trainer.is_global_zero and log_dir and not self.trainer.fast_dev_run:
+            from experiments.attack import main as attack_main
+
+            attack_main(resolve_config_args(["--run", log_dir, "--config", attack_cfg]))
+
+
+def place_logger(init_args, default_root_dir: str | None, ckpt_path: str | None) -> None:
+    """Point the TensorBoard logger at the run folder: under ``default_root_dir`` when the
+    config leaves ``save_dir`` unset, and back into the run folder a checkpoint came from."""
+    if init_args.get("save_dir") is None:
+        init_args["save_dir"] = default_root_dir or "lightning_logs"
+    if not ckpt_path:
+        return
+    ckpt = Path(ckpt_path).resolve()
+    if ckpt.parent.name == "checkpoints":
+        run = ckpt.parent.parent
+        init_args["save_dir"], init_args["name"] = str(run.parent.parent), run.parent.name
+        init_args["version"] = run.name
+
+
+def suite_cli(args: list[str] | None, *, run: bool = True, logger: dict | None = None) -> SuiteCLI:
+    """The suite's LightningCLI (subclass mode, run-folder config saving, rich progress bar).
+
+    ``args=None`` reads ``sys.argv``; ``run=False`` only instantiates (``cli.trainer``, ...).
+    """
+    defaults: dict = {"callbacks": [RichProgressBar(), PredictionSignals()]}
+    if logger is not None:
+        defaults["logger"] = logger
+    return SuiteCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=RunFolderConfigCallback,
+        seed_everything_default=0,
+        trainer_defaults=defaults,
+        args=args,
+        run=run,
+    )
+
+
+def _close_process_group() -> None:
+    """End a DDP run cleanly: a gloo/NCCL group left open at interpreter exit can abort the
+    process ("terminate called without an active exception") after all work is written."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def main(argv: list[str], from_sys: bool = False) -> None:
+    """``cli.py fit|validate|test|predict ...``: run the suite's LightningCLI on ``argv``.
+
+    With ``from_sys`` LightningCLI reads ``sys.argv`` (the DDP launcher re-runs that argv).
+    """
+    argv = resolve_config_args(argv)
+    # LightningCLI warns when given args while sys.argv holds others
+    saved_argv = sys.argv
+    sys.argv = saved_argv[:1] + argv if from_sys else saved_argv[:1]
+    try:
+        init = {"save_dir": None, "name": config_stem(argv), "default_hp_metric": False}
+        suite_cli(None if from_sys else argv, logger={"class_path": TENSORBOARD, "init_args": init})
+        _close_process_group()
+    finally:
+        sys.argv = saved_argv
