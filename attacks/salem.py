@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from attacks.base import RegisteredAttack
 from attacks.registry import register
 from attacks.signals import membership
 
@@ -38,8 +39,9 @@ def mlp(k: int, hidden: tuple[int, ...] = (64, 32)) -> nn.Sequential:
 
 
 @register("salem")
-class SalemAttack:
-    """ML-Leaks attack model.
+class SalemAttack(RegisteredAttack):
+    """ML-Leaks attack model (reads ``logits`` (N, C), or ``topk_logits`` when only those were
+    saved).
 
     Args:
         topk: number of sorted posteriors fed to the MLP (ML-Leaks uses 3).
@@ -51,6 +53,8 @@ class SalemAttack:
         threshold: ``argmax`` (member iff P(member) >= 0.5, the MLP's own decision) or ``fit``
             (threshold on P(member) swept on the training signals for best accuracy).
     """
+
+    requires = ("logits",)
 
     def __init__(
         self,

@@ -1,0 +1,68 @@
+"""The attack protocol, run over every registered attack (registering an attack registers its
+test): construction for a run, fit on attack-set rows, scores of the right shape that rank
+members above non-members on separable signals, a frozen threshold, and no refit on scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from attacks.base import Attack
+from attacks.metrics import auc
+from attacks.registry import available, get, register
+from attacks.signals import membership
+
+#: quicker settings for the attacks that train a model (the contract holds for any settings)
+QUICK = {
+    "salem": {"epochs": 100},
+    "det_xgb": {"n_estimators": 30},
+    "det_canvas": {"model": "shallow", "canvas_size": 32, "epochs": 4, "lr": 1e-3, "device": "cpu"},
+}
+
+
+def data_for(kind: str, separable_run, make_detector_signals):
+    if kind == "classifier":
+        return separable_run
+    shadow = make_detector_signals(60, 8, 0, "shadow")
+    target = make_detector_signals(40, 8, 1, "target")
+    return target, shadow, target
+
+
+@pytest.mark.parametrize("name", available())
+def test_attack_contract(name, separable_run, make_detector_signals):
+    cls = get(name)
+    assert cls.name == name and cls.kind in ("classifier", "detector")
+    run, fit_rows, eval_rows = data_for(cls.kind, separable_run, make_detector_signals)
+    torch.manual_seed(0)
+    attack = cls.for_run(run, **QUICK.get(name, {}))
+    assert set(attack.requires) <= set(fit_rows), f"{name} reads fields the signals lack"
+    assert attack.fit(fit_rows) is attack
+    assert isinstance(attack, Attack)
+    tau = attack.score_threshold
+    assert isinstance(tau, float) and np.isfinite(tau)
+    s = attack.score(eval_rows)
+    assert s.shape == (len(eval_rows["role"]),) and np.issubdtype(s.dtype, np.floating)
+    assert np.isfinite(s).all()
+    assert auc(s, membership(eval_rows)) >= 0.9, f"{name} does not rank members higher"
+    np.testing.assert_array_equal(attack.score(eval_rows), s)  # scoring never refits
+    assert attack.score_threshold == tau
+
+
+def test_unfitted_threshold_attack_refuses_to_give_a_threshold():
+    with pytest.raises(RuntimeError, match="yeom"):
+        _ = get("yeom")().score_threshold
+
+
+def test_registry_refuses_duplicate_names():
+    with pytest.raises(ValueError, match="already registered"):
+        register("yeom")(type("Again", (), {}))
+
+
+def test_registry_knows_both_pipelines():
+    assert {"yeom", "salem", "label_only", "baseline_msp", "baseline_nn_cosine"} <= set(
+        available("classifier")
+    )
+    assert set(available("detector")) == {"det_xgb", "det_canvas"}
+    with pytest.raises(KeyError, match="unknown attack"):
+        get("no_such_attack")
