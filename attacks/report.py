@@ -119,6 +119,27 @@ def plot_hist(scores: np.ndarray, is_member: np.ndarray, tau: float, path: Path,
     return path
 
 
+def split_note(protocol: str | None, group_by: str | None = None) -> str:
+    """What the figures of a run split by ``protocol`` do and do not predict (one paragraph)."""
+    if protocol == "group":
+        return (
+            f"Split protocol `group` (by `{group_by}`): the test photos of known individuals come "
+            "from groups (encounters) the target never saw, so these are new-encounter figures."
+        )
+    if protocol == "paper":
+        return (
+            "Split protocol `paper`: augmented copies of one photo can sit in both training and "
+            "test sets, so these figures are an upper bound; they do not predict new photos, let "
+            "alone new encounters."
+        )
+    return (
+        "Split protocol `photo`: each known individual's photos were split at random, so test "
+        "photos can come from the same encounters as training photos. These figures do not "
+        "predict new encounters; for that, split by encounter (`split_protocol: group`, "
+        "`group_by: encounter_id`)."
+    )
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "nan" if v != v else f"{v:.3f}"
@@ -271,6 +292,8 @@ def write_summary(
         "",
         f"Target: {arch}, preset {context.get('preset')}, {context.get('n_classes')} known "
         f"individuals; signals from `{context.get('signals')}`.",
+        "",
+        split_note(context.get("split_protocol"), context.get("group_by")),
         "",
         "Every threshold was fitted on the attack set (ID1-val members + ID2 non-members) and "
         "frozen; all numbers below are on the evaluation set (ID1-test members + ID3 new "

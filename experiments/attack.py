@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from attacks.registry import get
-from attacks.report import evaluate, write_attack, write_summary
+from attacks.report import evaluate, split_note, write_attack, write_summary
 from attacks.signals import accuracy, balanced, membership, subset
 from experiments.attack_settings import AttackSettings
 from experiments.ensemble import ensemble_attacks, ensemble_config, train_subsets
@@ -220,6 +220,7 @@ def run_context(inp: Inputs, seconds: float) -> dict:
         "train_acc": train_acc,
         "test_acc": test_acc,
         "group_by": ctx.data_args.get("group_by"),
+        "split_protocol": ctx.header.get("settings", {}).get("split_protocol"),
         "seconds": seconds,
         "manifest_hash": ctx.header.get("hash"),
         "overfitting_level": train_acc - test_acc,
@@ -261,6 +262,7 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
     loggers.metrics("target", {"overfitting_level": context["overfitting_level"]})
     loggers.images("attacks", [out / "roc.png", out / "roc_loglog.png"])
     loggers.close()
+    log(split_note(context["split_protocol"], context["group_by"]))
     log(f"attack report: {path} ({context['seconds']:.1f} s)")
     return results
 

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
+from attacks.report import split_note
 from datamodules.whale import environment_versions
 from experiments.audit_settings import AuditSettings
 from experiments.config_files import config_stem, resolve_config_args
@@ -129,6 +130,9 @@ class SuiteCLI(LightningCLI):
             print(
                 f"\nRun folder: {log_dir}\n  TensorBoard: tensorboard --logdir {Path(log_dir).parent}"
             )
+            settings = getattr(self.datamodule, "settings", None)
+            if settings is not None and hasattr(settings, "split_protocol"):
+                print(split_note(settings.split_protocol, settings.group_by))
         attack_cfg = self.config.get(self.subcommand, self.config).get("attack_after_fit")
         if attack_cfg and self.trainer.world_size > 1:
             # the attacks train models of their own; they must not run inside the DDP group
