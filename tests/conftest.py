@@ -73,6 +73,12 @@ def make_detector_signals():
 
 
 @pytest.fixture
+def separable():
+    """Attack-set classifier signals whose members (loss 0.01-0.2) and non-members (1-3) separate."""
+    return classifier_signals(np.linspace(0.01, 0.2, 20), np.linspace(1.0, 3.0, 20))
+
+
+@pytest.fixture
 def separable_run():
     """A run's classifier signals whose members and non-members separate cleanly: training
     rows (the gallery), an attack set and an evaluation set."""

@@ -24,39 +24,6 @@ from attacks.open_set import open_set_metrics
 from attacks.registry import available, get
 
 
-def make_signals(member_loss, nonmember_loss, set_name="attack", n_classes=4, seed=0):
-    """Signal dict with given predicted-label losses; logits built to match them exactly."""
-    rng = np.random.default_rng(seed)
-    loss = np.concatenate([member_loss, nonmember_loss]).astype(np.float64)
-    n_m = len(member_loss)
-    n = len(loss)
-    # logits: class 0 has probability p = exp(-loss), the rest share 1 - p equally
-    p = np.exp(-loss)
-    rest = (1 - p) / (n_classes - 1)
-    probs = np.concatenate([p[:, None], np.repeat(rest[:, None], n_classes - 1, 1)], 1)
-    logits = np.log(np.clip(probs, 1e-12, None)).astype(np.float32)
-    role = np.array(["member"] * n_m + ["nonmember"] * (n - n_m))
-    return {
-        "index": np.arange(n),
-        "sample_id": np.array([f"s{i}" for i in range(n)]),
-        "identity": np.array([f"id{i % 3}" if i < n_m else f"new{i % 5}" for i in range(n)]),
-        "split": np.where(role == "member", "val" if set_name == "attack" else "test", set_name),
-        "role": role,
-        "set": np.array([set_name] * n),
-        "label": np.where(role == "member", 0, -1),
-        "logits": logits,
-        "loss_pred": loss.astype(np.float32),
-        "loss_true": np.where(role == "member", loss, np.nan).astype(np.float32),
-        "pred": np.zeros(n, dtype=np.int64),
-        "max_prob": p.astype(np.float32),
-        "boundary_distance": 1.0 / (loss + 0.05) + rng.normal(0, 1e-6, n),
-        "embedding": rng.normal(size=(n, 8)).astype(np.float32),
-    }
-
-
-SEPARABLE = make_signals(np.linspace(0.01, 0.2, 20), np.linspace(1.0, 3.0, 20))
-
-
 def test_registry_lists_paper_attacks():
     assert {"yeom", "salem", "label_only"} <= set(available())
     with pytest.raises(ValueError, match="already registered"):
@@ -65,26 +32,26 @@ def test_registry_lists_paper_attacks():
         register("yeom")(type("Dup", (), {}))
 
 
-def test_yeom_separable_auc1_and_expected_threshold():
-    a = get("yeom")().fit(SEPARABLE)
+def test_yeom_separable_auc1_and_expected_threshold(separable):
+    a = get("yeom")().fit(separable)
     # best threshold on -loss lies between the worst member (-0.2) and best non-member (-1.0)
     assert a.score_threshold == pytest.approx((-0.2 + -1.0) / 2)
-    m = threshold_metrics(a.score(SEPARABLE), SEPARABLE["role"] == "member", a.score_threshold)
+    m = threshold_metrics(a.score(separable), separable["role"] == "member", a.score_threshold)
     assert m["auc"] == 1.0 and m["acc"] == 1.0 and m["fpr"] == 0.0
 
 
-def test_label_only_separable_threshold_between_distances():
-    a = get("label_only")().fit(SEPARABLE)
-    d = SEPARABLE["boundary_distance"]
+def test_label_only_separable_threshold_between_distances(separable):
+    a = get("label_only")().fit(separable)
+    d = separable["boundary_distance"]
     lo, hi = d[20:].max(), d[:20].min()
     assert a.score_threshold == pytest.approx((lo + hi) / 2)
-    assert auc(a.score(SEPARABLE), SEPARABLE["role"] == "member") == 1.0
+    assert auc(a.score(separable), separable["role"] == "member") == 1.0
 
 
-def test_salem_separable_auc1():
-    a = get("salem")(epochs=200, seed=0).fit(SEPARABLE)
-    s = a.score(SEPARABLE)
-    y = SEPARABLE["role"] == "member"
+def test_salem_separable_auc1(separable):
+    a = get("salem")(epochs=200, seed=0).fit(separable)
+    s = a.score(separable)
+    y = separable["role"] == "member"
     assert auc(s, y) == 1.0
     assert ((s >= a.score_threshold) == y).mean() == 1.0
 
@@ -97,21 +64,23 @@ def test_salem_features_are_sorted_topk_posteriors():
     np.testing.assert_allclose(f, [[0.6, 0.3, 0.1, 0.0], [0.6, 0.2, 0.2, 0.0]], atol=1e-6)
 
 
-def test_baselines_msp_and_nn_cosine():
+def test_baselines_msp_and_nn_cosine(separable):
     gal = np.array([[1.0, 0.0], [0.0, 1.0]])
     q = np.array([[2.0, 0.0], [1.0, 1.0], [-1.0, 0.0]])
     np.testing.assert_allclose(nn_cosine_scores(gal, q), [1.0, np.sqrt(0.5), 0.0], atol=1e-9)
-    msp = get("baseline_msp")().fit(SEPARABLE)
-    assert auc(msp.score(SEPARABLE), SEPARABLE["role"] == "member") == 1.0
+    msp = get("baseline_msp")().fit(separable)
+    assert auc(msp.score(separable), separable["role"] == "member") == 1.0
 
 
 @pytest.mark.parametrize("name", ["yeom", "salem", "label_only", "msp"])
-def test_threshold_never_fitted_on_eval_set(name):
+def test_threshold_never_fitted_on_eval_set(name, make_classifier_signals):
     """Plant an evaluation set shifted far beyond the attack set: a threshold fitted on it would
     separate it perfectly; the frozen attack-set threshold calls every eval sample a non-member
     (members' losses moved above tau), so accuracy is exactly 0.5 and the threshold unchanged."""
-    att = make_signals(np.full(10, 0.05) + np.linspace(0, 0.01, 10), np.full(10, 1.0))
-    ev = make_signals(np.full(10, 4.0), np.full(10, 6.0) + np.linspace(0, 0.1, 10), "eval")
+    att = make_classifier_signals(np.full(10, 0.05) + np.linspace(0, 0.01, 10), np.full(10, 1.0))
+    ev = make_classifier_signals(
+        np.full(10, 4.0), np.full(10, 6.0) + np.linspace(0, 0.1, 10), "eval"
+    )
     a = get("baseline_msp")() if name == "msp" else get(name)()
     a.fit(att)
     tau = a.score_threshold

@@ -83,29 +83,11 @@ def test_metrics():
     assert m["acc"] == 0.75 and m["auc"] == 1.0 and m["n_members"] == 2
 
 
-def _fake_signals(n: int, k: int, seed: int, set_name: str) -> dict:
-    """Members get confident, tight boxes; non-members spread, low scores."""
-    rng = np.random.default_rng(seed)
-    member = np.arange(n) % 2 == 0
-    centres = rng.uniform(0.3, 0.7, (n, 1, 2))
-    spread = np.where(member[:, None, None], 0.02, 0.2)
-    c = centres + rng.normal(0, 1, (n, k, 2)) * spread
-    boxes = np.clip(np.concatenate([c - 0.1, c + 0.1], -1), 0, 1).astype(np.float32)
-    scores = np.where(member[:, None], rng.uniform(0.8, 1.0, (n, k)), rng.uniform(0.0, 0.5, (n, k)))
-    scores = -np.sort(-scores, axis=1).astype(np.float32)
-    return {
-        "boxes": boxes,
-        "scores": scores,
-        "n_boxes": np.full(n, k),
-        "role": np.where(member, "member", "nonmember"),
-        "set": np.full(n, set_name),
-    }
-
-
-def test_attacks_learn_a_clear_signal():
+def test_attacks_learn_a_clear_signal(make_detector_signals):
     from attacks.registry import get
 
-    shadow, target = _fake_signals(60, 8, 0, "shadow"), _fake_signals(40, 8, 1, "target")
+    shadow = make_detector_signals(60, 8, 0, "shadow")
+    target = make_detector_signals(40, 8, 1, "target")
     y = (target["role"] == "member").astype(int)
     xgb = get("det_xgb")(n_estimators=50).fit(shadow)
     assert threshold_metrics(xgb.score(target), y, 0.5)["acc"] > 0.9
