@@ -101,6 +101,47 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, loglo
     return path
 
 
+#: the per-epoch curves of :func:`plot_leakage`: (metric key, label, on the right-hand axis)
+LEAKAGE_CURVES = (
+    ("leak/train_acc", "train accuracy", False),
+    ("leak/test_acc", "test accuracy", False),
+    ("leak/gap", "gap (train - test)", False),
+    ("attack/auc", "Yeom attack AUC", False),
+    ("attack/tpr@1%fpr", "Yeom TPR at 1% FPR", False),
+    ("leak/kl", "KL members || non-members (nats)", True),
+)
+
+
+def plot_leakage(epochs: list[int], rows: list[dict], path: Path, title: str = "") -> Path:
+    """Overfitting against leakage over epochs: accuracies, gap, attack AUC and TPR at 1% FPR
+    (left axis, 0-1) and the members/non-members KL (right axis, nats). ``rows[i]`` holds the
+    metrics (:func:`attacks.leakage.leakage_metrics`) of ``epochs[i]``."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    right = ax.twinx()
+    for i, (key, label, on_right) in enumerate(LEAKAGE_CURVES):
+        ys = [r.get(key, float("nan")) for r in rows]
+        if all(y != y for y in ys):
+            continue
+        (right if on_right else ax).plot(
+            epochs, ys, label=label, color=f"C{i}", ls="--" if on_right else "-", marker="."
+        )
+    ax.axhline(0.5, color="grey", lw=0.6, ls=":")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy / AUC / TPR")
+    right.set_ylabel("KL (nats)")
+    handles, labels = (
+        a + b for a, b in zip(ax.get_legend_handles_labels(), right.get_legend_handles_labels())
+    )
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3, frameon=False)
+    fig.subplots_adjust(bottom=0.3)
+    ax.set_title(title or "overfitting vs leakage", fontsize=9)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_hist(scores: np.ndarray, is_member: np.ndarray, tau: float, path: Path, title: str):
     """Member vs non-member score histograms with the frozen threshold."""
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(is_member).astype(bool)

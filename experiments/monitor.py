@@ -4,6 +4,7 @@ non-members, and the curves from them) and the detector's prediction signals at 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info
 
 from attacks.leakage import leakage_metrics
-from attacks.signals import epoch_path, save_signals
+from attacks.report import plot_leakage
+from attacks.signals import epoch_path, list_epochs, load_signals, save_signals
 from lightning_modules.detector import write_prediction_signals
 from lightning_modules.extraction import extract_rows
 
@@ -103,6 +105,27 @@ class LeakageMonitor(pl.Callback):
         for name, value in metrics.items():
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 pl_module.log(name, float(value), on_step=False, on_epoch=True, sync_dist=False)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Draw ``<run>/leakage.png`` from the run's epoch signal files (rank 0)."""
+        log_dir = trainer.log_dir
+        if not self.enabled or trainer.fast_dev_run or not log_dir or not trainer.is_global_zero:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # few probe rows: low-FPR figures are coarse
+            path = leakage_figure(Path(log_dir))
+        if path is not None:
+            rank_zero_info(f"leakage curves: {path}")
+
+
+def leakage_figure(run: Path) -> Path | None:
+    """``<run>/leakage.png``: the leakage metrics of every ``signals/epoch=NNN.npz`` of the run
+    (recomputed from the files, so a resumed run's figure covers all its epochs)."""
+    epochs = list_epochs(run)
+    if not epochs:
+        return None
+    rows = [leakage_metrics(load_signals(epoch_path(run, e))) for e in epochs]
+    return plot_leakage(epochs, rows, run / "leakage.png", f"overfitting vs leakage: {run}")
 
 
 def sample_rows(rows: list[dict], max_rows: int | None, seed: int = 0) -> list[dict]:
