@@ -419,7 +419,7 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
 
 def _label_only(ctx, sig, s: AttackSettings, out: Path, writer):
     """Boundary distances on a balanced (capped) attack and evaluation subset, then threshold."""
-    from attacks.label_only import boundary_distances
+    from lightning_modules.boundary import boundary_distances
 
     lo = s.label_only
     rng = np.random.default_rng(lo.seed)
