@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import add_common_args, apply_threads, write_result  # noqa: E402
 
 from lightning_modules.components.classifier import build_classifier  # noqa: E402
-from lightning_modules.dp import DPConfig, DPTraining  # noqa: E402
+from lightning_modules.dp.config import DPConfig  # noqa: E402
+from lightning_modules.dp.training import DPTraining  # noqa: E402
 
 
 def run_epochs(net, opt, loader, epochs, device, dp=None) -> tuple[float, int]:

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import add_common_args, apply_threads, write_result  # noqa: E402
 
-from attacks.label_only import art_distances, hsj_distances  # noqa: E402
 from attacks.metrics import auc, best_threshold  # noqa: E402
+from lightning_modules.boundary import art_distances, hsj_distances  # noqa: E402
 
 
 def small_cnn(n_classes: int) -> nn.Module:

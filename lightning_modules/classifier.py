@@ -13,7 +13,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_modules.components.classifier import build_classifier
 from lightning_modules.components.defenses import apply_dropout_defense
-from lightning_modules.dp import DPConfig, DPHooks, DPTraining, as_config, unwrap
+from lightning_modules.dp.config import DPConfig, as_config
+from lightning_modules.dp.training import DPHooks, DPTraining, unwrap
 
 OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
 
@@ -45,7 +46,7 @@ class WhaleClassifier(DPHooks, pl.LightningModule):
         dropout_defense: the detection paper's dropout defense: two dropout layers (p =
             ``dropout_defense_p``) before the last two (linear) layers, see
             :mod:`lightning_modules.components.defenses`.
-        dp: DP-SGD settings (:class:`~lightning_modules.dp.DPConfig`); None trains without DP.
+        dp: DP-SGD settings (:class:`~lightning_modules.dp.config.DPConfig`); None trains without DP.
     """
 
     def __init__(

@@ -25,21 +25,14 @@ from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.detection import MeanAveragePrecision
 
 from attacks.signals import save_signals
-from lightning_modules.components.detectors import (
-    DEFAULT_SIZE,
-    build_detector,
-    is_two_stage,
-    set_postprocess,
-)
-from lightning_modules.dp import (
-    DPConfig,
-    DPHooks,
-    DPTraining,
-    as_config,
+from lightning_modules.components.detectors import build_detector, detector_spec, set_postprocess
+from lightning_modules.dp.config import DPConfig, as_config
+from lightning_modules.dp.detection import (
     check_dp_detector,
     prepare_ssd_for_dp,
     ssd_per_image_losses,
 )
+from lightning_modules.dp.training import DPHooks, DPTraining
 
 OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
 
@@ -68,8 +61,9 @@ class ObjectDetector(DPHooks, pl.LightningModule):
 
     Args:
         num_classes: classes including background (linked from ``data.num_classes``).
-        arch: ``ssd300_vgg16``, ``ssd512_vgg16``, ``ssd300_resnet50``, ``frcnn_vgg16``,
-            ``fasterrcnn_resnet50_fpn``, ``tiny_ssd`` or ``tiny_frcnn``.
+        arch: a registered detector (:func:`~lightning_modules.components.detectors.
+            detector_names`): ``ssd300_vgg16``, ``ssd512_vgg16``, ``ssd300_resnet50``,
+            ``frcnn_vgg16``, ``fasterrcnn_resnet50_fpn``, ``tiny_ssd`` or ``tiny_frcnn``.
         input_size: SSD input side / Faster R-CNN min side in pixels (None: the arch's default).
             (Named apart from ``data.image_size``, the loader's resize.)
         max_size: Faster R-CNN max side (None: 5/3 of ``input_size``).
@@ -83,9 +77,10 @@ class ObjectDetector(DPHooks, pl.LightningModule):
         predict: post-processing for the attack's signal files.
         representation_size: ``frcnn_vgg16`` box-head width.
         anchor_sizes: anchor sides for ``frcnn_vgg16``/``tiny_frcnn`` (pixels).
-        dp: DP-SGD settings (:class:`~lightning_modules.dp.DPConfig`), SSD family and
-            ``tiny_ssd`` only: per-image losses (:func:`~lightning_modules.dp.ssd_per_image_losses`)
-            give true per-image clipping; two-stage detectors raise a ``ValueError`` saying why.
+        dp: DP-SGD settings (:class:`~lightning_modules.dp.config.DPConfig`), architectures whose
+            builder declares ``supports_dp`` only (the SSD family and ``tiny_ssd``): per-image
+            losses (:func:`~lightning_modules.dp.detection.ssd_per_image_losses`) give true
+            per-image clipping; two-stage detectors raise a ``ValueError`` saying why.
         dropout_defense: the paper's dropout defense for SSDs: ``Dropout2d(dropout_defense_p)``
             before the classification and regression convolutions (the last two layers).
     """
@@ -116,8 +111,9 @@ class ObjectDetector(DPHooks, pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
         self.arch = arch
-        self.two_stage = is_two_stage(arch)
-        self.input_size = int(input_size or DEFAULT_SIZE.get(arch, 300))
+        spec = detector_spec(arch)
+        self.two_stage = spec.two_stage
+        self.input_size = int(input_size or spec.default_size)
         self.predict_settings = predict or PredictionSettings()
         self.eval_nms = (
             eval_nms_thresh if eval_nms_thresh is not None else (0.5 if self.two_stage else 0.45)

@@ -13,7 +13,11 @@ from torch import nn
 
 pytest.importorskip("art")
 
-from attacks.label_only import Float32Model, art_reference_attack, hsj_distances  # noqa: E402
+from lightning_modules.boundary import (  # noqa: E402
+    Float32Model,
+    art_reference_attack,
+    hsj_distances,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,6 +76,46 @@ def test_ours_finds_boundary_points_and_counts_queries():
     )
     assert capped["iterations"].max() < 20
     assert capped["queries"].max() <= 60 + 8 * 5 + 40  # overshoot: at most one iteration
+
+
+def test_ours_is_pinned_on_a_tiny_model():
+    """Distances and queries of a tiny seeded model, recorded before hsj_distances was split into
+    steps (lightning_modules.boundary): the split kept every RNG draw and every query."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.rand(5, 3, 2, 2, generator=torch.Generator().manual_seed(1)) * 4 - 2
+    r = hsj_distances(model, x, max_iter=4, init_eval=6, max_eval=20, init_size=3, seed=3)
+    assert r["distance"].tolist() == pytest.approx(
+        [
+            2.0199923515319824,
+            0.8613672256469727,
+            1.4245339632034302,
+            1.4811702966690063,
+            1.577437162399292,
+        ],
+        rel=1e-6,
+    )
+    assert r["queries"].tolist() == [88, 88, 89, 89, 90]
+    assert r["pred"].tolist() == [2, 0, 1, 0, 2]
+    assert r["success"].all() and r["iterations"].tolist() == [4] * 5
+    # one random try per sample (two fail), a query cap, and chunks smaller than the probes
+    r = hsj_distances(
+        model,
+        x,
+        max_iter=6,
+        init_eval=5,
+        max_eval=12,
+        init_size=2,
+        max_queries=80,
+        chunk=7,
+        seed=2,
+    )
+    assert r["distance"].tolist() == pytest.approx(
+        [1.1441755294799805, 0.8335722088813782, 0.0, 0.0, 1.3389670848846436], rel=1e-6
+    )
+    assert r["queries"].tolist() == [82, 82, 3, 3, 82]
+    assert r["success"].tolist() == [True, True, False, False, True]
+    assert r["iterations"].tolist() == [4, 4, 0, 0, 4]
 
 
 def test_ours_agrees_with_art_on_tiny_model():

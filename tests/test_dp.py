@@ -13,8 +13,9 @@ from test_run_folder import run_cli, scalars, tiny_args
 from torch import nn
 
 import cli
-from attacks.dp_bounds import TABLE4, epochs_from_iterations, round_sig, yu_epsilon
-from lightning_modules.dp import CKPT_KEY, DPConfig, DPTraining
+from lightning_modules.dp.accounting import TABLE4, epochs_from_iterations, round_sig, yu_epsilon
+from lightning_modules.dp.config import DPConfig
+from lightning_modules.dp.training import CKPT_KEY, DPTraining
 
 SIGMA, DELTA = 1.0, 1e-5
 
@@ -224,13 +225,13 @@ def test_config_needs_sigma_or_target_and_prv_message():
         DPConfig(noise_multiplier=1.0, target_epsilon=3.0)
     dp = DPTraining(DPConfig(noise_multiplier=1e-3, accountant="prv"))
     dp.noise_multiplier, dp.sample_rate = 1e-3, 0.5
-    dp.rdp.history = [(1e-3, 0.5, 10)]
-    dp.prv.history = [(1e-3, 0.5, 10)]
+    dp.accounting.rdp.history = [(1e-3, 0.5, 10)]
+    dp.accounting.prv.history = [(1e-3, 0.5, 10)]
     with pytest.warns(UserWarning, match="PRV accountant cannot compute epsilon"):
         eps = dp.epsilon()
     assert eps["epsilon"] == eps["epsilon_rdp"] and "epsilon_prv" not in eps
     ok = DPTraining(DPConfig(noise_multiplier=1.0, accountant="prv"))
-    ok.rdp.history = ok.prv.history = [(1.0, 0.5, 10)]
+    ok.accounting.rdp.history = ok.accounting.prv.history = [(1.0, 0.5, 10)]
     e = ok.epsilon()
     assert e["epsilon"] == e["epsilon_prv"] <= e["epsilon_rdp"]
 
@@ -311,7 +312,7 @@ def test_distributed_poisson_sampler_shards_one_poisson_draw_evenly():
     """Both processes' batches of a step are one Poisson draw of the whole set (disjoint, union =
     the mask), every process yields the same number of (physical) batches, every logical batch
     ends in exactly one optimizer step, and set_epoch replays an epoch."""
-    from lightning_modules.dp import EvenDistributedPoissonSampler
+    from lightning_modules.dp.sampling import EvenDistributedPoissonSampler
 
     class Signals:
         def __init__(self):

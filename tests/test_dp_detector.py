@@ -12,9 +12,16 @@ from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 
 from datamodules.detection.datamodule import DetectionDataModule
 from datamodules.detection.synthetic import SyntheticVOC
-from lightning_modules.components.detectors import build_detector
+from lightning_modules.components.detectors import (
+    build_detector,
+    detector_names,
+    detector_spec,
+    register_detector,
+)
 from lightning_modules.detector import ObjectDetector
-from lightning_modules.dp import DPConfig, DPTraining, prepare_ssd_for_dp, ssd_per_image_losses
+from lightning_modules.dp.config import DPConfig
+from lightning_modules.dp.detection import prepare_ssd_for_dp, ssd_per_image_losses
+from lightning_modules.dp.training import DPTraining
 
 
 def _batch():
@@ -85,6 +92,41 @@ def test_ssd_vgg_l2norm_scale_is_frozen_and_model_is_accepted():
     net = build_detector("ssd300_vgg16", 3)
     assert prepare_ssd_for_dp(net) == ["backbone.scale_weight"]
     DPTraining(DPConfig(noise_multiplier=1.0)).prepare_module(net)
+
+
+def test_detector_registry_declares_dp_support_stages_and_sizes():
+    """The builders' declarations: SSDs support DP and are one-stage, Faster R-CNNs are not;
+    duplicates are refused at registration and unknown names list the choices."""
+    assert detector_names(supports_dp=True) == (
+        "ssd300_vgg16",
+        "ssd512_vgg16",
+        "ssd300_resnet50",
+        "tiny_ssd",
+    )
+    assert detector_names(supports_dp=True) == detector_names(two_stage=False)
+    assert detector_names(two_stage=True) == (
+        "frcnn_vgg16",
+        "fasterrcnn_resnet50_fpn",
+        "tiny_frcnn",
+    )
+    sizes = {name: detector_spec(name).default_size for name in detector_names()}
+    assert sizes == {
+        "ssd300_vgg16": 300,
+        "ssd512_vgg16": 512,
+        "ssd300_resnet50": 300,
+        "tiny_ssd": 64,
+        "frcnn_vgg16": 600,
+        "fasterrcnn_resnet50_fpn": 800,
+        "tiny_frcnn": 64,
+    }
+    with pytest.raises(ValueError, match="registered twice"):
+        register_detector("tiny_ssd", supports_dp=True, two_stage=False, default_size=64)(
+            lambda num_classes, o: None
+        )
+    with pytest.raises(ValueError, match="choose one of .*'tiny_ssd'"):
+        build_detector("yolo", 3)
+    with pytest.raises(ValueError, match="choose one of"):
+        ObjectDetector(num_classes=3, arch="yolo")
 
 
 @pytest.mark.parametrize("arch", ["tiny_frcnn", "fasterrcnn_resnet50_fpn"])

@@ -1,4 +1,9 @@
-"""Detector builders (plain ``nn.Module``), all from scratch (``weights=None``).
+"""Detector builders (plain ``nn.Module``), all from scratch (``weights=None``), in a registry.
+
+One documented builder ``(num_classes, DetectorOptions) -> nn.Module`` per architecture, registered
+with :func:`register_detector`, which also records what the builder declares: DP-SGD support,
+one or two stages, the default input size. :func:`build_detector` looks the name up
+(:func:`detector_spec`); :func:`detector_names` lists the registered names.
 
 =========================  ==================================================================
 ``ssd300_vgg16``           SSD300, VGG16 trunk via torchvision's ``_vgg_extractor`` (as
@@ -14,36 +19,27 @@
 =========================  ==================================================================
 
 Inputs are lists of (3, H, W) float images in [0, 1]; the models normalise them with the
-ImageNet mean/std. ``num_classes`` counts the background (index 0).
+ImageNet mean/std. ``num_classes`` counts the background (index 0). Default sizes: SSD300 300,
+SSD512 512, tiny 64 (fixed squares); Faster R-CNN VGG16 600, ResNet50-FPN 800 (shorter side).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torchvision.models import resnet50, vgg16
-from torchvision.models.detection import FasterRCNN, fasterrcnn_resnet50_fpn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection import fasterrcnn_resnet50_fpn as tv_fasterrcnn_resnet50_fpn
 from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.ssd import SSD, _vgg_extractor
 from torchvision.ops import MultiScaleRoIAlign
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-ONE_STAGE = ("ssd300_vgg16", "ssd512_vgg16", "ssd300_resnet50", "tiny_ssd")
-TWO_STAGE = ("frcnn_vgg16", "fasterrcnn_resnet50_fpn", "tiny_frcnn")
-ARCHS = ONE_STAGE + TWO_STAGE
-#: default input size per architecture (SSD: fixed square; Faster R-CNN: shorter side)
-DEFAULT_SIZE = {
-    "ssd300_vgg16": 300,
-    "ssd512_vgg16": 512,
-    "ssd300_resnet50": 300,
-    "tiny_ssd": 64,
-    "frcnn_vgg16": 600,
-    "fasterrcnn_resnet50_fpn": 800,
-    "tiny_frcnn": 64,
-}
 
 
 def _conv_bn(cin: int, cout: int, k: int, s: int = 1, p: int = 0) -> list[nn.Module]:
@@ -122,6 +118,77 @@ def _ssd300_anchors() -> DefaultBoxGenerator:
     )
 
 
+# ---- the registry ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DetectorOptions:
+    """What :func:`build_detector` hands every builder (see its arguments).
+
+    Attributes:
+        size: SSD input side (fixed square) or Faster R-CNN ``min_size``, in pixels.
+        max_size: Faster R-CNN ``max_size`` in pixels (None: ``size * 5 / 3``).
+    """
+
+    size: int
+    max_size: int | None = None
+    score_thresh: float = 0.01
+    nms_thresh: float = 0.45
+    detections_per_img: int = 200
+    rpn_nms_thresh: float = 0.7
+    topk_candidates: int = 400
+    representation_size: int = 4096
+    anchor_sizes: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A registered architecture: its builder ``(num_classes, DetectorOptions) -> nn.Module`` and
+    what the builder declares (DP-SGD support, one or two stages, default input size in px)."""
+
+    name: str
+    builder: Callable[[int, DetectorOptions], nn.Module]
+    supports_dp: bool
+    two_stage: bool
+    default_size: int
+
+
+_DETECTORS: dict[str, DetectorSpec] = {}
+
+
+def register_detector(name: str, *, supports_dp: bool, two_stage: bool, default_size: int):
+    """Decorator registering a builder ``(num_classes, DetectorOptions) -> nn.Module`` as ``name``.
+
+    ``supports_dp``: per-sample DP-SGD can train it (:mod:`lightning_modules.dp.detection`);
+    ``default_size``: input size in pixels when none is given. Refuses a name registered twice.
+    """
+
+    def decorate(builder: Callable[[int, DetectorOptions], nn.Module]):
+        if name in _DETECTORS:
+            raise ValueError(f"detector {name!r} is registered twice; pick another name.")
+        _DETECTORS[name] = DetectorSpec(name, builder, supports_dp, two_stage, default_size)
+        return builder
+
+    return decorate
+
+
+def detector_spec(arch: str) -> DetectorSpec:
+    """The registered ``arch``; an unknown name raises a ``ValueError`` listing the choices."""
+    if arch not in _DETECTORS:
+        raise ValueError(f"model.arch={arch!r}: choose one of {list(_DETECTORS)}.")
+    return _DETECTORS[arch]
+
+
+def detector_names(
+    *, two_stage: bool | None = None, supports_dp: bool | None = None
+) -> tuple[str, ...]:
+    """Registered architectures in registration order, optionally filtered by a declared flag."""
+    return tuple(
+        name
+        for name, spec in _DETECTORS.items()
+        if (two_stage is None or spec.two_stage == two_stage)
+        and (supports_dp is None or spec.supports_dp == supports_dp)
+    )
+
+
 def build_detector(
     arch: str,
     num_classes: int,
@@ -135,11 +202,11 @@ def build_detector(
     representation_size: int = 4096,
     anchor_sizes: tuple[int, ...] | None = None,
 ) -> nn.Module:
-    """Build ``arch`` with ``num_classes`` outputs (background included), untrained.
+    """Build the registered ``arch`` with ``num_classes`` outputs (background included), untrained.
 
     Args:
         image_size: SSD input side (fixed square) or Faster R-CNN ``min_size``, in pixels;
-            None uses :data:`DEFAULT_SIZE`.
+            None uses the arch's registered ``default_size``.
         max_size: Faster R-CNN ``max_size`` (default ``image_size * 5 / 3``).
         score_thresh, nms_thresh, detections_per_img: post-processing (head NMS for two-stage).
         rpn_nms_thresh: two-stage RPN NMS IoU threshold.
@@ -147,70 +214,123 @@ def build_detector(
         representation_size: width of the two fc layers of ``frcnn_vgg16``'s box head.
         anchor_sizes: ``frcnn_vgg16``/``tiny_frcnn`` anchor sides in pixels.
     """
-    if arch not in ARCHS:
-        raise ValueError(f"model.arch={arch!r}: choose one of {list(ARCHS)}.")
-    size = int(image_size or DEFAULT_SIZE[arch])
-    ssd_kw = dict(
-        image_mean=MEAN,
-        image_std=STD,
+    spec = detector_spec(arch)
+    opts = DetectorOptions(
+        size=int(image_size or spec.default_size),
+        max_size=max_size,
         score_thresh=score_thresh,
         nms_thresh=nms_thresh,
         detections_per_img=detections_per_img,
+        rpn_nms_thresh=rpn_nms_thresh,
         topk_candidates=topk_candidates,
+        representation_size=representation_size,
+        anchor_sizes=anchor_sizes,
     )
-    if arch == "ssd300_vgg16":
-        backbone = _vgg_extractor(vgg16(weights=None), False, 5)
-        return SSD(backbone, _ssd300_anchors(), (size, size), num_classes, **ssd_kw)
-    if arch == "ssd512_vgg16":
-        backbone = _vgg_extractor(vgg16(weights=None), True, 5)
-        anchors = DefaultBoxGenerator(
-            [[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]],
-            scales=[0.07, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.05],
-            steps=[8, 16, 32, 64, 128, 256, 512],
-        )
-        return SSD(backbone, anchors, (size, size), num_classes, **ssd_kw)
-    if arch == "ssd300_resnet50":
-        return SSD(ResNet50SSDBackbone(), _ssd300_anchors(), (size, size), num_classes, **ssd_kw)
-    if arch == "tiny_ssd":
-        anchors = DefaultBoxGenerator([[2], [2], [2]], min_ratio=0.15, max_ratio=0.9)
-        return SSD(TinyBackbone(), anchors, (size, size), num_classes, **ssd_kw)
-    rcnn_kw = dict(
-        min_size=size,
-        max_size=int(max_size or size * 5 // 3),
+    return spec.builder(num_classes, opts)
+
+
+# ---- the builders ------------------------------------------------------------------------------
+def _ssd(backbone: nn.Module, anchors: DefaultBoxGenerator, num_classes: int, o: DetectorOptions):
+    """torchvision ``SSD`` at a fixed ``o.size`` square input with the options' post-processing."""
+    return SSD(
+        backbone,
+        anchors,
+        (o.size, o.size),
+        num_classes,
         image_mean=MEAN,
         image_std=STD,
-        rpn_nms_thresh=rpn_nms_thresh,
-        box_nms_thresh=nms_thresh,
-        box_score_thresh=score_thresh,
-        box_detections_per_img=detections_per_img,
+        score_thresh=o.score_thresh,
+        nms_thresh=o.nms_thresh,
+        detections_per_img=o.detections_per_img,
+        topk_candidates=o.topk_candidates,
     )
-    if arch == "fasterrcnn_resnet50_fpn":
-        return fasterrcnn_resnet50_fpn(
-            weights=None,
-            weights_backbone=None,
-            num_classes=num_classes,
-            **rcnn_kw,
-        )
-    if arch == "frcnn_vgg16":
-        body = vgg16(weights=None).features[:-1]  # conv5_3 + ReLU, stride 16
-        backbone = _FirstMap(body, 512)
-        sizes = tuple(anchor_sizes or (128, 256, 512))
-        anchors = AnchorGenerator(sizes=(sizes,), aspect_ratios=((0.5, 1.0, 2.0),))
-        pool = MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2)
-        head = TwoMLPHead(512 * 7 * 7, representation_size)
-        return FasterRCNN(
-            backbone,
-            None,
-            rpn_anchor_generator=anchors,
-            box_roi_pool=pool,
-            box_head=head,
-            box_predictor=FastRCNNPredictor(representation_size, num_classes),
-            **rcnn_kw,
-        )
-    # tiny_frcnn
+
+
+def _rcnn_kwargs(o: DetectorOptions) -> dict:
+    """Faster R-CNN transform and post-processing keyword arguments from the options."""
+    return dict(
+        min_size=o.size,
+        max_size=int(o.max_size or o.size * 5 // 3),
+        image_mean=MEAN,
+        image_std=STD,
+        rpn_nms_thresh=o.rpn_nms_thresh,
+        box_nms_thresh=o.nms_thresh,
+        box_score_thresh=o.score_thresh,
+        box_detections_per_img=o.detections_per_img,
+    )
+
+
+@register_detector("ssd300_vgg16", supports_dp=True, two_stage=False, default_size=300)
+def ssd300_vgg16(num_classes: int, o: DetectorOptions) -> SSD:
+    """SSD300: VGG16 trunk via torchvision's ``_vgg_extractor``, 6 maps, 8732 default boxes."""
+    backbone = _vgg_extractor(vgg16(weights=None), False, 5)
+    return _ssd(backbone, _ssd300_anchors(), num_classes, o)
+
+
+@register_detector("ssd512_vgg16", supports_dp=True, two_stage=False, default_size=512)
+def ssd512_vgg16(num_classes: int, o: DetectorOptions) -> SSD:
+    """SSD512: the high-resolution VGG16 extractor, 7 feature maps."""
+    backbone = _vgg_extractor(vgg16(weights=None), True, 5)
+    anchors = DefaultBoxGenerator(
+        [[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]],
+        scales=[0.07, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.05],
+        steps=[8, 16, 32, 64, 128, 256, 512],
+    )
+    return _ssd(backbone, anchors, num_classes, o)
+
+
+@register_detector("ssd300_resnet50", supports_dp=True, two_stage=False, default_size=300)
+def ssd300_resnet50(num_classes: int, o: DetectorOptions) -> SSD:
+    """SSD300 on :class:`ResNet50SSDBackbone` with SSD300's default boxes."""
+    return _ssd(ResNet50SSDBackbone(), _ssd300_anchors(), num_classes, o)
+
+
+@register_detector("tiny_ssd", supports_dp=True, two_stage=False, default_size=64)
+def tiny_ssd(num_classes: int, o: DetectorOptions) -> SSD:
+    """5-conv SSD on :class:`TinyBackbone` (3 maps at strides 8/16/32) for CPU tests and demos."""
+    anchors = DefaultBoxGenerator([[2], [2], [2]], min_ratio=0.15, max_ratio=0.9)
+    return _ssd(TinyBackbone(), anchors, num_classes, o)
+
+
+@register_detector("frcnn_vgg16", supports_dp=False, two_stage=True, default_size=600)
+def frcnn_vgg16(num_classes: int, o: DetectorOptions) -> FasterRCNN:
+    """Faster R-CNN on VGG16 conv5_3 (stride 16, 512 ch), RoIAlign 7x7, two fc layers of
+    ``o.representation_size`` (4096 as VGG's fc6/fc7); anchors ``o.anchor_sizes`` (128-512)."""
+    body = vgg16(weights=None).features[:-1]  # conv5_3 + ReLU, stride 16
+    backbone = _FirstMap(body, 512)
+    sizes = tuple(o.anchor_sizes or (128, 256, 512))
+    anchors = AnchorGenerator(sizes=(sizes,), aspect_ratios=((0.5, 1.0, 2.0),))
+    pool = MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2)
+    head = TwoMLPHead(512 * 7 * 7, o.representation_size)
+    return FasterRCNN(
+        backbone,
+        None,
+        rpn_anchor_generator=anchors,
+        box_roi_pool=pool,
+        box_head=head,
+        box_predictor=FastRCNNPredictor(o.representation_size, num_classes),
+        **_rcnn_kwargs(o),
+    )
+
+
+@register_detector("fasterrcnn_resnet50_fpn", supports_dp=False, two_stage=True, default_size=800)
+def fasterrcnn_resnet50_fpn(num_classes: int, o: DetectorOptions) -> FasterRCNN:
+    """torchvision's Faster R-CNN ResNet50-FPN builder, from scratch."""
+    return tv_fasterrcnn_resnet50_fpn(
+        weights=None,
+        weights_backbone=None,
+        num_classes=num_classes,
+        **_rcnn_kwargs(o),
+    )
+
+
+@register_detector("tiny_frcnn", supports_dp=False, two_stage=True, default_size=64)
+def tiny_frcnn(num_classes: int, o: DetectorOptions) -> FasterRCNN:
+    """Small two-stage model for CPU tests: :class:`TinyBackbone`'s stride-8 map, one anchor
+    level (``o.anchor_sizes``, default 8/16/32 px), a 128-wide box head."""
     tiny = TinyBackbone()
     backbone = _FirstMap(tiny, tiny.first_channels)
-    sizes = tuple(anchor_sizes or (8, 16, 32))
+    sizes = tuple(o.anchor_sizes or (8, 16, 32))
     anchors = AnchorGenerator(sizes=(sizes,), aspect_ratios=((0.5, 1.0, 2.0),))
     pool = MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2)
     return FasterRCNN(
@@ -226,12 +346,8 @@ def build_detector(
         rpn_post_nms_top_n_test=150,
         rpn_batch_size_per_image=64,
         box_batch_size_per_image=64,
-        **rcnn_kw,
+        **_rcnn_kwargs(o),
     )
-
-
-def is_two_stage(arch: str) -> bool:
-    return arch in TWO_STAGE
 
 
 def set_postprocess(
