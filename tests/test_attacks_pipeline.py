@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from whale_fixtures import make_run_folder
 
 pytest.importorskip("art")
@@ -91,6 +92,13 @@ def test_attack_command_writes_every_report(run_folder, tmp_path):
             }
         )
     )
+    # the run's loggers, as a fit with a TensorBoard and a CSV logger saves them
+    run_cfg = yaml.safe_load((run_folder / "config.yaml").read_text())
+    run_cfg["trainer"]["logger"] = [
+        {"class_path": f"pytorch_lightning.loggers.{c}", "init_args": {"save_dir": "x"}}
+        for c in ("TensorBoardLogger", "CSVLogger")
+    ]
+    (run_folder / "config.yaml").write_text(yaml.safe_dump(run_cfg))
     main(["attack", "--run", str(run_folder), "--config", str(cfg)])
     att = run_folder / "attacks"
     for name in (
@@ -116,7 +124,17 @@ def test_attack_command_writes_every_report(run_folder, tmp_path):
     report = (att / "report.md").read_text()
     assert "Figure 6" in report and "Table 4" in report
     assert "Table 6" in (att / "ensemble" / "report.md").read_text()
-    assert list((att / "tensorboard").glob("events.out.tfevents.*"))
+    # results went through the run's loggers: TensorBoard in the run folder, CSV beside the reports
+    tags = set()
+    for ev in run_folder.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(ev))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"]) | set(acc.Tags()["images"])
+    assert {"attack_yeom/auc", "attack_ensemble_any/auc", "target/train_acc"} <= tags
+    assert {"attack_yeom/roc", "attacks/roc_loglog"} <= tags
+    assert "hp_metric" not in tags
+    header = (att / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"attack_yeom/auc", "attack_label_only/auc"} <= set(header)
     assert (run_folder / "signals" / "final.npz").is_file()
 
 
