@@ -27,6 +27,7 @@ from attacks.registry import get
 from attacks.report import evaluate, split_note, write_attack, write_summary
 from attacks.signals import accuracy, balanced, membership, subset
 from experiments.attack_settings import AttackSettings
+from experiments.config_files import command_parser
 from experiments.ensemble import ensemble_attacks, ensemble_config, train_subsets
 from experiments.label_only import label_only_signals
 from experiments.run_loggers import RunLoggers
@@ -269,9 +270,9 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
 
 def parser():
     """The ``cli.py attack`` argument parser."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
-    p = ArgumentParser(prog="cli.py attack", description=__doc__.splitlines()[0])
+    p = command_parser("attack", __doc__)
     p.add_argument("--config", action=ActionConfigFile, help="attack settings YAML")
     p.add_argument("--run", type=str, required=True, help="finished run folder")
     p.add_class_arguments(AttackSettings, None)

@@ -34,7 +34,7 @@ from attacks.registry import get
 from attacks.signals import balanced, load_signals, membership
 from datamodules.detection.split import read_detection_manifest, verify_cross_runs
 from experiments.audit_settings import TABLE1, AuditSettings, TransferEntry
-from experiments.config_files import resolve_config_args
+from experiments.config_files import command_parser, resolve_config_args
 from experiments.fit import fit_argv, next_version, suite_cli
 from lightning_modules.detector import write_prediction_signals
 
@@ -208,12 +208,11 @@ def _split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def parser():
     """The ``cli.py audit`` argument parser (its own options; the rest goes to both fits)."""
-    from jsonargparse import ArgumentParser
 
-    p = ArgumentParser(
-        prog="cli.py audit",
-        description=__doc__.split("\n")[0]
-        + " Options other than these are passed on to both fits (e.g. --trainer.max_epochs 2).",
+    p = command_parser(
+        "audit",
+        __doc__,
+        "Options other than these are passed on to both fits (e.g. --trainer.max_epochs 2).",
     )
     p.add_argument("--config", type=str, required=True, help="detection config (YAML)")
     p.add_argument("--output", type=str | None, default=None, help="audit folder (new)")

@@ -1,4 +1,5 @@
-"""Config-file names on the command line: ``--config NAME`` is looked up in ``configs/``.
+"""Command-line conventions shared by the commands: ``--config NAME`` is looked up in
+``configs/``, and each command's parser is described by its module's first paragraph.
 
 Kept free of heavy imports: ``cli.py`` resolves names before any command module loads.
 """
@@ -43,3 +44,12 @@ def config_stem(argv: list[str]) -> str:
         if arg.startswith("--config="):
             return Path(arg.split("=", 1)[1]).stem
     return "default"
+
+
+def command_parser(name: str, doc: str | None, note: str = ""):
+    """A jsonargparse parser for ``cli.py <name>``, described by the first paragraph of ``doc``
+    (on one line) plus ``note``."""
+    from jsonargparse import ArgumentParser
+
+    first = " ".join((doc or "").split("\n\n")[0].split())
+    return ArgumentParser(prog=f"cli.py {name}", description=f"{first} {note}".strip())

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datamodules.errors import DataError
+from experiments.config_files import command_parser
 from experiments.fit import fit_argv
 from experiments.fit import main as fit_main
 
@@ -167,9 +168,9 @@ def run_sweep(
 
 def parser():
     """The ``cli.py defend`` argument parser."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
-    p = ArgumentParser(prog="cli.py defend", description=__doc__.splitlines()[0])
+    p = command_parser("defend", __doc__)
     p.add_argument("--config", action=ActionConfigFile, help="sweep settings YAML")
     p.add_argument(
         "--variants", type=dict[str, Variant], default={}, help="name -> fit config and args"

@@ -35,6 +35,7 @@ from attacks.registry import get
 from attacks.signals import balanced, subset
 from datamodules.errors import DataError
 from datamodules.images import eval_transform, load_rgb
+from experiments.config_files import command_parser
 from experiments.runs import RunContext, final_signals
 from lightning_modules.extraction import extract_arrays
 
@@ -194,9 +195,7 @@ def discriminate(
 
 def parser():
     """The ``cli.py discriminate`` argument parser."""
-    from jsonargparse import ArgumentParser
-
-    p = ArgumentParser(prog="cli.py discriminate", description=__doc__.splitlines()[0])
+    p = command_parser("discriminate", __doc__)
     p.add_argument("--run", type=str, required=True, help="finished run folder")
     p.add_argument("--images", type=str, required=True, help="folder of new photos")
     p.add_argument("--attack", type=str, default="yeom", help=f"one of {SIGNAL_ATTACKS}")

@@ -19,9 +19,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile
 
 from datamodules.splits import read_manifest
+from experiments.config_files import command_parser
 from experiments.fit import fit_argv, next_version
 from experiments.fit import main as fit_main
 
@@ -179,7 +180,7 @@ def _report(study: dict) -> str:
 
 def parser():
     """The ``cli.py study`` argument parser."""
-    p = ArgumentParser(prog="cli.py study", description=__doc__.split("\n\n")[0])
+    p = command_parser("study", __doc__)
     p.add_argument("--config", action=ActionConfigFile, help="study settings YAML")
     p.add_class_arguments(StudySettings, None)
     return p
