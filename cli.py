@@ -96,7 +96,7 @@ class RunFolderConfigCallback(SaveConfigCallback):
                 overwrite=True,
                 multifile=self.multifile,
             )
-            from datamodules.whale import environment_versions
+            from datamodules.environment import environment_versions
 
             env = {
                 "versions": environment_versions(),

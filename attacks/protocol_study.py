@@ -21,7 +21,7 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from datamodules.splits import read_manifest
+from datamodules.manifest import read_manifest
 
 
 @dataclass
@@ -57,9 +57,9 @@ def run_study(s: StudySettings) -> dict:
             "fit",
             "--config",
             s.fit_config,
-            "--data.split_protocol",
+            "--data.split.split_protocol",
             protocol,
-            "--data.group_by",
+            "--data.split.group_by",
             s.group_by,
             "--trainer.logger.init_args.save_dir",
             str(out),
@@ -73,7 +73,7 @@ def run_study(s: StudySettings) -> dict:
             s.attack_config,
         ]
         if s.images_per_identity:
-            args += ["--data.images_per_identity", str(s.images_per_identity)]
+            args += ["--data.split.images_per_identity", str(s.images_per_identity)]
         cli.main(cli.resolve_config_args(args + list(s.fit_args)))
         run = out / protocol / "version_0"
         rows, header = read_manifest(run)

@@ -399,7 +399,7 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
         "signals": common["signals"],
         "train_acc": float((sig["pred"][tr] == sig["label"][tr]).mean()),
         "test_acc": float((sig["pred"][te] == sig["label"][te]).mean()),
-        "group_by": ctx.data_args.get("group_by"),
+        "group_by": ctx.data_args.get("split", {}).get("group_by"),
         "seconds": time.perf_counter() - t_start,
         "manifest_hash": ctx.header.get("hash"),
     }
@@ -499,7 +499,7 @@ def _ensemble_cfg(ctx, s: AttackSettings) -> dict:
         "base": e.base,
         "epochs": e.epochs or int(ctx.config.get("trainer", {}).get("max_epochs") or 10),
         "match_steps": e.match_steps,
-        "batch_size": e.batch_size or int(ctx.data_args.get("batch_size", 32)),
+        "batch_size": e.batch_size or int(ctx.data_args.get("loader", {}).get("batch_size", 32)),
         "seed": e.seed,
         "reuse": e.reuse,
     }

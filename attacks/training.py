@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from attacks.signals import save_signals
 from datamodules.images import ManifestDataset, eval_transform
-from datamodules.splits import read_manifest
+from datamodules.manifest import read_manifest
 from lightning_modules.classifier import WhaleClassifier
 from lightning_modules.extraction import attach_metadata, extract_arrays
 
@@ -65,7 +65,7 @@ class RunContext:
 
     @property
     def image_size(self) -> int:
-        return int(self.data_args.get("image_size", 224))
+        return int(self.data_args.get("loader", {}).get("image_size", 224))
 
     @property
     def checkpoint(self) -> Path:

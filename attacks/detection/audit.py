@@ -151,10 +151,11 @@ def fit_run(config: str, args: list[str], run_dir: Path) -> Path:
 
 def check_runs(target_run: Path, shadow_run: Path) -> None:
     """Fail (``SplitLeakError``) when the target's and the shadow's data overlap."""
-    from datamodules.detection.split import read_detection_manifest, verify_cross_runs
+    from datamodules.leaks import verify_cross_runs
+    from datamodules.manifest import read_manifest
 
-    t_rows, _ = read_detection_manifest(target_run)
-    s_rows, _ = read_detection_manifest(shadow_run)
+    t_rows, _ = read_manifest(target_run)
+    s_rows, _ = read_manifest(shadow_run)
     verify_cross_runs(t_rows, s_rows)
 
 
