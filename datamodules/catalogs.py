@@ -229,7 +229,8 @@ class HappywhaleReader(CatalogReader):
         species = self.species
         if species is not None and "species" not in rows[0]:
             raise DataError(
-                f"{csv_path}: data.reader.species={species!r} is set but there is no species column."
+                f"{csv_path}: data.reader.species={species!r} is set but there is no species "
+                "column."
             )
         records = []
         for row in rows:

@@ -1,4 +1,5 @@
-"""What the datamodules take from the machine: loader workers and the versions a result depends on."""
+"""What the datamodules take from the machine: loader workers, and the versions a result
+depends on."""
 
 from __future__ import annotations
 

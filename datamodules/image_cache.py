@@ -150,7 +150,8 @@ class ImageCache:
                 self._warned = True
                 warnings.warn(
                     f"image cache {self.root}: cannot write entries ({exc}); serving images "
-                    "uncached. Set data.loader.cache_dir to a writable folder, or null to turn it off.",
+                    "uncached. Set data.loader.cache_dir to a writable folder, or null to turn it "
+                    "off.",
                     stacklevel=3,
                 )
         finally:

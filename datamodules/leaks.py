@@ -50,7 +50,8 @@ def verify_manifest(
         protocol: the split protocol the rows were planned with.
 
     Returns:
-        ``{"paper_overlap_test_in_train": int, "paper_test_rows": int}`` under ``paper``, else ``{}``.
+        ``{"paper_overlap_test_in_train": int, "paper_test_rows": int}`` under ``paper``, else
+        ``{}``.
     """
     ident_sets: dict[tuple[str, str], set[str]] = defaultdict(set)
     file_splits: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -82,7 +83,8 @@ def verify_manifest(
                 for r in rows
             ),
             "splits",
-            "Remove the duplicate file from the catalog, or give both copies one identity and group.",
+            "Remove the duplicate file from the catalog, or give both copies one identity and "
+            "group.",
         )
     return overlap
 

@@ -51,8 +51,8 @@ def write_manifest(folder: Path, rows: list[dict], header: dict, columns: Sequen
         if old.get("hash") != digest:
             raise SplitLeakError(
                 f"{csv_path}: this run folder already holds a different split (hash "
-                f"{str(old.get('hash', '?'))[:12]} vs {digest[:12]}). Resume with the same data config "
-                "and seed, or start a new run."
+                f"{str(old.get('hash', '?'))[:12]} vs {digest[:12]}). Resume with the same data "
+                "config and seed, or start a new run."
             )
         return csv_path
     _atomic_write(csv_path, text)

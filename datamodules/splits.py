@@ -73,7 +73,26 @@ ROTATIONS = ("rot90", "rot180", "rot270", "rot330")
 
 @dataclass(frozen=True)
 class SplitSettings:
-    """Everything the planner depends on; saved in the manifest header."""
+    """Everything the planner depends on (``data.split``); saved in the manifest header.
+
+    Args:
+        seed: split seed (independent of the training seed).
+        min_images: individuals with fewer photos are left out (listed in the manifest header).
+        min_groups: with ``group_by``, individuals with fewer groups are left out (None: 3 with
+            group_by, else 1).
+        identity_fractions: shares of ID1 / ID2 / ID3 among eligible individuals.
+        photo_fractions: shares of train / val / test among each ID1 individual's photos.
+        group_by: keep every photo of a group on one side: ``encounter`` (reader's own group),
+            or a column such as ``encounter_id`` or ``date``. None splits by photo.
+        images_per_identity: balance each individual to this many photos with the paper's
+            augmentation (rotations, brightness, flip); None is off.
+        split_protocol: ``photo``, ``group`` or ``paper`` (module docstring); None: ``group``
+            when ``group_by`` is set, else ``photo``.
+        nonmember_use: which non-member role a second catalog fills: ``attack`` (ID2) or ``eval``
+            (ID3).
+        balance_nonmembers: a non-member individual contributes as many photos (seeded choice)
+            as a target individual contributes to val, as in the paper's Table 3.
+    """
 
     seed: int = 0
     min_images: int = 3
@@ -221,7 +240,8 @@ def _need_three_photos(ident: str, recs: list[Record]) -> None:
     if len(recs) < 3:
         raise DataError(
             f"identity {ident!r} has {len(recs)} photos; an ID1 individual needs at least 3 "
-            "(train, val, test). Set data.split.min_images to 3 or more to leave such individuals out."
+            "(train, val, test). Set data.split.min_images to 3 or more to leave such individuals "
+            "out."
         )
 
 
@@ -327,8 +347,9 @@ def _identity_sets(
         n3 = n - n1 if s.nonmember_use == "attack" else 0
     if n1 < 1 or (n2 < 1 and not external) or (n3 < 1 and not external):
         raise DataError(
-            f"{catalog.root}: only {n} individuals have at least data.split.min_images={s.min_images} "
-            f"photos (and {_min_groups(s)} groups); ID1/ID2/ID3 need at least one each. Lower "
+            f"{catalog.root}: only {n} individuals have at least "
+            f"data.split.min_images={s.min_images} photos (and {_min_groups(s)} groups); "
+            "ID1/ID2/ID3 need at least one each. Lower "
             "data.split.min_images or add individuals."
         )
     return idents[:n1], idents[n1 : n1 + n2], idents[n1 + n2 :]

@@ -218,8 +218,8 @@ class WhaleDataModule(pl.LightningDataModule):
         excluded = self._info.get("excluded_individuals", {})
         if excluded:
             rank_zero_warn(
-                f"{len(excluded)} individuals left out by data.split.min_images/min_groups; they are "
-                "listed in split_manifest.json under excluded_individuals."
+                f"{len(excluded)} individuals left out by data.split.min_images/min_groups; they "
+                "are listed in split_manifest.json under excluded_individuals."
             )
         n = self._info["n_rows"]
         rank_zero_info(

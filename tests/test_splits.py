@@ -18,7 +18,7 @@ from datamodules.catalogs import (
     Record,
     SyntheticWhalesReader,
 )
-from datamodules.errors import SplitLeakError
+from datamodules.errors import DataError, SplitLeakError
 from datamodules.leaks import verify_manifest
 from datamodules.manifest import manifest_hash, read_manifest, write_manifest
 from datamodules.splits import COLUMNS, PROTOCOLS, SplitSettings, plan_splits
@@ -145,6 +145,34 @@ def test_external_nonmembers_from_another_catalog(tmp_path):
     assert {r["catalog"] for r in rows if r["id_set"] != "ID2"} == {"main"}
     assert info["n_individuals"]["ID2"] == info["n_individuals"]["ID1"]
     verify_manifest(rows)
+
+
+def test_nonmember_reader_and_root_through_the_datamodule(tmp_path):
+    """The second catalog is a reader + root of its own (paper, Figure 7)."""
+    main = folder_catalog(tmp_path / "main", n_ind=9)
+    other = noaa_catalog(tmp_path / "other", n_ind=6)
+    dm = WhaleDataModule(
+        FolderReader(),
+        root=str(main),
+        split=SplitSettings(nonmember_use="eval"),
+        nonmember_reader=NoaaReader(),
+        nonmember_root=str(other),
+    )
+    rows = dm.rows()
+    assert {r["catalog"] for r in rows if r["id_set"] == "ID3"} == {"external"}
+    assert {r["catalog"] for r in rows if r["id_set"] != "ID3"} == {"main"}
+    assert dm.roots == {"main": main.resolve(), "external": other.resolve()}
+    dm.write_manifest(tmp_path / "run")
+    _, header = read_manifest(tmp_path / "run")
+    assert header["format"] == "folder" and header["reader"] == {}
+    bad = WhaleDataModule(
+        FolderReader(),
+        root=str(main),
+        nonmember_reader=NoaaReader(),
+        nonmember_root=str(tmp_path / "absent"),
+    )
+    with pytest.raises(DataError, match="data.nonmember_root: data.root: .*does not exist"):
+        bad.plan()
 
 
 def test_evaluation_loaders_leave_the_global_rng_alone(tmp_path):

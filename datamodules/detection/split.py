@@ -50,7 +50,15 @@ PROTOCOLS = ("random", "sequential")
 
 @dataclass(frozen=True)
 class DetSplitSettings:
-    """Everything the planner depends on; saved in the manifest header."""
+    """Everything the planner depends on (``data.split``); saved in the manifest header.
+
+    Args:
+        seed: split seed.
+        protocol: ``random`` or ``sequential`` (module docstring).
+        target_fraction: ``random``: share of the images for the target (the rest: shadow).
+        in_fraction: share of each side's images in its training ("in") set.
+        n_target, n_shadow: ``sequential``: images of the target data, then of the shadow data.
+    """
 
     seed: int = 0
     protocol: str = "random"
@@ -121,8 +129,9 @@ def plan_detection_split(
                 break
         if not shadow or len(target) < 2 or len(shadow) < 2:
             raise DataError(
-                f"{dataset}: {len(records)} images cannot fill data.split.n_target={s.n_target} and "
-                f"data.split.n_shadow={s.n_shadow} with two groups each. Lower them or add images."
+                f"{dataset}: {len(records)} images cannot fill data.split.n_target={s.n_target} "
+                f"and data.split.n_shadow={s.n_shadow} with two groups each. Lower them or add "
+                "images."
             )
     bucket: dict[str, tuple[str, str]] = {}
     for side, groups in (("target", target), ("shadow", shadow)):

@@ -170,8 +170,8 @@ def _read_voc(
             lst = year_dir / "ImageSets" / "Main" / f"{set_name}.txt"
             if not lst.is_file():
                 raise DataError(
-                    f"{lst}: image-set list not found. Set data.reader.image_sets to lists that exist "
-                    f"in {lst.parent} (e.g. trainval, test)."
+                    f"{lst}: image-set list not found. Set data.reader.image_sets to lists that "
+                    f"exist in {lst.parent} (e.g. trainval, test)."
                 )
             for line_no, line in enumerate(lst.read_text().splitlines(), 1):
                 parts = line.split()
