@@ -56,7 +56,7 @@ from fit_throughput import (  # noqa: E402
 from lightning_modules.callbacks import LeakageMonitor  # noqa: E402
 
 #: a paper config: its ``leakage.every_n_epochs`` is the "real" monitor frequency
-REAL_CONFIG = ROOT / "configs" / "parts" / "paper_run.yaml"
+REAL_CONFIG = ROOT / "configs" / "humpback_resnet50_overfit.yaml"
 
 
 def real_every(path: Path = REAL_CONFIG) -> int:
