@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     value = max(ratio[k] for k in ATTACKS)
     per_ms = {k: med[k] / n * 1e3 for k in cases}
     print(
-        f"{model_args['arch']} {data_args['image_size']} px, one batch of {n} photos: forward "
+        f"{model_args['arch']} {data_args['loader']['image_size']} px, one batch of {n} photos: forward "
         f"{per_ms['forward']:.3f} ms/sample; "
         + ", ".join(f"{k} {per_ms[k]:.3f} ms/sample ({ratio[k]:.3f}x)" for k in ATTACKS)
         + f"; goal <= 1.1x. (discriminate's extra embedding pass: {ratio['yeom_with_embedding']:.2f}x)"
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         "thresholds": {k: float(v.score_threshold) for k, v in attacks.items()},
         "attack_fit_s": t_fit,
         "arch": model_args["arch"],
-        "image_size": data_args["image_size"],
+        "image_size": data_args["loader"]["image_size"],
         "batch": n,
         "repeats": repeats,
         "train_epochs": train_epochs,

@@ -45,32 +45,42 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import add_common_args, apply_threads, sync, write_result  # noqa: E402
 
-from datamodules.synthetic_whales import SyntheticWhales  # noqa: E402
-from datamodules.whale import WhaleDataModule  # noqa: E402
+from datamodules.catalogs import SyntheticWhalesReader  # noqa: E402
+from datamodules.splits import SplitSettings  # noqa: E402
+from datamodules.whale import LoaderSettings, WhaleDataModule  # noqa: E402
 from lightning_modules.classifier import WhaleClassifier  # noqa: E402
 
 DEMO = ROOT / "configs" / "demo.yaml"
 
 
 def demo_settings(full: bool = False) -> tuple[dict, dict]:
-    """``(data init_args, model init_args)`` of ``configs/demo.yaml``; ``full``: resnet50 at
-    224 px on 256 px photos (the paper's architecture and input size)."""
+    """``(data, model init_args)`` of ``configs/demo.yaml``; ``data`` holds the ``reader``'s
+    init_args (generator settings), ``split`` and ``loader``. ``full``: resnet50 at 224 px on
+    256 px photos (the paper's architecture and input size)."""
     cfg = yaml.safe_load(DEMO.read_text())
-    data = dict(cfg["data"]["init_args"])
+    init = cfg["data"]["init_args"]
+    data = {
+        "reader": dict(init["reader"]["init_args"]),
+        "split": dict(init.get("split") or {}),
+        "loader": dict(init.get("loader") or {}),
+    }
     model = dict(cfg["model"]["init_args"])
-    data["synthetic"] = dict(data["synthetic"])
     if full:
-        data["image_size"] = 224
-        data["synthetic"]["image_size"] = 256
+        data["loader"]["image_size"] = 224
+        data["reader"]["image_size"] = 256
         model["arch"] = "resnet50"
     return data, model
 
 
 def make_datamodule(data_args: dict, data_dir: str | Path) -> WhaleDataModule:
     """The demo datamodule with its catalog under ``data_dir/<settings key>`` (generated once)."""
-    args = dict(data_args)
-    synth = SyntheticWhales(**args.pop("synthetic"))
-    return WhaleDataModule(root=str(Path(data_dir) / synth.key()), synthetic=synth, **args)
+    reader = SyntheticWhalesReader(**data_args["reader"])
+    return WhaleDataModule(
+        reader,
+        root=str(Path(data_dir) / reader.key()),
+        split=SplitSettings(**data_args["split"]),
+        loader=LoaderSettings(**data_args["loader"]),
+    )
 
 
 def make_model(model_args: dict, num_classes: int) -> WhaleClassifier:
@@ -229,15 +239,15 @@ def main(argv: list[str] | None = None) -> dict:
     ratio = fit_sps / raw_sps
     median_ratio = statistics.median(r / f for r, f in zip(raw_t, fit_t))
     print(
-        f"{model_args['arch']} {data_args['image_size']} px, {n} training photos, batch "
+        f"{model_args['arch']} {data_args['loader']['image_size']} px, {n} training photos, batch "
         f"{dm.batch_size}: raw loop {raw_sps:.1f} samples/s, Lightning fit {fit_sps:.1f} "
         f"samples/s, ratio fit/raw = {ratio:.3f} (goal >= 0.9)"
     )
     details = {
         "arch": model_args["arch"],
         "preset": model_args.get("preset"),
-        "image_size": data_args["image_size"],
-        "photo_size": data_args["synthetic"]["image_size"],
+        "image_size": data_args["loader"]["image_size"],
+        "photo_size": data_args["reader"]["image_size"],
         "batch_size": dm.batch_size,
         "train_samples": n,
         "epochs_timed": a.epochs,

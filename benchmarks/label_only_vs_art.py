@@ -91,18 +91,16 @@ def compare(
 
 def whale_data(n_eval: int, n_cal: int, size: int = 32, seed: int = 0):
     """Train the small CNN on synthetic whales; return model and member/non-member tensors."""
+    from datamodules.catalogs import SyntheticWhalesReader
     from datamodules.images import ManifestDataset, eval_transform
-    from datamodules.synthetic_whales import SyntheticWhales
-    from datamodules.whale import WhaleDataModule
+    from datamodules.whale import LoaderSettings, WhaleDataModule
 
     torch.manual_seed(seed)
     dm = WhaleDataModule(
-        format="synthetic",
-        image_size=size,
-        synthetic=SyntheticWhales(
+        SyntheticWhalesReader(
             n_individuals=30, encounters_per_individual=6, photos_per_encounter=4, image_size=64
         ),
-        verify_images=False,
+        loader=LoaderSettings(image_size=size, verify_images=False),
     )
     rows = dm.rows()
     ds = ManifestDataset(rows, dm.roots, eval_transform(size))

@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     inside = {k: sum(mon[k]) / (sum(runs[k]) - sum(mon[k])) for k in runs if k != "without"}
     value = over[every_real]
     print(
-        f"{model_args['arch']} {data_args['image_size']} px: {n_train} training photos, "
+        f"{model_args['arch']} {data_args['loader']['image_size']} px: {n_train} training photos, "
         f"{n_probe} probe rows per monitor pass; epoch without monitor {base:.3f} s"
     )
     print(
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
         "epoch_s": runs,
         "monitor_s": mon,
         "arch": model_args["arch"],
-        "image_size": data_args["image_size"],
+        "image_size": data_args["loader"]["image_size"],
         "batch_size": dm.batch_size,
         "eval_batch_size": dm.eval_batch_size,
         "train_samples": n_train,

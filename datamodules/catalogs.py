@@ -1,29 +1,35 @@
 """Readers for photo-ID catalogs on disk. Every reader yields the same table.
 
+A reader is an object the config selects (``data.reader: {class_path, init_args}``) with one
+method, ``read(root) -> Catalog``; ``root`` stays the datamodule's own ``data.root``.
+
 A :class:`Catalog` is a root folder plus a list of :class:`Record` rows
 ``(file, identity, group, viewpoint, meta)`` where ``file`` is relative to the root.
 
-Layouts:
+Layouts (reader, manifest ``format``):
 
-* ``folder`` (GREMM style): ``root/<individual>/*.jpg``. Photos may also sit one level deeper,
-  ``root/<individual>/<encounter>/*.jpg``; the sub-folder name is then the record's group.
-* ``noaa`` (Where's Whale-do): ``root/metadata.csv`` with columns image_id, path, height, width,
-  viewpoint, date, timestamp, whale_id, encounter_id. ``path`` is relative to the root.
-* ``happywhale``: ``root/train.csv`` with columns image, species, individual_id, and the photos in
-  ``root/train_images/``.
+* :class:`FolderReader`, ``folder`` (GREMM style): ``root/<individual>/*.jpg``. Photos may also
+  sit one level deeper, ``root/<individual>/<encounter>/*.jpg``; the sub-folder name is then the
+  record's group.
+* :class:`NoaaReader`, ``noaa`` (Where's Whale-do): ``root/metadata.csv`` with columns image_id,
+  path, height, width, viewpoint, date, timestamp, whale_id, encounter_id. ``path`` is relative
+  to the root.
+* :class:`HappywhaleReader`, ``happywhale``: ``root/train.csv`` with columns image, species,
+  individual_id, and the photos in ``root/train_images/``.
+* :class:`SyntheticWhalesReader`, ``synthetic``: the built-in generated catalog, folder layout.
 """
 
 from __future__ import annotations
 
 import csv
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from datamodules.errors import DataError, resolve_inside
+from datamodules.synthetic_whales import SyntheticWhales, generate
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-FORMATS = ("folder", "noaa", "happywhale", "synthetic")
 DEMO_HINT = "To try the suite without data, run the demo: python cli.py fit --config demo.yaml"
 
 
@@ -108,106 +114,162 @@ def _require_exists(root: Path, rel: str, source: str) -> str:
     return target.relative_to(root.resolve()).as_posix()
 
 
-def read_folder(root: str | Path) -> Catalog:
-    """GREMM layout: ``root/<individual>/[<encounter>/]*.jpg``."""
-    root = _check_root(root)
-    records = []
-    for ind_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for img in sorted(ind_dir.rglob("*")):
-            if not img.is_file() or img.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            rel_to_ind = img.relative_to(ind_dir)
-            if len(rel_to_ind.parts) > 2:
-                raise DataError(
-                    f"{img}: nested too deep. The folder layout is root/<individual>/*.jpg or "
-                    "root/<individual>/<encounter>/*.jpg."
+class CatalogReader:
+    """How to read a catalog root; the config picks one by ``class_path`` (with ``init_args``).
+
+    Subclasses set ``name`` (the manifest's ``format``) and implement :meth:`read`.
+    """
+
+    name = ""
+
+    def read(self, root: str | Path | None) -> Catalog:
+        """The catalog under ``root`` (``data.root``)."""
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        """Constructor arguments, saved in the manifest header."""
+        return dict(vars(self))
+
+
+class FolderReader(CatalogReader):
+    """GREMM layout: ``root/<individual>/[<encounter>/]*.jpg``; the sub-folder is the group."""
+
+    name = "folder"
+
+    def read(self, root: str | Path | None) -> Catalog:
+        root = _check_root(root)
+        records = []
+        for ind_dir in sorted(
+            p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        ):
+            for img in sorted(ind_dir.rglob("*")):
+                if not img.is_file() or img.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                rel_to_ind = img.relative_to(ind_dir)
+                if len(rel_to_ind.parts) > 2:
+                    raise DataError(
+                        f"{img}: nested too deep. The folder layout is root/<individual>/*.jpg or "
+                        "root/<individual>/<encounter>/*.jpg."
+                    )
+                group = rel_to_ind.parts[0] if len(rel_to_ind.parts) == 2 else None
+                rel = resolve_inside(root, img.relative_to(root).as_posix(), source=str(img))
+                records.append(
+                    Record(
+                        file=rel.relative_to(root.resolve()).as_posix(),
+                        identity=ind_dir.name,
+                        group=group,
+                        meta={"encounter": group} if group else {},
+                    )
                 )
-            group = rel_to_ind.parts[0] if len(rel_to_ind.parts) == 2 else None
-            rel = resolve_inside(root, img.relative_to(root).as_posix(), source=str(img))
+        if not records:
+            raise DataError(
+                f"data.root: {root} holds no images in the folder layout root/<individual>/*.jpg. "
+                f"Check the path and data.reader. {DEMO_HINT}"
+            )
+        return Catalog(root=root, records=records)
+
+
+class NoaaReader(CatalogReader):
+    """Where's Whale-do layout: ``root/metadata.csv`` (+ ``images/``).
+
+    Args:
+        viewpoint: keep only this viewpoint (e.g. ``top``); None keeps all.
+    """
+
+    name = "noaa"
+
+    def __init__(self, viewpoint: str | None = None):
+        self.viewpoint = viewpoint
+
+    def read(self, root: str | Path | None) -> Catalog:
+        root = _check_root(root)
+        csv_path = root / "metadata.csv"
+        rows = _read_csv(csv_path, ["path", "whale_id"], "NOAA Where's Whale-do")
+        records = []
+        for row in rows:
+            if self.viewpoint is not None and row.get("viewpoint") != self.viewpoint:
+                continue
+            source = f"{csv_path}, line {row['_line']}"
+            rel = _require_exists(root, row["path"], source)
+            meta = {k: v for k, v in row.items() if k != "_line"}
             records.append(
                 Record(
-                    file=rel.relative_to(root.resolve()).as_posix(),
-                    identity=ind_dir.name,
-                    group=group,
-                    meta={"encounter": group} if group else {},
+                    file=rel,
+                    identity=row["whale_id"],
+                    group=row.get("encounter_id") or None,
+                    viewpoint=row.get("viewpoint") or None,
+                    meta=meta,
                 )
             )
-    if not records:
-        raise DataError(
-            f"data.root: {root} holds no images in the folder layout root/<individual>/*.jpg. "
-            f"Check the path and data.format. {DEMO_HINT}"
-        )
-    return Catalog(root=root, records=records)
-
-
-def read_noaa(root: str | Path, viewpoint: str | None = None) -> Catalog:
-    """Where's Whale-do layout: ``root/metadata.csv`` (+ ``images/``), optional viewpoint filter."""
-    root = _check_root(root)
-    csv_path = root / "metadata.csv"
-    rows = _read_csv(csv_path, ["path", "whale_id"], "NOAA Where's Whale-do")
-    records = []
-    for row in rows:
-        if viewpoint is not None and row.get("viewpoint") != viewpoint:
-            continue
-        source = f"{csv_path}, line {row['_line']}"
-        rel = _require_exists(root, row["path"], source)
-        meta = {k: v for k, v in row.items() if k != "_line"}
-        records.append(
-            Record(
-                file=rel,
-                identity=row["whale_id"],
-                group=row.get("encounter_id") or None,
-                viewpoint=row.get("viewpoint") or None,
-                meta=meta,
+        if not records:
+            seen = sorted({r.get("viewpoint", "") for r in rows})
+            raise DataError(
+                f"{csv_path}: no rows left after data.reader.viewpoint={self.viewpoint!r}; "
+                f"viewpoints present: {seen}."
             )
-        )
-    if not records:
-        seen = sorted({r.get("viewpoint", "") for r in rows})
-        raise DataError(
-            f"{csv_path}: no rows left after data.viewpoint={viewpoint!r}; viewpoints present: {seen}."
-        )
-    return Catalog(root=root, records=records)
+        return Catalog(root=root, records=records)
 
 
-def read_happywhale(root: str | Path, species: str | None = None) -> Catalog:
-    """Happywhale layout: ``root/train.csv`` + ``root/train_images/``, optional species filter."""
-    root = _check_root(root)
-    csv_path = root / "train.csv"
-    rows = _read_csv(csv_path, ["image", "individual_id"], "Happywhale")
-    if species is not None and "species" not in rows[0]:
-        raise DataError(
-            f"{csv_path}: data.species={species!r} is set but there is no species column."
-        )
-    records = []
-    for row in rows:
-        if species is not None and row["species"] != species:
-            continue
-        source = f"{csv_path}, line {row['_line']}"
-        rel = _require_exists(root, f"train_images/{row['image']}", source)
-        meta = {k: v for k, v in row.items() if k != "_line"}
-        records.append(Record(file=rel, identity=row["individual_id"], meta=meta))
-    if not records:
-        seen = sorted({r.get("species", "") for r in rows})[:20]
-        raise DataError(
-            f"{csv_path}: no rows left after data.species={species!r}; species present: {seen}."
-        )
-    return Catalog(root=root, records=records)
+class HappywhaleReader(CatalogReader):
+    """Happywhale layout: ``root/train.csv`` + ``root/train_images/``.
+
+    Args:
+        species: keep only this species (e.g. ``humpback_whale``); None keeps all.
+    """
+
+    name = "happywhale"
+
+    def __init__(self, species: str | None = None):
+        self.species = species
+
+    def read(self, root: str | Path | None) -> Catalog:
+        root = _check_root(root)
+        csv_path = root / "train.csv"
+        rows = _read_csv(csv_path, ["image", "individual_id"], "Happywhale")
+        species = self.species
+        if species is not None and "species" not in rows[0]:
+            raise DataError(
+                f"{csv_path}: data.reader.species={species!r} is set but there is no species "
+                "column."
+            )
+        records = []
+        for row in rows:
+            if species is not None and row["species"] != species:
+                continue
+            source = f"{csv_path}, line {row['_line']}"
+            rel = _require_exists(root, f"train_images/{row['image']}", source)
+            meta = {k: v for k, v in row.items() if k != "_line"}
+            records.append(Record(file=rel, identity=row["individual_id"], meta=meta))
+        if not records:
+            seen = sorted({r.get("species", "") for r in rows})[:20]
+            raise DataError(
+                f"{csv_path}: no rows left after data.reader.species={species!r}; species "
+                f"present: {seen}."
+            )
+        return Catalog(root=root, records=records)
 
 
-def read_catalog(
-    fmt: str, root: str | Path, *, viewpoint: str | None = None, species: str | None = None
-) -> Catalog:
-    """Dispatch on ``fmt`` (``folder``/``synthetic``, ``noaa``, ``happywhale``)."""
-    if fmt in ("folder", "synthetic"):
-        return read_folder(root)
-    if fmt == "noaa":
-        return read_noaa(root, viewpoint=viewpoint)
-    if fmt == "happywhale":
-        return read_happywhale(root, species=species)
-    raise DataError(f"data.format: unknown format {fmt!r}; choose one of {list(FORMATS)}.")
+class SyntheticWhalesReader(SyntheticWhales, CatalogReader):
+    """The built-in generated catalog (settings: :class:`SyntheticWhales`).
+
+    It is written to ``root`` (None: ``data_cache/<settings key>``) unless already there, then
+    read with :class:`FolderReader`.
+    """
+
+    name = "synthetic"
+
+    def read(self, root: str | Path | None) -> Catalog:
+        root = root or str(Path("data_cache") / self.key())
+        generate(root, self)
+        return FolderReader().read(root)
+
+    def settings(self) -> dict:
+        return asdict(self)
 
 
-def group_key(record: Record, group_by: str | None, source: str = "data.group_by") -> str | None:
+def group_key(
+    record: Record, group_by: str | None, source: str = "data.split.group_by"
+) -> str | None:
     """The value ``group_by`` picks for a record, or None when grouping is off.
 
     ``encounter`` (or ``folder``) uses the reader's natural group (NOAA encounter_id, the folder

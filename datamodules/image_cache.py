@@ -43,8 +43,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.splits import sha256_file
-
 FORMAT_VERSION = 1
 """Bump when what an entry holds changes (decoding, augmentation ops, layout)."""
 
@@ -152,7 +150,8 @@ class ImageCache:
                 self._warned = True
                 warnings.warn(
                     f"image cache {self.root}: cannot write entries ({exc}); serving images "
-                    "uncached. Set data.cache_dir to a writable folder, or null to turn it off.",
+                    "uncached. Set data.loader.cache_dir to a writable folder, or null to turn it "
+                    "off.",
                     stacklevel=3,
                 )
         finally:
@@ -187,6 +186,15 @@ class FileHasher:
         self.hashed += 1
         self._memo[key] = (sig, started, digest)
         return digest
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 (hex) of a file's bytes, read in ``chunk``-byte blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def prune(root: str | Path, keep: Iterable[str], *, tmp_older_than_s: float = 3600) -> int:

@@ -38,19 +38,15 @@ Every manifest row::
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
 from datamodules.catalogs import Catalog, Record, group_key
-from datamodules.errors import DataError, SplitLeakError
+from datamodules.errors import DataError
 
 COLUMNS = [
     "sample_id",
@@ -72,13 +68,31 @@ SPLIT_TO_SET = {
     "attack": "attack",
     "eval": "eval",
 }
-PROTOCOLS = ("photo", "group", "paper")
 ROTATIONS = ("rot90", "rot180", "rot270", "rot330")
 
 
 @dataclass(frozen=True)
 class SplitSettings:
-    """Everything the planner depends on; saved in the manifest header."""
+    """Everything the planner depends on (``data.split``); saved in the manifest header.
+
+    Args:
+        seed: split seed (independent of the training seed).
+        min_images: individuals with fewer photos are left out (listed in the manifest header).
+        min_groups: with ``group_by``, individuals with fewer groups are left out (None: 3 with
+            group_by, else 1).
+        identity_fractions: shares of ID1 / ID2 / ID3 among eligible individuals.
+        photo_fractions: shares of train / val / test among each ID1 individual's photos.
+        group_by: keep every photo of a group on one side: ``encounter`` (reader's own group),
+            or a column such as ``encounter_id`` or ``date``. None splits by photo.
+        images_per_identity: balance each individual to this many photos with the paper's
+            augmentation (rotations, brightness, flip); None is off.
+        split_protocol: ``photo``, ``group`` or ``paper`` (module docstring); None: ``group``
+            when ``group_by`` is set, else ``photo``.
+        nonmember_use: which non-member role a second catalog fills: ``attack`` (ID2) or ``eval``
+            (ID3).
+        balance_nonmembers: a non-member individual contributes as many photos (seeded choice)
+            as a target individual contributes to val, as in the paper's Table 3.
+    """
 
     seed: int = 0
     min_images: int = 3
@@ -177,6 +191,214 @@ def _augment(originals: list[dict], target: int, rng: np.random.Generator) -> li
     return rows
 
 
+@dataclass(frozen=True)
+class _Planner:
+    """What every protocol needs: settings (protocol resolved), fractions, targets and labels."""
+
+    s: SplitSettings
+    photo_fractions: tuple[float, float, float]
+    per_split_target: list[int] | None
+    labels: dict[str, int]
+
+    def row(self, rec: Record, cat_name: str, id_set: str, split: str, aug: str = "") -> dict:
+        """One manifest row (without ``sample_id``, added when the plan is finished)."""
+        g = self.s.group_by
+        return {
+            "catalog": cat_name,
+            "file": rec.file,
+            "identity": rec.identity,
+            "group": group_key(rec, g) or "" if g else "",
+            "id_set": id_set,
+            "split": split,
+            "role": "member" if id_set == "ID1" else "nonmember",
+            "set": SPLIT_TO_SET[split],
+            "label": self.labels.get(rec.identity, -1) if id_set == "ID1" else -1,
+            "aug": aug,
+        }
+
+
+def _split_by_rank(order, fractions) -> list[str]:
+    """``train``/``val``/``test`` for each position of ``order`` (a permutation), by rank."""
+    c = _counts(len(order), fractions)
+    out = [""] * len(order)
+    for rank, k in enumerate(order):
+        out[k] = "train" if rank < c[0] else "val" if rank < c[0] + c[1] else "test"
+    return out
+
+
+def _augment_each_split(p: _Planner, recs: list[Record], split_of: dict[str, str], rng) -> list:
+    """ID1 rows of ``recs`` (each in ``split_of[file]``), augmented inside each split."""
+    rows = []
+    for k, split in enumerate(("train", "val", "test")):
+        originals = [p.row(r, "main", "ID1", split) for r in recs if split_of[r.file] == split]
+        target = p.per_split_target[k] if p.per_split_target else 0
+        rows.extend(_augment(originals, target, rng))
+    return rows
+
+
+def _need_three_photos(ident: str, recs: list[Record]) -> None:
+    if len(recs) < 3:
+        raise DataError(
+            f"identity {ident!r} has {len(recs)} photos; an ID1 individual needs at least 3 "
+            "(train, val, test). Set data.split.min_images to 3 or more to leave such individuals "
+            "out."
+        )
+
+
+def _photo_protocol(p: _Planner, ident: str, recs: list[Record], rng) -> list[dict]:
+    """Split the original photos by seeded rank, then augment inside each split."""
+    _need_three_photos(ident, recs)
+    splits = _split_by_rank(rng.permutation(len(recs)), p.photo_fractions)
+    return _augment_each_split(p, recs, {r.file: sp for r, sp in zip(recs, splits)}, rng)
+
+
+def _group_protocol(p: _Planner, ident: str, recs: list[Record], rng) -> list[dict]:
+    """Give whole groups (``group_by``) to train/val/test, then augment inside each split."""
+    _need_three_photos(ident, recs)
+    g = p.s.group_by
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for r in recs:
+        groups[group_key(r, g)].append(r)
+    if len(groups) < 3:
+        raise DataError(
+            f"identity {ident!r} has {len(groups)} groups by data.split.group_by={g!r}; "
+            "an ID1 individual needs 3 to fill train, val and test. Set data.split.min_groups "
+            "to 3 or more to leave such individuals out."
+        )
+    where = _assign_groups(dict(groups), p.photo_fractions, rng)
+    return _augment_each_split(p, recs, {r.file: where[group_key(r, g)] for r in recs}, rng)
+
+
+def _paper_protocol(p: _Planner, ident: str, recs: list[Record], rng) -> list[dict]:
+    """Augment first, then split the pictures by seeded rank (copies of one original may land in
+    train and test). Without ``images_per_identity`` there is nothing to augment: as ``photo``."""
+    if not p.per_split_target:
+        return _photo_protocol(p, ident, recs, rng)
+    originals = [p.row(r, "main", "ID1", "train") for r in recs]
+    pool = _augment(originals, sum(p.per_split_target), rng)
+    splits = _split_by_rank(rng.permutation(len(pool)), p.photo_fractions)
+    return [{**r, "split": sp, "set": SPLIT_TO_SET[sp]} for r, sp in zip(pool, splits)]
+
+
+#: split protocol -> planner of one ID1 individual's rows ``(planner, identity, records, rng)``
+PROTOCOLS = {"photo": _photo_protocol, "group": _group_protocol, "paper": _paper_protocol}
+
+
+def _resolve(settings: SplitSettings) -> SplitSettings:
+    """Default the protocol (``group`` with group_by, else ``photo``) and check it."""
+    s = settings
+    if s.split_protocol is None:
+        s = replace(s, split_protocol="group" if s.group_by else "photo")
+    if s.split_protocol not in PROTOCOLS:
+        raise DataError(
+            f"data.split.split_protocol={s.split_protocol!r}: choose one of {list(PROTOCOLS)}."
+        )
+    if s.split_protocol == "group" and not s.group_by:
+        raise DataError(
+            "data.split.split_protocol='group' needs data.split.group_by (e.g. encounter_id)."
+        )
+    return s
+
+
+def _min_groups(s: SplitSettings) -> int:
+    return s.min_groups if s.min_groups is not None else (3 if s.group_by else 1)
+
+
+def _eligible(cat: Catalog, s: SplitSettings) -> tuple[dict[str, list[Record]], dict[str, str]]:
+    """Individuals (photos sorted by file) with enough photos and groups, and the excluded ones
+    with the reason. Eligibility does not depend on the protocol."""
+    by_identity: dict[str, list[Record]] = defaultdict(list)
+    for r in cat.records:
+        by_identity[r.identity].append(r)
+    keep, excluded = {}, {}
+    min_groups = _min_groups(s)
+    for ident in sorted(by_identity):
+        recs = sorted(by_identity[ident], key=lambda r: r.file)
+        n_groups = len({group_key(r, s.group_by) for r in recs}) if s.group_by else len(recs)
+        if len(recs) < s.min_images:
+            excluded[ident] = f"{len(recs)} photos < data.split.min_images={s.min_images}"
+        elif n_groups < min_groups:
+            excluded[ident] = f"{n_groups} groups < data.split.min_groups={min_groups}"
+        else:
+            keep[ident] = recs
+    return keep, excluded
+
+
+def _identity_sets(
+    catalog: Catalog, idents: list[str], s: SplitSettings, id_fr, external: bool
+) -> tuple[list[str], list[str], list[str]]:
+    """Shuffle ``idents`` by seed into ID1/ID2/ID3. With an external catalog, it fills ID2
+    (``nonmember_use=attack``) or ID3 (``eval``) and the main catalog the other two."""
+    rng = np.random.default_rng(s.seed)
+    idents = list(idents)
+    rng.shuffle(idents)
+    n = len(idents)
+    n1 = max(1, round(n * id_fr[0]))
+    n2 = max(1, round(n * id_fr[1]))
+    n3 = n - n1 - n2
+    if external:
+        if s.nonmember_use not in ("attack", "eval"):
+            raise DataError(
+                f"data.split.nonmember_use={s.nonmember_use!r}: choose 'attack' or 'eval'."
+            )
+        other = id_fr[2 if s.nonmember_use == "attack" else 1]
+        n1 = max(1, round(n * id_fr[0] / (id_fr[0] + other)))
+        n2 = n - n1 if s.nonmember_use == "eval" else 0
+        n3 = n - n1 if s.nonmember_use == "attack" else 0
+    if n1 < 1 or (n2 < 1 and not external) or (n3 < 1 and not external):
+        raise DataError(
+            f"{catalog.root}: only {n} individuals have at least "
+            f"data.split.min_images={s.min_images} photos (and {_min_groups(s)} groups); "
+            "ID1/ID2/ID3 need at least one each. Lower "
+            "data.split.min_images or add individuals."
+        )
+    return idents[:n1], idents[n1 : n1 + n2], idents[n1 + n2 :]
+
+
+def _seeded_subset(n: int, k: int, rng: np.random.Generator) -> list[int]:
+    """``k`` of ``range(n)`` drawn by ``rng``, in ascending order (all of them when k >= n)."""
+    return sorted(rng.permutation(n)[:k]) if k < n else list(range(n))
+
+
+def _nonmember_rows(
+    p: _Planner, source: dict[str, list[Record]], names, cat_name: str, id_set: str, split: str
+) -> list[dict]:
+    """Rows of non-member individuals, balanced with the members (paper, Table 3): each
+    contributes as many photos (a seeded choice) as a target individual contributes to val."""
+    s, rows = p.s, []
+    for ident in sorted(names):
+        rng = np.random.default_rng([s.seed, _stable_int(ident), 3])
+        recs = source[ident]
+        if p.per_split_target:
+            target = p.per_split_target[1]
+        else:
+            fr = p.photo_fractions[1]
+            target = max(1, round(len(recs) * fr)) if s.balance_nonmembers else len(recs)
+        keep = _seeded_subset(len(recs), target, rng)
+        originals = [p.row(recs[k], cat_name, id_set, split) for k in keep]
+        rows.extend(_augment(originals, target, rng))
+    return rows
+
+
+def _external_rows(
+    p: _Planner, external: Catalog, main: dict, id2: list[str], id3: list[str], n1: int
+) -> tuple[list[dict], dict[str, str]]:
+    """Non-member rows when an external catalog fills one non-member role (Figure 7)."""
+    ext, ext_excluded = _eligible(external, p.s)
+    ext_names = sorted(ext)
+    np.random.default_rng(p.s.seed + 1).shuffle(ext_names)
+    ext_names = ext_names[:n1]  # as many external non-member individuals as target individuals
+    if not ext_names:
+        raise DataError(f"{external.root}: no eligible individuals for external non-members.")
+    if p.s.nonmember_use == "attack":
+        rows = _nonmember_rows(p, ext, ext_names, "external", "ID2", "attack")
+        rows += _nonmember_rows(p, main, id3, "main", "ID3", "eval")
+    else:
+        rows = _nonmember_rows(p, main, id2, "main", "ID2", "attack")
+        rows += _nonmember_rows(p, ext, ext_names, "external", "ID3", "eval")
+    return rows, ext_excluded
+
+
 def plan_splits(
     catalog: Catalog,
     settings: SplitSettings,
@@ -194,176 +416,35 @@ def plan_splits(
         (rows, info): manifest rows (see module docstring) in a deterministic order, and a dict
         with counts and the excluded individuals.
     """
-    s = settings
-    if s.split_protocol is None:
-        s = replace(s, split_protocol="group" if s.group_by else "photo")
-    if s.split_protocol not in PROTOCOLS:
-        raise DataError(
-            f"data.split_protocol={s.split_protocol!r}: choose one of {list(PROTOCOLS)}."
-        )
-    if s.split_protocol == "group" and not s.group_by:
-        raise DataError("data.split_protocol='group' needs data.group_by (e.g. encounter_id).")
-    id_fr = _check_fractions(s.identity_fractions, "data.identity_fractions")
-    ph_fr = _check_fractions(s.photo_fractions, "data.photo_fractions")
-    use_groups = s.split_protocol == "group"
-    # eligibility does not depend on the protocol, so every protocol sees the same individuals
-    min_groups = s.min_groups if s.min_groups is not None else (3 if s.group_by else 1)
-
-    def by_identity(cat: Catalog) -> dict[str, list[Record]]:
-        d: dict[str, list[Record]] = defaultdict(list)
-        for r in cat.records:
-            d[r.identity].append(r)
-        return {k: sorted(v, key=lambda r: r.file) for k, v in sorted(d.items())}
-
-    def eligible(cat: Catalog) -> tuple[dict[str, list[Record]], dict[str, str]]:
-        keep, excluded = {}, {}
-        for ident, recs in by_identity(cat).items():
-            n_groups = len({group_key(r, s.group_by) for r in recs}) if s.group_by else len(recs)
-            if len(recs) < s.min_images:
-                excluded[ident] = f"{len(recs)} photos < data.min_images={s.min_images}"
-            elif n_groups < min_groups:
-                excluded[ident] = f"{n_groups} groups < data.min_groups={min_groups}"
-            else:
-                keep[ident] = recs
-        return keep, excluded
-
-    main, excluded = eligible(catalog)
-    rng = np.random.default_rng(s.seed)
-    idents = sorted(main)
-    rng.shuffle(idents)
-    n = len(idents)
-    n1 = max(1, round(n * id_fr[0]))
-    n2 = max(1, round(n * id_fr[1]))
-    n3 = n - n1 - n2
-    if external is not None:
-        if s.nonmember_use not in ("attack", "eval"):
-            raise DataError(f"data.nonmember_use={s.nonmember_use!r}: choose 'attack' or 'eval'.")
-        # the external catalog fills one non-member role; the main catalog fills the other two
-        n1 = max(
-            1, round(n * id_fr[0] / (id_fr[0] + id_fr[2 if s.nonmember_use == "attack" else 1]))
-        )
-        n2 = n - n1 if s.nonmember_use == "eval" else 0
-        n3 = n - n1 if s.nonmember_use == "attack" else 0
-    if n1 < 1 or (n2 < 1 and external is None) or (n3 < 1 and external is None):
-        raise DataError(
-            f"{catalog.root}: only {n} individuals have at least data.min_images={s.min_images} "
-            f"photos (and {min_groups} groups); ID1/ID2/ID3 need at least one each. Lower "
-            "data.min_images or add individuals."
-        )
-    id1, id2, id3 = idents[:n1], idents[n1 : n1 + n2], idents[n1 + n2 :]
-    labels = {ident: k for k, ident in enumerate(sorted(id1))}
-
-    def row(rec: Record, cat_name: str, id_set: str, split: str, aug: str = "") -> dict:
-        return {
-            "catalog": cat_name,
-            "file": rec.file,
-            "identity": rec.identity,
-            "group": group_key(rec, s.group_by) or "" if s.group_by else "",
-            "id_set": id_set,
-            "split": split,
-            "role": "member" if id_set == "ID1" else "nonmember",
-            "set": SPLIT_TO_SET[split],
-            "label": labels.get(rec.identity, -1) if id_set == "ID1" else -1,
-            "aug": aug,
-        }
-
-    per_split_target = None
+    s = _resolve(settings)
+    id_fr = _check_fractions(s.identity_fractions, "data.split.identity_fractions")
+    ph_fr = _check_fractions(s.photo_fractions, "data.split.photo_fractions")
+    main, excluded = _eligible(catalog, s)
+    id1, id2, id3 = _identity_sets(catalog, sorted(main), s, id_fr, external is not None)
+    targets = None
     if s.images_per_identity:
-        per_split_target = [max(1, math.ceil(s.images_per_identity * f)) for f in ph_fr]
-
+        targets = [max(1, math.ceil(s.images_per_identity * f)) for f in ph_fr]
+    p = _Planner(s, ph_fr, targets, {ident: k for k, ident in enumerate(sorted(id1))})
+    protocol = PROTOCOLS[s.split_protocol]
     rows: list[dict] = []
     for ident in sorted(id1):
-        recs = main[ident]
-        id_rng = np.random.default_rng([s.seed, _stable_int(ident)])
-        if s.split_protocol == "paper" and per_split_target:
-            pool = _augment(
-                [row(r, "main", "ID1", "train") for r in recs], sum(per_split_target), id_rng
-            )
-            order = id_rng.permutation(len(pool))
-            c = _counts(len(pool), ph_fr)
-            for rank, k in enumerate(order):
-                split = "train" if rank < c[0] else "val" if rank < c[0] + c[1] else "test"
-                pool[k] = {**pool[k], "split": split, "set": SPLIT_TO_SET[split]}
-            rows.extend(pool)
-            continue
-        if len(recs) < 3:
-            raise DataError(
-                f"identity {ident!r} has {len(recs)} photos; an ID1 individual needs at least 3 "
-                "(train, val, test). Set data.min_images to 3 or more to leave such individuals out."
-            )
-        if use_groups:
-            groups: dict[str, list[Record]] = defaultdict(list)
-            for r in recs:
-                groups[group_key(r, s.group_by)].append(r)
-            if len(groups) < 3:
-                raise DataError(
-                    f"identity {ident!r} has {len(groups)} groups by data.group_by={s.group_by!r}; "
-                    "an ID1 individual needs 3 to fill train, val and test. Set data.min_groups "
-                    "to 3 or more to leave such individuals out."
-                )
-            where = _assign_groups(dict(groups), ph_fr, id_rng)
-            split_of = {r.file: where[group_key(r, s.group_by)] for r in recs}
-        else:
-            order = id_rng.permutation(len(recs))
-            c = _counts(len(recs), ph_fr)
-            split_of = {}
-            for rank, k in enumerate(order):
-                split_of[recs[k].file] = (
-                    "train" if rank < c[0] else "val" if rank < c[0] + c[1] else "test"
-                )
-        for k, split in enumerate(("train", "val", "test")):
-            originals = [row(r, "main", "ID1", split) for r in recs if split_of[r.file] == split]
-            target = per_split_target[k] if per_split_target else 0
-            rows.extend(_augment(originals, target, id_rng))
-
-    def nonmembers(source: dict[str, list[Record]], names, cat_name: str, id_set: str, split: str):
-        # Balance with the members (paper, Table 3): a non-member individual contributes as many
-        # photos as a target individual contributes to val (or test).
-        for ident in sorted(names):
-            id_rng = np.random.default_rng([s.seed, _stable_int(ident), 3])
-            recs = source[ident]
-            if per_split_target:
-                target = per_split_target[1]
-            else:
-                target = max(1, round(len(recs) * ph_fr[1])) if s.balance_nonmembers else len(recs)
-            keep = sorted(id_rng.permutation(len(recs))[:target]) if target < len(recs) else None
-            originals = [
-                row(recs[k], cat_name, id_set, split)
-                for k in (keep if keep is not None else range(len(recs)))
-            ]
-            rows.extend(_augment(originals, target, id_rng))
-
+        rng = np.random.default_rng([s.seed, _stable_int(ident)])
+        rows.extend(protocol(p, ident, main[ident], rng))
     ext_excluded: dict[str, str] = {}
     if external is not None:
-        ext, ext_excluded = eligible(external)
-        ext_names = sorted(ext)
-        np.random.default_rng(s.seed + 1).shuffle(ext_names)
-        want = n1  # as many external non-member individuals as target individuals
-        ext_names = ext_names[:want]
-        if not ext_names:
-            raise DataError(f"{external.root}: no eligible individuals for external non-members.")
-        if s.nonmember_use == "attack":
-            nonmembers(ext, ext_names, "external", "ID2", "attack")
-            nonmembers(main, id3, "main", "ID3", "eval")
-        else:
-            nonmembers(main, id2, "main", "ID2", "attack")
-            nonmembers(ext, ext_names, "external", "ID3", "eval")
+        more, ext_excluded = _external_rows(p, external, main, id2, id3, len(id1))
+        rows.extend(more)
     else:
-        nonmembers(main, id2, "main", "ID2", "attack")
-        nonmembers(main, id3, "main", "ID3", "eval")
-
-    for r in rows:
-        r["sample_id"] = f"{r['catalog']}:{r['file']}#{r['aug']}"
-    order_key = {"train": 0, "val": 1, "test": 2, "attack": 3, "eval": 4}
-    rows.sort(key=lambda r: (order_key[r["split"]], r["identity"], r["file"], r["aug"]))
-    rows = [{c: r[c] for c in COLUMNS} for r in rows]
+        rows.extend(_nonmember_rows(p, main, id2, "main", "ID2", "attack"))
+        rows.extend(_nonmember_rows(p, main, id3, "main", "ID3", "eval"))
+    rows = _finish(rows)
     info = {
         "n_individuals": {
             "ID1": len(id1),
             "ID2": len({r["identity"] for r in rows if r["id_set"] == "ID2"}),
             "ID3": len({r["identity"] for r in rows if r["id_set"] == "ID3"}),
         },
-        "n_rows": {sp: sum(r["split"] == sp for r in rows) for sp in order_key},
+        "n_rows": {sp: sum(r["split"] == sp for r in rows) for sp in ORDER},
         "excluded_individuals": excluded,
         "excluded_external_individuals": ext_excluded,
         "class_names": sorted(id1),
@@ -371,135 +452,17 @@ def plan_splits(
     return rows, info
 
 
+#: manifest order of the splits
+ORDER = {"train": 0, "val": 1, "test": 2, "attack": 3, "eval": 4}
+
+
+def _finish(rows: list[dict]) -> list[dict]:
+    """Add ``sample_id``, sort (split, identity, file, aug) and keep :data:`COLUMNS`."""
+    for r in rows:
+        r["sample_id"] = f"{r['catalog']}:{r['file']}#{r['aug']}"
+    rows.sort(key=lambda r: (ORDER[r["split"]], r["identity"], r["file"], r["aug"]))
+    return [{c: r[c] for c in COLUMNS} for r in rows]
+
+
 def _stable_int(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
-
-
-def manifest_csv(rows: list[dict], columns: list[str] = COLUMNS) -> str:
-    """Canonical CSV text of the rows' ``columns`` (the hash is taken over this)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({c: r[c] for c in columns})
-    return buf.getvalue()
-
-
-def manifest_hash(rows: list[dict]) -> str:
-    return hashlib.sha256(manifest_csv(rows).encode()).hexdigest()
-
-
-def write_manifest(
-    folder: Path, rows: list[dict], header: dict, columns: list[str] = COLUMNS
-) -> Path:
-    """Write ``split_manifest.csv`` and ``split_manifest.json`` (seed, hash, settings, counts).
-
-    Shared by the whale and the detection pipelines (each passes its own ``columns``). If a
-    manifest is already there (a resumed run), it must be identical: a changed config or seed
-    fails instead of silently training on a different split.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = folder / "split_manifest.csv", folder / "split_manifest.json"
-    text = manifest_csv(rows, columns)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    if csv_path.exists():
-        old = json.loads(json_path.read_text()) if json_path.exists() else {}
-        if old.get("hash") != digest:
-            raise SplitLeakError(
-                f"{csv_path}: this run folder already holds a different split (hash "
-                f"{str(old.get('hash', '?'))[:12]} vs {digest[:12]}). Resume with the same data config "
-                "and seed, or start a new run."
-            )
-        return csv_path
-    _atomic_write(csv_path, text)
-    _atomic_write(json_path, json.dumps({**header, "hash": digest}, indent=2, default=str))
-    return csv_path
-
-
-def read_manifest(folder: Path) -> tuple[list[dict], dict]:
-    """Rows (label as int) and header of a saved manifest."""
-    folder = Path(folder)
-    with (folder / "split_manifest.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        r["label"] = int(r["label"])
-    header = json.loads((folder / "split_manifest.json").read_text())
-    return rows, header
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def verify_manifest(
-    rows: list[dict],
-    content_hash: dict[tuple[str, str], str] | None = None,
-    *,
-    protocol: str = "photo",
-) -> dict:
-    """Fail loudly on any leak between splits.
-
-    Checks that ID1/ID2/ID3 identities are disjoint, that no photo (catalog, file) sits in two
-    splits, and that no byte-identical image (same content hash) sits in two splits. Under the
-    ``paper`` protocol copies of one original may sit in several ID1 splits on purpose; that
-    overlap is counted and returned instead.
-
-    Args:
-        rows: manifest rows.
-        content_hash: ``(catalog, file) -> sha256`` of the image bytes; skip the byte check if None.
-        protocol: the split protocol the rows were planned with.
-
-    Returns:
-        ``{"paper_overlap_test_in_train": int, ...}`` counts for the report.
-    """
-    ident_sets: dict[tuple[str, str], set[str]] = defaultdict(set)
-    file_splits: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for r in rows:
-        ident_sets[(r["catalog"], r["identity"])].add(r["id_set"])
-        file_splits[(r["catalog"], r["file"])].add(r["split"])
-    for (cat, ident), sets in ident_sets.items():
-        if len(sets) > 1:
-            raise SplitLeakError(
-                f"identity {ident!r} ({cat} catalog) is in {sorted(sets)}; ID1, ID2 and ID3 must "
-                "be disjoint. Re-plan the split (data.seed) or fix duplicated identity names."
-            )
-    overlap = {}
-    for key, splits in file_splits.items():
-        if len(splits) > 1:
-            if protocol == "paper" and splits <= {"train", "val", "test"}:
-                continue
-            raise SplitLeakError(
-                f"photo {key[1]!r} ({key[0]} catalog) is in splits {sorted(splits)}; a photo "
-                "must sit in one split. Re-plan the split or remove the duplicate row."
-            )
-    if protocol == "paper":
-        train_files = {r["file"] for r in rows if r["split"] == "train"}
-        test_rows = [r for r in rows if r["split"] == "test"]
-        overlap["paper_overlap_test_in_train"] = sum(r["file"] in train_files for r in test_rows)
-        overlap["paper_test_rows"] = len(test_rows)
-    if content_hash is not None:
-        hash_splits: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
-        for r in rows:
-            key = (r["catalog"], r["file"])
-            h = content_hash[key]
-            hash_splits[h].setdefault(r["split"], key)
-        for where in hash_splits.values():
-            files = {v for v in where.values()}
-            if len(where) > 1 and len(files) > 1:
-                names = ", ".join(f"{sp}: {k[1]}" for sp, k in sorted(where.items()))
-                raise SplitLeakError(
-                    f"byte-identical images sit in different splits ({names}). Remove the "
-                    "duplicate file from the catalog, or give both copies one identity and group."
-                )
-    return overlap
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()

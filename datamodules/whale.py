@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import platform
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -11,7 +10,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
-from datamodules.catalogs import FORMATS, Catalog, read_catalog
+from datamodules.catalogs import Catalog, CatalogReader
+from datamodules.environment import default_workers, environment_versions
 from datamodules.errors import DataError
 from datamodules.image_cache import DecodeSettings, FileHasher, ImageCache
 from datamodules.images import (
@@ -21,51 +21,20 @@ from datamodules.images import (
     normalize_batch,
     normalize_transform,
 )
-from datamodules.splits import (
-    SplitSettings,
-    plan_splits,
-    verify_manifest,
-    write_manifest,
-)
-from datamodules.synthetic_whales import SyntheticWhales, generate
+from datamodules.leaks import verify_manifest
+from datamodules.manifest import write_manifest
+from datamodules.splits import COLUMNS, SplitSettings, plan_splits
 
 
-def default_workers() -> int:
-    """Loader workers: none on a 2-core box (spawning costs more than decoding tiny images)."""
-    cpus = os.cpu_count() or 1
-    return 0 if cpus <= 2 else min(8, cpus - 1)
-
-
-class WhaleDataModule(pl.LightningDataModule):
-    """Identity-disjoint photo-ID splits for membership inference (whale paper, Table 3).
+@dataclass(frozen=True)
+class LoaderSettings:
+    """Images and loaders of :class:`WhaleDataModule`.
 
     Args:
-        root: catalog folder. For ``format=synthetic`` the generated catalog is written there
-            (default ``data_cache/<settings key>``).
-        format: ``folder`` (GREMM), ``noaa`` (Where's Whale-do ``metadata.csv``), ``happywhale``
-            (``train.csv``) or ``synthetic`` (generated, then read with the folder reader).
-        viewpoint: NOAA filter, e.g. ``top``.
-        species: Happywhale filter, e.g. ``humpback_whale``.
-        group_by: keep every photo of a group on one side: ``encounter`` (reader's own group),
-            or a column such as ``encounter_id`` or ``date``. ``None`` splits by photo.
-        min_images: individuals with fewer photos are left out (listed in the manifest header).
-        min_groups: with ``group_by``, individuals with fewer groups are left out (default 3).
-        identity_fractions: shares of ID1 / ID2 / ID3 among eligible individuals.
-        photo_fractions: shares of train / val / test among each ID1 individual's photos.
-        images_per_identity: balance each individual to this many photos with the paper's
-            augmentation (rotations, brightness, flip); ``None`` is off.
-        split_protocol: ``photo`` (split originals, then augment), ``group`` (split whole groups,
-            then augment) or ``paper`` (augment, then split by picture). ``None``: ``group`` when
-            ``group_by`` is set, else ``photo``.
-        seed: split seed (independent of the training seed).
-        nonmember_format, nonmember_root, nonmember_viewpoint, nonmember_species: an optional
-            second catalog whose individuals serve as non-members (paper, Figure 7).
-        nonmember_use: which non-member role the second catalog fills: ``attack`` (ID2) or ``eval``.
-        balance_nonmembers: a non-member individual contributes as many photos (seeded choice)
-            as a target individual contributes to val, as in the paper's Table 3.
-        synthetic: generator settings for ``format=synthetic``.
         image_size: square input size in pixels.
-        batch_size: training batch size; probe loaders use ``eval_batch_size``.
+        batch_size: training batch size.
+        eval_batch_size: batch size of the evaluation and probe loaders (``None``:
+            max(batch_size, 64)).
         num_workers: loader workers (``None``: 0 on <=2 cores, else min(8, cores - 1)). With
             workers, they persist across epochs and each keeps 4 training batches (2 evaluation
             batches) in flight. Memory is pinned only when the trainer runs on CUDA.
@@ -86,63 +55,71 @@ class WhaleDataModule(pl.LightningDataModule):
             reclaim space). Safe to share between runs, loader workers and DDP ranks.
     """
 
+    image_size: int = 224
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    num_workers: int | None = None
+    train_augment: bool = False
+    augment_on_device: bool = True
+    verify_images: bool = True
+    cache_dir: str | None = "data_cache/decoded"
+
+
+class WhaleDataModule(pl.LightningDataModule):
+    """Identity-disjoint photo-ID splits for membership inference (whale paper, Table 3).
+
+    Args:
+        reader: how to read ``root``: :class:`~datamodules.catalogs.FolderReader` (GREMM),
+            ``NoaaReader`` (Where's Whale-do ``metadata.csv``, optional ``viewpoint``),
+            ``HappywhaleReader`` (``train.csv``, optional ``species``) or ``SyntheticWhalesReader``
+            (the generated catalog; its init_args are the generator settings).
+        root: catalog folder (``--data.root``). For the synthetic reader the generated catalog is
+            written there (default ``data_cache/<settings key>``).
+        split: seed, eligibility, fractions, ``group_by``, balancing and protocol of the split
+            (:class:`~datamodules.splits.SplitSettings`; the seed is independent of the training
+            seed). ``split_protocol`` None: ``group`` when ``group_by`` is set, else ``photo``.
+        loader: image size, batch sizes, workers, augmentation and the decoded-image cache
+            (:class:`LoaderSettings`).
+        nonmember_reader, nonmember_root: an optional second catalog whose individuals serve as
+            non-members (paper, Figure 7); ``split.nonmember_use`` says which role it fills.
+    """
+
     def __init__(
         self,
+        reader: CatalogReader,
         root: str | None = None,
-        format: str = "folder",
-        viewpoint: str | None = None,
-        species: str | None = None,
-        group_by: str | None = None,
-        min_images: int = 3,
-        min_groups: int | None = None,
-        identity_fractions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
-        photo_fractions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
-        images_per_identity: int | None = None,
-        split_protocol: str | None = None,
-        seed: int = 0,
-        nonmember_format: str | None = None,
+        split: SplitSettings = SplitSettings(),
+        loader: LoaderSettings = LoaderSettings(),
+        nonmember_reader: CatalogReader | None = None,
         nonmember_root: str | None = None,
-        nonmember_viewpoint: str | None = None,
-        nonmember_species: str | None = None,
-        nonmember_use: str = "attack",
-        balance_nonmembers: bool = True,
-        synthetic: SyntheticWhales | None = None,
-        image_size: int = 224,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
-        train_augment: bool = False,
-        verify_images: bool = True,
-        cache_dir: str | None = "data_cache/decoded",
-        augment_on_device: bool = True,
     ):
         super().__init__()
-        if format not in FORMATS:
-            raise DataError(f"data.format={format!r}: choose one of {list(FORMATS)}.")
+        for key, r in (("data.reader", reader), ("data.nonmember_reader", nonmember_reader)):
+            if r is not None and not isinstance(r, CatalogReader):
+                raise DataError(
+                    f"{key}={r!r}: give a catalog reader, e.g. {{class_path: "
+                    "datamodules.catalogs.FolderReader}, NoaaReader, HappywhaleReader or "
+                    "SyntheticWhalesReader."
+                )
+        if (nonmember_reader is None) != (nonmember_root is None):
+            raise DataError(
+                "data.nonmember_root and data.nonmember_reader go together: set both to use a "
+                "second catalog for non-members, or neither."
+            )
         self.save_hyperparameters()
-        self.fmt = format
-        self.synthetic = synthetic or SyntheticWhales()
-        self.root = root
-        self.settings = SplitSettings(
-            seed=seed,
-            min_images=min_images,
-            min_groups=min_groups,
-            identity_fractions=tuple(identity_fractions),
-            photo_fractions=tuple(photo_fractions),
-            group_by=group_by,
-            images_per_identity=images_per_identity,
-            split_protocol=split_protocol or ("group" if group_by else "photo"),
-            nonmember_use=nonmember_use,
-            balance_nonmembers=balance_nonmembers,
+        self.reader, self.root = reader, root
+        self.nonmember_reader, self.nonmember_root = nonmember_reader, nonmember_root
+        self.settings = replace(
+            split,
+            identity_fractions=tuple(split.identity_fractions),
+            photo_fractions=tuple(split.photo_fractions),
+            split_protocol=split.split_protocol or ("group" if split.group_by else "photo"),
         )
-        self.image_size = image_size
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or max(batch_size, 64)
-        self.num_workers = default_workers() if num_workers is None else num_workers
-        self.train_augment = train_augment
-        self.verify_images = verify_images
-        self.cache_dir = cache_dir
-        self.augment_on_device = augment_on_device
+        self.loader = loader
+        self.image_size = loader.image_size
+        self.batch_size = loader.batch_size
+        self.eval_batch_size = loader.eval_batch_size or max(loader.batch_size, 64)
+        self.num_workers = default_workers() if loader.num_workers is None else loader.num_workers
         self._hasher = FileHasher()  # verify() fills it; the loaders reuse its hashes
         self._rows: list[dict] | None = None
         self._info: dict = {}
@@ -152,29 +129,14 @@ class WhaleDataModule(pl.LightningDataModule):
 
     # ---- planning -------------------------------------------------------------------------
     def _catalogs(self) -> tuple[Catalog, Catalog | None]:
-        hp = self.hparams
-        root = self.root
-        if self.fmt == "synthetic":
-            root = root or str(Path("data_cache") / self.synthetic.key())
-            generate(root, self.synthetic)
-        main = read_catalog(self.fmt, root, viewpoint=hp.viewpoint, species=hp.species)
-        external = None
-        if hp.nonmember_root or hp.nonmember_format:
-            if not (hp.nonmember_root and hp.nonmember_format):
-                raise DataError(
-                    "data.nonmember_root and data.nonmember_format go together: set both to use a "
-                    "second catalog for non-members, or neither."
-                )
-            try:
-                external = read_catalog(
-                    hp.nonmember_format,
-                    hp.nonmember_root,
-                    viewpoint=hp.nonmember_viewpoint,
-                    species=hp.nonmember_species,
-                )
-            except DataError as exc:
-                raise DataError(f"data.nonmember_root: {exc}") from exc
-            external.name = "external"
+        main = self.reader.read(self.root)
+        if self.nonmember_reader is None:
+            return main, None
+        try:
+            external = self.nonmember_reader.read(self.nonmember_root)
+        except DataError as exc:
+            raise DataError(f"data.nonmember_root: {exc}") from exc
+        external.name = "external"
         return main, external
 
     def plan(self) -> list[dict]:
@@ -213,7 +175,7 @@ class WhaleDataModule(pl.LightningDataModule):
         """Decode-check and hash every image, then run the leak checks (fails loudly)."""
         rows = self.plan()
         hashes = None
-        if self.verify_images:
+        if self.loader.verify_images:
             hashes = {}
             for key in sorted({(r["catalog"], r["file"]) for r in rows}):
                 path = self._roots[key[0]] / key[1]
@@ -229,9 +191,9 @@ class WhaleDataModule(pl.LightningDataModule):
         return {
             "seed": self.settings.seed,
             "settings": self.settings.__dict__,
-            "format": self.fmt,
+            "format": self.reader.name,
             "roots": {k: str(v) for k, v in self._roots.items()},
-            "synthetic": self.synthetic.__dict__ if self.fmt == "synthetic" else None,
+            "reader": self.reader.settings(),
             **self._info,
             **self.leak_counts,
             "versions": environment_versions(),
@@ -241,7 +203,7 @@ class WhaleDataModule(pl.LightningDataModule):
         """Verify, then save ``split_manifest.{csv,json}`` into ``folder``."""
         if not self._verified:
             self.verify()
-        return write_manifest(Path(folder), self.plan(), self.manifest_header())
+        return write_manifest(Path(folder), self.plan(), self.manifest_header(), COLUMNS)
 
     # ---- Lightning hooks ------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -256,8 +218,8 @@ class WhaleDataModule(pl.LightningDataModule):
         excluded = self._info.get("excluded_individuals", {})
         if excluded:
             rank_zero_warn(
-                f"{len(excluded)} individuals left out by data.min_images/min_groups; they are "
-                "listed in split_manifest.json under excluded_individuals."
+                f"{len(excluded)} individuals left out by data.split.min_images/min_groups; they "
+                "are listed in split_manifest.json under excluded_individuals."
             )
         n = self._info["n_rows"]
         rank_zero_info(
@@ -268,7 +230,7 @@ class WhaleDataModule(pl.LightningDataModule):
     @property
     def device_augment(self) -> bool:
         """Whether the training batches are augmented on their device (see ``augment_on_device``)."""
-        return self.train_augment and self.augment_on_device
+        return self.loader.train_augment and self.loader.augment_on_device
 
     def pin_memory(self) -> bool:
         """Pin loader memory only when the attached trainer runs on CUDA."""
@@ -283,10 +245,11 @@ class WhaleDataModule(pl.LightningDataModule):
         """``rows`` as served by the loaders: resized through the cache, then normalised (and, for
         training with ``train_augment``, augmented on the CPU, or left uint8 for the device)."""
         settings = DecodeSettings(self.image_size)
-        cache = ImageCache(self.cache_dir, settings) if self.cache_dir else None
+        cache_dir = self.loader.cache_dir
+        cache = ImageCache(cache_dir, settings) if cache_dir else None
         if train and self.device_augment:
             tf = None  # uint8; on_after_batch_transfer augments and normalises
-        elif train and self.train_augment:
+        elif train and self.loader.train_augment:
             tf = augment_transform(self.image_size)
         else:
             tf = normalize_transform()
@@ -361,17 +324,3 @@ def _check_decodes(path: Path) -> None:
             f"{path}: unreadable or corrupt image ({exc.__class__.__name__}: {exc}). Replace the "
             "file or remove it from the catalog."
         ) from exc
-
-
-def environment_versions() -> dict:
-    """Versions a result depends on."""
-    import pytorch_lightning
-    import torchvision
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "pytorch_lightning": pytorch_lightning.__version__,
-        "platform": platform.platform(),
-    }

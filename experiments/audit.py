@@ -32,7 +32,8 @@ import yaml
 from attacks.metrics import threshold_metrics
 from attacks.registry import get
 from attacks.signals import balanced, load_signals, membership
-from datamodules.detection.split import read_detection_manifest, verify_cross_runs
+from datamodules.leaks import verify_cross_runs
+from datamodules.manifest import read_manifest
 from experiments.audit_settings import TABLE1, AuditSettings, TransferEntry
 from experiments.config_files import command_parser, resolve_config_args
 from experiments.fit import fit_argv, next_version, suite_cli
@@ -85,8 +86,8 @@ def fit_run(config: str, args: list[str], run_dir: Path) -> Path:
 
 def check_runs(target_run: Path, shadow_run: Path) -> None:
     """Fail (``SplitLeakError``) when the target's and the shadow's data overlap."""
-    t_rows, _ = read_detection_manifest(target_run)
-    s_rows, _ = read_detection_manifest(shadow_run)
+    t_rows, _ = read_manifest(target_run)
+    s_rows, _ = read_manifest(shadow_run)
     verify_cross_runs(t_rows, s_rows)
 
 

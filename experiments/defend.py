@@ -2,7 +2,7 @@
 seed and splits, then tabulate utility, attack success and privacy loss.
 
     python cli.py defend --config defense_sweep.yaml [--epochs 5] [--out DIR]
-        [--fit_args '[--data.init_args.synthetic.n_individuals, "12"]']
+        [--fit_args '[--data.init_args.reader.init_args.n_individuals, "12"]']
 
 Each variant is a ``cli.py fit`` run (in this process) of ``variants.<name>.config`` plus its
 ``args``, the sweep's ``fit_args`` and ``--trainer.max_epochs epochs``; runs land in

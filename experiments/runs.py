@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from attacks.signals import load_signals, save_signals
 from datamodules.errors import DataError
 from datamodules.images import ManifestDataset, eval_transform
-from datamodules.splits import read_manifest
+from datamodules.manifest import read_manifest
 from lightning_modules.classifier import WhaleClassifier
 from lightning_modules.extraction import extract_rows, is_rank_zero, rank_world
 
@@ -67,7 +67,7 @@ class RunContext:
 
     @property
     def image_size(self) -> int:
-        return int(self.data_args.get("image_size", 224))
+        return int(self.data_args.get("loader", {}).get("image_size", 224))
 
     @property
     def checkpoint(self) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile
 
-from datamodules.splits import read_manifest
+from datamodules.manifest import read_manifest
 from experiments.config_files import command_parser
 from experiments.fit import fit_argv, next_version
 from experiments.fit import main as fit_main
@@ -58,9 +58,9 @@ def run_study(s: StudySettings) -> dict:
     for protocol in s.protocols:
         run = out / protocol / "version_0"
         args = [
-            "--data.split_protocol",
+            "--data.split.split_protocol",
             protocol,
-            "--data.group_by",
+            "--data.split.group_by",
             s.group_by,
             "--trainer.enable_progress_bar",
             "false",
@@ -68,7 +68,7 @@ def run_study(s: StudySettings) -> dict:
             s.attack_config,
         ]
         if s.images_per_identity:
-            args += ["--data.images_per_identity", str(s.images_per_identity)]
+            args += ["--data.split.images_per_identity", str(s.images_per_identity)]
         fit_main(["fit", *fit_argv(s.fit_config, run, args + list(s.fit_args))])
         rows, header = read_manifest(run)
         identity_sets[protocol] = sorted({(r["identity"], r["id_set"]) for r in rows})

@@ -8,53 +8,54 @@ from pathlib import Path
 import pytest
 from whale_fixtures import folder_catalog, happywhale_catalog, noaa_catalog, tiny_image
 
-from datamodules.catalogs import group_key, read_folder, read_happywhale, read_noaa
+from datamodules.catalogs import FolderReader, HappywhaleReader, NoaaReader, group_key
 from datamodules.errors import DataError
-from datamodules.whale import WhaleDataModule
+from datamodules.splits import SplitSettings
+from datamodules.whale import LoaderSettings, WhaleDataModule
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def test_folder_reader_nested_and_flat(tmp_path):
-    cat = read_folder(folder_catalog(tmp_path / "nested", n_ind=3, n_enc=2, per_enc=2))
+    cat = FolderReader().read(folder_catalog(tmp_path / "nested", n_ind=3, n_enc=2, per_enc=2))
     assert len(cat.records) == 12
     assert cat.identities() == {"ind_00": 4, "ind_01": 4, "ind_02": 4}
     assert {r.group for r in cat.records} == {"enc_0", "enc_1"}
     r = cat.records[0]
     assert r.file == "ind_00/enc_0/e0_f0.jpg" and group_key(r, "encounter") == "enc_0"
-    flat = read_folder(folder_catalog(tmp_path / "flat", n_ind=2, nested=False))
+    flat = FolderReader().read(folder_catalog(tmp_path / "flat", n_ind=2, nested=False))
     assert all(r.group is None for r in flat.records)
     assert group_key(flat.records[0], None) is None
 
 
 def test_noaa_reader_and_viewpoint_filter(tmp_path):
     noaa_catalog(tmp_path, n_ind=3, n_enc=2, per_enc=2)
-    cat = read_noaa(tmp_path)
+    cat = NoaaReader().read(tmp_path)
     assert len(cat.records) == 12
     rec = cat.records[0]
     assert rec.identity == "whale000" and rec.group == "whale000-000"
     assert rec.meta["date"] == "2019-08-01" and rec.file == "images/train0000.jpg"
-    top = read_noaa(tmp_path, viewpoint="top")
+    top = NoaaReader(viewpoint="top").read(tmp_path)
     assert 0 < len(top.records) < 12 and all(r.viewpoint == "top" for r in top.records)
     assert group_key(rec, "encounter_id") == "whale000-000"
     assert group_key(rec, "date") == "2019-08-01"
-    with pytest.raises(DataError, match="data.group_by='nosuch'"):
+    with pytest.raises(DataError, match="data.split.group_by='nosuch'"):
         group_key(rec, "nosuch")
 
 
 def test_happywhale_reader_species_filter(tmp_path):
     happywhale_catalog(tmp_path, n_ind=3, per_ind=4)
-    assert len(read_happywhale(tmp_path).records) == 16
-    hump = read_happywhale(tmp_path, species="humpback_whale")
+    assert len(HappywhaleReader().read(tmp_path).records) == 16
+    hump = HappywhaleReader(species="humpback_whale").read(tmp_path)
     assert len(hump.records) == 12
     assert hump.records[0].file.startswith("train_images/")
-    with pytest.raises(DataError, match="no rows left after data.species='orca'"):
-        read_happywhale(tmp_path, species="orca")
+    with pytest.raises(DataError, match="no rows left after data.reader.species='orca'"):
+        HappywhaleReader(species="orca").read(tmp_path)
 
 
 @pytest.mark.skipif(not (SHARED / "beluga_whaledo_dev").is_dir(), reason="../shared/data absent")
 def test_noaa_reader_on_real_sample():
-    cat = read_noaa(SHARED / "beluga_whaledo_dev")
+    cat = NoaaReader().read(SHARED / "beluga_whaledo_dev")
     assert len(cat.records) == 1003
     assert len(cat.identities()) == 65
 
@@ -64,13 +65,13 @@ def test_noaa_reader_on_real_sample():
 
 def test_missing_root_points_to_demo(tmp_path):
     with pytest.raises(DataError, match=r"data.root: .*does not exist.*demo.yaml"):
-        _ = WhaleDataModule(root=str(tmp_path / "nope"), format="noaa").num_classes
+        _ = WhaleDataModule(NoaaReader(), root=str(tmp_path / "nope")).num_classes
 
 
 def test_csv_without_identity_column(tmp_path):
     noaa_catalog(tmp_path, n_ind=2, drop_column="whale_id")
     with pytest.raises(DataError, match=r"metadata.csv: missing column\(s\) \['whale_id'\]"):
-        read_noaa(tmp_path)
+        NoaaReader().read(tmp_path)
 
 
 def test_malformed_csv_row(tmp_path):
@@ -78,7 +79,7 @@ def test_malformed_csv_row(tmp_path):
     with (tmp_path / "metadata.csv").open("a") as fh:
         fh.write("bad,images/x.jpg,1,2,top,d,t,whale000,enc,EXTRA,CELLS\n")
     with pytest.raises(DataError, match=r"metadata.csv, line \d+: malformed row"):
-        read_noaa(tmp_path)
+        NoaaReader().read(tmp_path)
 
 
 def test_listed_but_missing_image(tmp_path):
@@ -87,14 +88,16 @@ def test_listed_but_missing_image(tmp_path):
     with pytest.raises(
         DataError, match=r"line 5: image 'images/train0003.jpg' is listed but missing"
     ):
-        read_noaa(tmp_path)
+        NoaaReader().read(tmp_path)
 
 
 def test_unreadable_image_named(tmp_path):
     folder_catalog(tmp_path, n_ind=6, n_enc=2, per_enc=2)
     bad = tmp_path / "ind_03" / "enc_1" / "e1_f0.jpg"
     bad.write_bytes(b"this is not a jpeg")
-    dm = WhaleDataModule(root=str(tmp_path), format="folder", verify_images=True)
+    dm = WhaleDataModule(
+        FolderReader(), root=str(tmp_path), loader=LoaderSettings(verify_images=True)
+    )
     with pytest.raises(DataError, match=r"e1_f0.jpg: unreadable or corrupt image"):
         dm.verify()
 
@@ -112,7 +115,7 @@ def test_path_escaping_root_rejected(tmp_path):
     )
     assert outside.exists()
     with pytest.raises(DataError, match=r"path '../outside.jpg' escapes the data root"):
-        read_noaa(root)
+        NoaaReader().read(root)
     noaa_catalog(
         root,
         n_ind=2,
@@ -121,7 +124,7 @@ def test_path_escaping_root_rejected(tmp_path):
         ],
     )
     with pytest.raises(DataError, match=r"is absolute"):
-        read_noaa(root)
+        NoaaReader().read(root)
 
 
 def test_symlink_escaping_root_rejected(tmp_path):
@@ -129,33 +132,40 @@ def test_symlink_escaping_root_rejected(tmp_path):
     target = tiny_image(tmp_path / "elsewhere" / "x.jpg", 3)
     (root / "ind_00" / "link.jpg").symlink_to(target)
     with pytest.raises(DataError, match="escapes the data root"):
-        read_folder(root)
+        FolderReader().read(root)
 
 
 def test_individual_with_too_few_photos(tmp_path):
-    # every individual has 2 photos, and data.min_images=1 lets them into ID1
+    # every individual has 2 photos, and data.split.min_images=1 lets them into ID1
     folder_catalog(tmp_path / "two", n_ind=6, n_enc=2, per_enc=1, nested=False)
-    dm = WhaleDataModule(root=str(tmp_path / "two"), format="folder", min_images=1)
-    with pytest.raises(DataError, match=r"identity 'ind_\d+' has 2 photos.*data.min_images"):
+    dm = WhaleDataModule(
+        FolderReader(), root=str(tmp_path / "two"), split=SplitSettings(min_images=1)
+    )
+    with pytest.raises(DataError, match=r"identity 'ind_\d+' has 2 photos.*data.split.min_images"):
         _ = dm.num_classes
     # with the default min_images=3 such an individual is left out, and listed as such
     folder_catalog(tmp_path / "one", n_ind=9, n_enc=3, per_enc=1, nested=False)
     for p in sorted((tmp_path / "one" / "ind_04").glob("*.jpg"))[2:]:
         p.unlink()
-    dm = WhaleDataModule(root=str(tmp_path / "one"), format="folder")
+    dm = WhaleDataModule(FolderReader(), root=str(tmp_path / "one"))
     dm.plan()
     assert "ind_04" in dm._info["excluded_individuals"]
 
 
 def test_too_few_individuals(tmp_path):
     folder_catalog(tmp_path, n_ind=2, n_enc=3, per_enc=1)
-    with pytest.raises(DataError, match="only 2 individuals.*data.min_images"):
-        _ = WhaleDataModule(root=str(tmp_path), format="folder").num_classes
+    with pytest.raises(DataError, match="only 2 individuals.*data.split.min_images"):
+        _ = WhaleDataModule(FolderReader(), root=str(tmp_path)).num_classes
 
 
 def test_bad_format_and_protocol_keys(tmp_path):
-    with pytest.raises(DataError, match="data.format='csv'"):
-        WhaleDataModule(root=str(tmp_path), format="csv")
+    with pytest.raises(DataError, match="data.reader='csv': give a catalog reader"):
+        WhaleDataModule("csv", root=str(tmp_path))
+    with pytest.raises(
+        DataError, match="data.nonmember_root and data.nonmember_reader go together"
+    ):
+        WhaleDataModule(FolderReader(), root=str(tmp_path), nonmember_reader=FolderReader())
     folder_catalog(tmp_path, n_ind=6)
-    with pytest.raises(DataError, match="data.split_protocol='random'"):
-        _ = WhaleDataModule(root=str(tmp_path), split_protocol="random").num_classes
+    with pytest.raises(DataError, match="data.split.split_protocol='random'"):
+        split = SplitSettings(split_protocol="random")
+        _ = WhaleDataModule(FolderReader(), root=str(tmp_path), split=split).num_classes

@@ -6,6 +6,10 @@ checks that no config in configs/ escapes both lists.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,10 +21,19 @@ from experiments.config_files import resolve_config_args
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FIXTURES = {"folder": folder_catalog, "noaa": noaa_catalog, "happywhale": happywhale_catalog}
+READER_FIXTURE = {"FolderReader": "folder", "NoaaReader": "noaa", "HappywhaleReader": "happywhale"}
 
 
 def _load(path: Path) -> dict:
-    return yaml.safe_load(path.read_text()) or {}
+    """A config's top-level sections, following ``config:`` includes and section paths one level
+    deep (paths relative to the including file), without the parser: for choosing fixtures."""
+    cfg = yaml.safe_load(path.read_text()) or {}
+    if isinstance(cfg.get("config"), str):
+        cfg = {**_load(path.parent / cfg.pop("config")), **cfg}
+    for key, value in cfg.items():
+        if key in ("data", "model", "trainer") and isinstance(value, str):
+            cfg[key] = yaml.safe_load((path.parent / value).read_text())
+    return cfg
 
 
 def is_fit_config(cfg: dict) -> bool:
@@ -44,6 +57,7 @@ def catalogs(tmp_path_factory):
 @pytest.mark.parametrize("config", whale_configs(), ids=lambda p: p.stem)
 def test_fast_dev_run(config, catalogs, tmp_path):
     cfg = _load(config)["data"]["init_args"]
+    reader = cfg["reader"]["class_path"].rsplit(".", 1)[-1]
     args = [
         "fit",
         "--config",
@@ -60,32 +74,32 @@ def test_fast_dev_run(config, catalogs, tmp_path):
         "false",
         "--trainer.default_root_dir",
         str(tmp_path),
-        "--data.init_args.image_size",
+        "--data.init_args.loader.image_size",
         "32",
-        "--data.init_args.batch_size",
+        "--data.init_args.loader.batch_size",
         "4",
-        "--data.init_args.eval_batch_size",
+        "--data.init_args.loader.eval_batch_size",
         "4",
-        "--data.init_args.num_workers",
+        "--data.init_args.loader.num_workers",
         "0",
     ]
-    if cfg.get("format") == "synthetic":
+    if reader == "SyntheticWhalesReader":
         args += [
             "--data.init_args.root",
             str(tmp_path / "synthetic"),
-            "--data.init_args.synthetic.n_individuals",
+            "--data.init_args.reader.init_args.n_individuals",
             "9",
-            "--data.init_args.synthetic.encounters_per_individual",
+            "--data.init_args.reader.init_args.encounters_per_individual",
             "3",
-            "--data.init_args.synthetic.photos_per_encounter",
+            "--data.init_args.reader.init_args.photos_per_encounter",
             "1",
-            "--data.init_args.synthetic.image_size",
+            "--data.init_args.reader.init_args.image_size",
             "32",
         ]
     else:
-        args += ["--data.init_args.root", str(catalogs[cfg["format"]])]
-    if cfg.get("images_per_identity"):
-        args += ["--data.init_args.images_per_identity", "6"]
+        args += ["--data.init_args.root", str(catalogs[READER_FIXTURE[reader]])]
+    if cfg.get("split", {}).get("images_per_identity"):
+        args += ["--data.init_args.split.images_per_identity", "6"]
     cli.main(args)
 
 
@@ -140,3 +154,186 @@ def test_missing_data_root_is_one_clear_error(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "data.root" in err and "demo.yaml" in err and "Traceback" not in err
+
+
+# ---- every config resolves as it did before the reader/config restructuring ---------------------
+
+RESOLVED = json.loads((Path(__file__).parent / "fixtures" / "resolved_configs.json").read_text())
+ABSENT = "<absent>"
+
+#: old flat ``data.init_args`` key -> new path, per datamodule (reader keys: see READER_KEYS)
+WHALE_DATA = {
+    **{
+        k: f"split.{k}"
+        for k in (
+            "group_by",
+            "min_images",
+            "min_groups",
+            "identity_fractions",
+            "photo_fractions",
+            "images_per_identity",
+            "split_protocol",
+            "seed",
+            "nonmember_use",
+            "balance_nonmembers",
+        )
+    },
+    **{
+        k: f"loader.{k}"
+        for k in (
+            "image_size",
+            "batch_size",
+            "eval_batch_size",
+            "num_workers",
+            "train_augment",
+            "augment_on_device",
+            "verify_images",
+            "cache_dir",
+        )
+    },
+    "root": "root",
+}
+DETECTION_DATA = {
+    **{
+        k: f"split.{k}"
+        for k in ("seed", "protocol", "target_fraction", "in_fraction", "n_target", "n_shadow")
+    },
+    **{
+        k: f"loader.{k}"
+        for k in (
+            "image_size",
+            "augment",
+            "keep_difficult",
+            "batch_size",
+            "eval_batch_size",
+            "num_workers",
+            "eval_in_set",
+            "max_eval_images",
+            "verify_images",
+        )
+    },
+    "root": "root",
+    "role": "role",
+}
+#: old ``format`` -> (reader class, old keys that became the reader's init_args)
+READER_KEYS = {
+    "folder": ("datamodules.catalogs.FolderReader", ()),
+    "noaa": ("datamodules.catalogs.NoaaReader", ("viewpoint",)),
+    "happywhale": ("datamodules.catalogs.HappywhaleReader", ("species",)),
+    "synthetic_whales": ("datamodules.catalogs.SyntheticWhalesReader", ("synthetic.",)),
+    "voc": (
+        "datamodules.detection.voc.VocReader",
+        ("years", "image_sets", "classes", "on_invalid"),
+    ),
+    "inria": ("datamodules.detection.inria.InriaReader", ("subsets", "on_invalid")),
+    "synthtext": (
+        "datamodules.detection.synthtext.SynthTextReader",
+        ("gt_file", "limit", "on_invalid"),
+    ),
+    "synthetic_detection": ("datamodules.detection.synthetic.SyntheticVocReader", ("synthetic.",)),
+}
+#: old reader-specific keys a config left at their default when its format did not use them
+INERT = {
+    "viewpoint": None,
+    "species": None,
+    "synthetic": None,
+    "nonmember_format": None,
+    "nonmember_root": None,
+    "nonmember_viewpoint": None,
+    "nonmember_species": None,
+    "years": None,
+    "image_sets": ["trainval"],
+    "subsets": ["Train", "Test"],
+    "gt_file": "gt.mat",
+    "limit": None,
+    "classes": None,
+    "on_invalid": "error",
+}
+
+
+def _flat(x, prefix: str = "") -> dict:
+    if isinstance(x, dict) and x:
+        out = {}
+        for k, v in x.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: x}
+
+
+def _old(name: str) -> dict:
+    entry = RESOLVED["configs"][name]
+    out = {**RESOLVED["bases"][entry["base"]], **entry["diff"]}
+    return {k: v for k, v in out.items() if v != ABSENT}
+
+
+def _print_config(name: str, *extra: str) -> dict:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), pytest.raises(SystemExit) as exc:
+        cli.main(["fit", "--config", name, *extra, "--print_config"])
+    assert not exc.value.code
+    return yaml.safe_load(buf.getvalue())
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory):
+    """Every top-level fit config as ``--print_config`` resolves it, from a foreign directory."""
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("elsewhere"))
+    try:
+        return {name: _flat(_print_config(name)) for name in sorted(RESOLVED["configs"])}
+    finally:
+        os.chdir(here)
+
+
+def test_every_fit_config_has_a_fixture():
+    fit = {p.name for p in CONFIGS.glob("*.yaml") if is_fit_config(_load(p))}
+    assert fit == set(RESOLVED["configs"])
+
+
+def _expected_data(old: dict) -> dict:
+    """The old flat data arguments at their new paths (reader, split, loader)."""
+    data = {
+        k[len("data.init_args.") :]: v for k, v in old.items() if k.startswith("data.init_args.")
+    }
+    whale = "WhaleDataModule" in old["data.class_path"]
+    fmt = data.pop("format")
+    if fmt == "synthetic":
+        fmt += "_whales" if whale else "_detection"
+    cls, keys = READER_KEYS[fmt]
+    new = {"data.class_path": old["data.class_path"], "data.init_args.reader.class_path": cls}
+    for key, value in data.items():
+        mapped = (WHALE_DATA if whale else DETECTION_DATA).get(key)
+        reader_key = next((k for k in keys if key == k or key.startswith(k)), None)
+        if mapped:
+            new[f"data.init_args.{mapped}"] = value
+        elif reader_key:
+            name = key[len("synthetic.") :] if reader_key == "synthetic." else key
+            new[f"data.init_args.reader.init_args.{name}"] = value
+        else:
+            assert value == INERT[key.split(".")[0]], f"{key}={value!r} has no new home"
+    if whale:
+        new["data.init_args.nonmember_reader"] = new["data.init_args.nonmember_root"] = None
+    return new
+
+
+@pytest.mark.parametrize("name", sorted(RESOLVED["configs"]))
+def test_config_resolves_as_before(name, resolved):
+    """Model, trainer, seed, leakage, checkpoint and the rest equal the values captured before
+    the restructuring; the data arguments equal the old ones at their new paths."""
+    old, new = _old(name), dict(resolved[name])
+    new.pop("trainer.logger.init_args.name")  # the config's name, set by cli.main
+    assert {k: v for k, v in new.items() if not k.startswith("data.")} == {
+        k: v for k, v in old.items() if not k.startswith("data.")
+    }
+    assert {k: v for k, v in new.items() if k.startswith("data.")} == _expected_data(old)
+
+
+def test_grid_config_resolves_from_a_relative_path_elsewhere(tmp_path, monkeypatch):
+    """Includes are relative to the including file, not to the working directory."""
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    rel = os.path.relpath(CONFIGS / "gremm_resnet50_overfit.yaml")
+    cfg = _flat(_print_config(rel, "--data.root", "/catalog"))
+    assert cfg["model.init_args.arch"] == "resnet50" and cfg["trainer.max_epochs"] == 200
+    assert cfg["data.init_args.root"] == "/catalog"
+    assert cfg["data.init_args.reader.class_path"] == "datamodules.catalogs.FolderReader"

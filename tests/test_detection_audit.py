@@ -16,13 +16,17 @@ TINY = {
     "data": {
         "class_path": "datamodules.detection.datamodule.DetectionDataModule",
         "init_args": {
-            "format": "synthetic",
-            "synthetic": {"n_images": 24, "image_size": 48},
-            "image_size": 48,
-            "augment": "little",
-            "batch_size": 8,
-            "num_workers": 0,
-            "verify_images": True,
+            "reader": {
+                "class_path": "datamodules.detection.synthetic.SyntheticVocReader",
+                "init_args": {"n_images": 24, "image_size": 48},
+            },
+            "loader": {
+                "image_size": 48,
+                "augment": "little",
+                "batch_size": 8,
+                "num_workers": 0,
+                "verify_images": True,
+            },
         },
     },
     "model": {

@@ -16,8 +16,8 @@ DETECTION = sorted(p.name for p in CONFIGS.glob("detection*.yaml"))
 #: config -> (fixture kind, extra arguments); SSD-VGG/ResNet keep their native 300/512 px input
 #: (their extra layers need it), the two-stage models run at 128 px.
 CASES = {
-    "detection_demo.yaml": ("synthetic", ["--data.init_args.synthetic.n_images", "24"]),
-    "detection_dp_demo.yaml": ("synthetic", ["--data.init_args.synthetic.n_images", "24"]),
+    "detection_demo.yaml": ("synthetic", ["--data.init_args.reader.init_args.n_images", "24"]),
+    "detection_dp_demo.yaml": ("synthetic", ["--data.init_args.reader.init_args.n_images", "24"]),
     "detection_ssd300_vgg16_voc_dp.yaml": ("voc", []),
     "detection_ssd300_vgg16_voc.yaml": ("voc", []),
     "detection_ssd512_vgg16_voc.yaml": ("voc", []),
@@ -33,7 +33,7 @@ CASES = {
     "detection_ssd300_vgg16_inria.yaml": ("inria", []),
     "detection_ssd300_vgg16_synthtext.yaml": (
         "synthtext",
-        ["--data.init_args.n_target", "6", "--data.init_args.n_shadow", "6"],
+        ["--data.init_args.split.n_target", "6", "--data.init_args.split.n_shadow", "6"],
     ),
     "detection_transfer_grid.yaml": ("voc", []),
 }
@@ -82,9 +82,9 @@ def test_fast_dev_run(config, tmp_path, monkeypatch):
             "cpu",
             "--data.init_args.root",
             str(root),
-            "--data.init_args.batch_size",
+            "--data.init_args.loader.batch_size",
             "2" if kind == "synthetic" else "1",
-            "--data.init_args.num_workers",
+            "--data.init_args.loader.num_workers",
             "0",
             *extra,
         ]
@@ -132,11 +132,11 @@ def test_real_voc_sample_through_the_pipeline(tmp_path, monkeypatch):
             "cpu",
             "--data.init_args.root",
             str(SHARED_VOC),
-            "--data.init_args.image_size",
+            "--data.init_args.loader.image_size",
             "64",
-            "--data.init_args.batch_size",
+            "--data.init_args.loader.batch_size",
             "2",
-            "--data.init_args.num_workers",
+            "--data.init_args.loader.num_workers",
             "0",
             "--model.init_args.arch",
             "tiny_ssd",

@@ -24,7 +24,7 @@ def dp_args(tmp: Path, epochs: int, name: str = "dp", virtual: bool = True) -> l
     args = tiny_args(tmp, epochs, name)
     args[args.index("demo.yaml")] = "demo_dp.yaml"
     return args + [
-        "--data.init_args.batch_size",
+        "--data.init_args.loader.batch_size",
         "2",  # 3 Poisson steps per epoch (N = 6)
         "--model.init_args.dp.noise_multiplier",
         str(SIGMA),

@@ -29,11 +29,11 @@ def test_defend_writes_table_and_plot(tmp_path):
             "--fit_args",
             "[--trainer.enable_progress_bar, 'false', --trainer.accelerator, cpu, "
             f"--data.init_args.root, {tmp_path / 'catalog'}, "
-            "--data.init_args.synthetic.n_individuals, '9', "
-            "--data.init_args.synthetic.encounters_per_individual, '3', "
-            "--data.init_args.synthetic.photos_per_encounter, '2', "
-            "--data.init_args.synthetic.image_size, '32', --data.init_args.image_size, '32', "
-            "--data.init_args.batch_size, '4', --data.init_args.num_workers, '0']",
+            "--data.init_args.reader.init_args.n_individuals, '9', "
+            "--data.init_args.reader.init_args.encounters_per_individual, '3', "
+            "--data.init_args.reader.init_args.photos_per_encounter, '2', "
+            "--data.init_args.reader.init_args.image_size, '32', --data.init_args.loader.image_size, '32', "
+            "--data.init_args.loader.batch_size, '4', --data.init_args.loader.num_workers, '0']",
         ]
     )
     rows = list(csv.DictReader(open(out / "defense_table.csv")))

@@ -10,8 +10,8 @@ import pytorch_lightning as pl
 import torch
 from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 
-from datamodules.detection.datamodule import DetectionDataModule
-from datamodules.detection.synthetic import SyntheticVOC
+from datamodules.detection.datamodule import DetectionDataModule, DetLoaderSettings
+from datamodules.detection.synthetic import SyntheticVocReader
 from lightning_modules.components.detectors import (
     build_detector,
     detector_names,
@@ -139,14 +139,11 @@ def test_tiny_ssd_trains_with_dp_and_epsilon_grows(tmp_path):
     torch.set_num_threads(1)
     pl.seed_everything(0)
     dm = DetectionDataModule(
-        format="synthetic",
+        SyntheticVocReader(n_images=24),
         root=str(tmp_path / "voc"),
-        synthetic=SyntheticVOC(n_images=24),
-        image_size=64,
-        batch_size=4,
-        num_workers=0,
-        augment="little",
-        max_eval_images=4,
+        loader=DetLoaderSettings(
+            image_size=64, batch_size=4, num_workers=0, augment="little", max_eval_images=4
+        ),
     )
     model = ObjectDetector(
         num_classes=dm.num_classes,

@@ -13,6 +13,7 @@ import torch
 from whale_fixtures import folder_catalog, tiny_image
 
 from datamodules import image_cache
+from datamodules.catalogs import FolderReader
 from datamodules.errors import DataError
 from datamodules.image_cache import DecodeSettings, FileHasher, ImageCache, prune
 from datamodules.images import (
@@ -23,7 +24,8 @@ from datamodules.images import (
     normalize_batch,
     normalize_transform,
 )
-from datamodules.whale import WhaleDataModule
+from datamodules.splits import SplitSettings
+from datamodules.whale import LoaderSettings, WhaleDataModule
 
 SIZE = 32
 
@@ -33,9 +35,11 @@ def catalog(tmp_path_factory) -> Path:
     return folder_catalog(tmp_path_factory.mktemp("cat"), n_ind=6, n_enc=1, per_enc=3)
 
 
-def make_dm(root, tmp_path, **kw) -> WhaleDataModule:
+def make_dm(root, tmp_path, images_per_identity=None, **kw) -> WhaleDataModule:
+    """A folder-catalog datamodule; ``kw`` are :class:`LoaderSettings` fields."""
     kw = {"image_size": SIZE, "num_workers": 0, "cache_dir": str(tmp_path / "cache"), **kw}
-    return WhaleDataModule(root=str(root), **kw)
+    split = SplitSettings(images_per_identity=images_per_identity)
+    return WhaleDataModule(FolderReader(), root=str(root), split=split, loader=LoaderSettings(**kw))
 
 
 def run(ds: ManifestDataset) -> list[torch.Tensor]:

@@ -8,14 +8,18 @@ from collections import defaultdict
 import pytest
 from whale_fixtures import noaa_catalog
 
-from datamodules.catalogs import read_noaa
-from datamodules.splits import SplitSettings, plan_splits, read_manifest, verify_manifest
+from datamodules.catalogs import NoaaReader
+from datamodules.leaks import verify_manifest
+from datamodules.manifest import read_manifest
+from datamodules.splits import SplitSettings, plan_splits
 from experiments.study import StudySettings, run_study
 
 
 @pytest.fixture(scope="module")
 def noaa(tmp_path_factory):
-    return read_noaa(noaa_catalog(tmp_path_factory.mktemp("noaa"), n_ind=12, n_enc=4, per_enc=3))
+    return NoaaReader().read(
+        noaa_catalog(tmp_path_factory.mktemp("noaa"), n_ind=12, n_enc=4, per_enc=3)
+    )
 
 
 def plan(noaa, protocol):
@@ -93,17 +97,17 @@ def test_study_report_count_matches_manifest(tmp_path):
         "cpu",
         "--data.root",
         str(tmp_path / "catalog"),
-        "--data.synthetic.n_individuals",
+        "--data.reader.n_individuals",
         "9",
-        "--data.synthetic.encounters_per_individual",
+        "--data.reader.encounters_per_individual",
         "3",
-        "--data.synthetic.photos_per_encounter",
+        "--data.reader.photos_per_encounter",
         "2",
-        "--data.synthetic.image_size",
+        "--data.reader.image_size",
         "32",
-        "--data.image_size",
+        "--data.loader.image_size",
         "32",
-        "--data.num_workers",
+        "--data.loader.num_workers",
         "0",
     ]
     study = run_study(

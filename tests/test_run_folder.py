@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import cli
 from attacks.signals import list_epochs, load_signals
-from datamodules.splits import read_manifest
+from datamodules.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,19 +36,19 @@ def tiny_args(tmp: Path, epochs: int, name: str = "run") -> list[str]:
         name,
         "--data.init_args.root",
         str(tmp / "catalog"),
-        "--data.init_args.synthetic.n_individuals",
+        "--data.init_args.reader.init_args.n_individuals",
         "9",
-        "--data.init_args.synthetic.encounters_per_individual",
+        "--data.init_args.reader.init_args.encounters_per_individual",
         "3",
-        "--data.init_args.synthetic.photos_per_encounter",
+        "--data.init_args.reader.init_args.photos_per_encounter",
         "2",
-        "--data.init_args.synthetic.image_size",
+        "--data.init_args.reader.init_args.image_size",
         "32",
-        "--data.init_args.image_size",
+        "--data.init_args.loader.image_size",
         "32",
-        "--data.init_args.batch_size",
+        "--data.init_args.loader.batch_size",
         "8",
-        "--data.init_args.num_workers",
+        "--data.init_args.loader.num_workers",
         "0",
         "--model.init_args.arch",
         "resnet18",
@@ -160,7 +160,7 @@ def test_resume_continues_without_duplicated_epochs(demo_run):
 def test_ddp_two_cpu_processes_write_each_sample_once(tmp_path):
     epochs = 2
     args = tiny_args(tmp_path, epochs=epochs, name="ddp") + [
-        "--data.init_args.synthetic.photos_per_encounter",
+        "--data.init_args.reader.init_args.photos_per_encounter",
         "3",  # 45 rows: the two ranks' shards differ in size (no sampler padding may duplicate)
         "--trainer.devices",
         "2",

@@ -119,21 +119,19 @@ def make_run_folder(
     import torch
     import yaml
 
-    from datamodules.synthetic_whales import SyntheticWhales
-    from datamodules.whale import WhaleDataModule
+    from datamodules.catalogs import SyntheticWhalesReader
+    from datamodules.whale import LoaderSettings, WhaleDataModule
     from lightning_modules.classifier import WhaleClassifier
 
     dm = WhaleDataModule(
-        root=str(tmp / "cat"),
-        format="synthetic",
-        image_size=size,
-        batch_size=batch_size,
-        synthetic=SyntheticWhales(
+        SyntheticWhalesReader(
             n_individuals=n_individuals,
             encounters_per_individual=encounters,
             photos_per_encounter=photos,
             image_size=size,
         ),
+        root=str(tmp / "cat"),
+        loader=LoaderSettings(image_size=size, batch_size=batch_size),
     )
     run = tmp / "run"
     run.mkdir()
@@ -144,7 +142,7 @@ def make_run_folder(
     (run / "checkpoints").mkdir()
     torch.save({"state_dict": model.state_dict()}, run / "checkpoints" / "last.ckpt")
     cfg = {
-        "data": {"init_args": {"image_size": size, "batch_size": batch_size}},
+        "data": {"init_args": {"loader": {"image_size": size, "batch_size": batch_size}}},
         "model": {"init_args": margs},
         "trainer": {"max_epochs": 1},
     }

@@ -7,6 +7,7 @@ audit checks it again across the two run folders.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -17,29 +18,15 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2 as T
 
-from datamodules.detection.inria import INRIA_CLASSES, read_inria
-from datamodules.detection.records import DetRecord, ReadReport
-from datamodules.detection.split import (
-    DetSplitSettings,
-    plan_detection_split,
-    settings_dict,
-    verify_detection_split,
-    write_detection_manifest,
-)
-from datamodules.detection.synthetic import SHAPES, SyntheticVOC, generate
-from datamodules.detection.synthtext import SYNTHTEXT_CLASSES, read_synthtext
-from datamodules.detection.voc import VOC_CLASSES, read_voc
+from datamodules.detection.records import DetectionReader, DetRecord, ReadReport
+from datamodules.detection.split import COLUMNS, DetSplitSettings, plan_detection_split
+from datamodules.environment import default_workers, environment_versions
 from datamodules.errors import DataError
+from datamodules.image_cache import sha256_file
+from datamodules.leaks import verify_detection_split
+from datamodules.manifest import write_manifest
 
-FORMATS = ("voc", "inria", "synthtext", "synthetic")
 AUGMENTS = ("none", "little", "full")
-
-
-def default_workers() -> int:
-    import os
-
-    cpus = os.cpu_count() or 1
-    return 0 if cpus <= 2 else min(8, cpus - 1)
 
 
 def build_transform(augment: str, image_size: int | None, train: bool) -> T.Compose:
@@ -134,87 +121,80 @@ def collate(batch):
 collate.handles_empty_batches = True
 
 
-class DetectionDataModule(pl.LightningDataModule):
-    """Detection data for one model of the audit (target or shadow).
+@dataclass(frozen=True)
+class DetLoaderSettings:
+    """Images and loaders of :class:`DetectionDataModule`.
 
     Args:
-        format: ``voc``, ``inria``, ``synthtext`` or ``synthetic`` (a generated VOC tree read with
-            the VOC reader).
-        root: data root (the folder holding ``VOCdevkit``, ``INRIAPerson`` or ``gt.mat``); for
-            ``synthetic`` the tree is written there (default ``data_cache/<settings key>``).
-        years, image_sets: VOC years (None: all found) and ``ImageSets/Main`` lists.
-        subsets: INRIA subsets (``Train``, ``Test``).
-        gt_file, limit: SynthText ground-truth file and how many entries to read (None: all).
-        classes: class names (index 1..C; 0 is background). None: the format's own list (VOC's
-            20 classes, ``person``, ``text``, the synthetic shapes).
-        on_invalid: ``error``, ``skip`` or ``clip`` for bad annotations (see
-            :mod:`datamodules.detection.records`); skips are counted, logged and saved.
-        synthetic: generator settings for ``format=synthetic``.
-        seed, protocol, target_fraction, in_fraction, n_target, n_shadow: split settings
-            (:mod:`datamodules.detection.split`).
-        role: which model this run trains: ``target`` or ``shadow``.
         image_size: square input size in pixels (None keeps the file's size; two-stage models
             then resize by their own ``min_size``).
         augment: ``little`` (flip), ``full`` (flip + colour + expand + crop) or ``none``.
         keep_difficult: train on ``difficult`` objects too (evaluation always ignores them).
-        batch_size, eval_batch_size, num_workers: loader settings.
+        batch_size: training batch size.
+        eval_batch_size: batch size of the evaluation loaders (None: ``batch_size``).
+        num_workers: loader workers (None: 0 on <=2 cores, else min(8, cores - 1)).
         eval_in_set: validate on the in set as well as the out set (train and test mAP).
         max_eval_images: cap on images per validation loader (None: all).
         verify_images: hash every image for the byte-identity leak check.
     """
 
+    image_size: int | None = 300
+    augment: str = "full"
+    keep_difficult: bool = False
+    batch_size: int = 8
+    eval_batch_size: int | None = None
+    num_workers: int | None = None
+    eval_in_set: bool = True
+    max_eval_images: int | None = None
+    verify_images: bool = True
+
+
+class DetectionDataModule(pl.LightningDataModule):
+    """Detection data for one model of the audit (target or shadow).
+
+    Args:
+        reader: how to read ``root``: :class:`~datamodules.detection.voc.VocReader`,
+            ``InriaReader``, ``SynthTextReader`` or ``SyntheticVocReader`` (a generated VOC tree;
+            its init_args are the generator settings), each with its own options (years, image
+            sets, classes, subsets, gt_file, limit, ``on_invalid``).
+        root: data root (``--data.root``: the folder holding ``VOCdevkit``, ``INRIAPerson`` or
+            ``gt.mat``); for the synthetic reader the tree is written there (default
+            ``data_cache/<settings key>``).
+        role: which model this run trains: ``target`` or ``shadow``.
+        split: seed, protocol, fractions and sizes (:class:`~datamodules.detection.split.
+            DetSplitSettings`).
+        loader: image size, augmentation, batch sizes, workers and evaluation caps
+            (:class:`DetLoaderSettings`).
+    """
+
     def __init__(
         self,
-        format: str = "voc",
+        reader: DetectionReader,
         root: str | None = None,
-        years: list[str] | None = None,
-        image_sets: list[str] = ["trainval"],  # noqa: B006  (jsonargparse needs a list)
-        subsets: list[str] = ["Train", "Test"],  # noqa: B006
-        gt_file: str = "gt.mat",
-        limit: int | None = None,
-        classes: list[str] | None = None,
-        on_invalid: str = "error",
-        synthetic: SyntheticVOC | None = None,
-        seed: int = 0,
-        protocol: str = "random",
-        target_fraction: float = 0.5,
-        in_fraction: float = 0.5,
-        n_target: int = 5000,
-        n_shadow: int = 5000,
         role: str = "target",
-        image_size: int | None = 300,
-        augment: str = "full",
-        keep_difficult: bool = False,
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
-        eval_in_set: bool = True,
-        max_eval_images: int | None = None,
-        verify_images: bool = True,
+        split: DetSplitSettings = DetSplitSettings(),
+        loader: DetLoaderSettings = DetLoaderSettings(),
     ):
         super().__init__()
-        if format not in FORMATS:
-            raise DataError(f"data.format={format!r}: choose one of {list(FORMATS)}.")
+        if not isinstance(reader, DetectionReader):
+            raise DataError(
+                f"data.reader={reader!r}: give a detection reader, e.g. {{class_path: "
+                "datamodules.detection.voc.VocReader}, InriaReader, SynthTextReader or "
+                "SyntheticVocReader."
+            )
         if role not in ("target", "shadow"):
             raise DataError(f"data.role={role!r}: choose 'target' or 'shadow'.")
-        if augment not in AUGMENTS:
-            raise DataError(f"data.augment={augment!r}: choose one of {list(AUGMENTS)}.")
+        if loader.augment not in AUGMENTS:
+            raise DataError(
+                f"data.loader.augment={loader.augment!r}: choose one of {list(AUGMENTS)}."
+            )
         self.save_hyperparameters()
-        self.fmt, self.root_arg, self.role = format, root, role
-        self.synthetic = synthetic or SyntheticVOC()
-        self.settings = DetSplitSettings(
-            seed=seed,
-            protocol=protocol,
-            target_fraction=target_fraction,
-            in_fraction=in_fraction,
-            n_target=n_target,
-            n_shadow=n_shadow,
-        )
-        self.image_size = image_size
-        self.augment = augment
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = default_workers() if num_workers is None else num_workers
+        self.reader, self.root_arg, self.role = reader, root, role
+        self.settings = split
+        self.loader = loader
+        self.batch_size = loader.batch_size
+        self.eval_batch_size = loader.eval_batch_size or loader.batch_size
+        self.num_workers = default_workers() if loader.num_workers is None else loader.num_workers
         self._records: dict[str, DetRecord] | None = None
         self._rows: list[dict] = []
         self._info: dict = {}
@@ -226,56 +206,29 @@ class DetectionDataModule(pl.LightningDataModule):
     # ---- reading and planning ------------------------------------------------------------
     @property
     def dataset_name(self) -> str:
-        return self.fmt
+        """The reader's name: the manifest's ``dataset`` column."""
+        return self.reader.name
 
     def _read(self) -> list[DetRecord]:
-        hp = self.hparams
-        if self.fmt == "synthetic":
-            root = Path(self.root_arg or Path("data_cache") / self.synthetic.key())
-            generate(root, self.synthetic)
-            names = list(hp.classes or SHAPES[: self.synthetic.n_classes])
-            recs, self.report = read_voc(root, None, hp.image_sets, names, hp.on_invalid)
-        elif self.fmt == "voc":
-            if not self.root_arg:
-                raise DataError("data.root is required for format=voc (the folder with VOCdevkit).")
-            root = Path(self.root_arg)
-            recs, self.report = read_voc(root, hp.years, hp.image_sets, hp.classes, hp.on_invalid)
-            found = {n for r in recs for n in r.labels}
-            names = (
-                list(hp.classes)
-                if hp.classes
-                else (list(VOC_CLASSES) if found <= set(VOC_CLASSES) else sorted(found))
-            )
-        elif self.fmt == "inria":
-            if not self.root_arg:
-                raise DataError("data.root is required for format=inria (holding INRIAPerson).")
-            root = Path(self.root_arg)
-            recs, self.report = read_inria(root, hp.subsets, hp.on_invalid)
-            names = list(INRIA_CLASSES)
-        else:
-            if not self.root_arg:
-                raise DataError("data.root is required for format=synthtext (holding gt.mat).")
-            root = Path(self.root_arg)
-            recs, self.report = read_synthtext(root, hp.gt_file, hp.limit, hp.on_invalid)
-            names = list(SYNTHTEXT_CLASSES)
-        self.root = root
-        self._classes = names
-        skipped = self.report.summary()
+        cat = self.reader.read(self.root_arg)
+        self.root, self._classes, self.report = cat.root, cat.classes, cat.report
         if (
             self.report.n_skipped_images
             or self.report.n_skipped_objects
             or self.report.clipped_boxes
         ):
+            policy = getattr(self.reader, "on_invalid", "error")
             rank_zero_warn(
-                f"{self.fmt} reader at {root}: {skipped} (data.on_invalid={hp.on_invalid})"
+                f"{self.reader.name} reader at {cat.root}: {self.report.summary()} "
+                f"(data.reader.on_invalid={policy})"
             )
-        return recs
+        return cat.records
 
     def plan(self) -> list[dict]:
         """Read the data and plan the split once; returns all manifest rows."""
         if self._records is None:
             recs = self._read()
-            self._rows, self._info = plan_detection_split(recs, self.settings, self.fmt)
+            self._rows, self._info = plan_detection_split(recs, self.settings, self.reader.name)
             self._records = {r.file: r for r in recs}
         return self._rows
 
@@ -306,25 +259,20 @@ class DetectionDataModule(pl.LightningDataModule):
         """Disjointness and byte-identity checks (fails loudly with ``SplitLeakError``)."""
         rows = self.plan()
         hashes = None
-        if self.hparams.verify_images:
-            from datamodules.splits import sha256_file
-
+        if self.loader.verify_images:
             hashes = {r["file"]: sha256_file(self.root / r["file"]) for r in rows}
         verify_detection_split(rows, hashes)
         self._verified = True
 
     def manifest_header(self) -> dict:
-        from datamodules.whale import environment_versions
-
         return {
             "seed": self.settings.seed,
-            "settings": settings_dict(self.settings),
-            "format": self.fmt,
+            "settings": asdict(self.settings),
+            "format": self.reader.name,
             "root": str(Path(self.root).resolve()) if self.root else None,
             "role": self.role,
             "classes": self._classes,
-            "synthetic": self.synthetic.__dict__ if self.fmt == "synthetic" else None,
-            "reader": {"on_invalid": self.hparams.on_invalid, **self.report.as_dict()},
+            "reader": {**self.reader.settings(), **self.report.as_dict()},
             "reader_summary": self.report.summary(),
             **self._info,
             "versions": environment_versions(),
@@ -333,7 +281,7 @@ class DetectionDataModule(pl.LightningDataModule):
     def write_manifest(self, folder: str | Path) -> Path:
         if not self._verified:
             self.verify()
-        return write_detection_manifest(folder, self.plan(), self.manifest_header())
+        return write_manifest(Path(folder), self.plan(), self.manifest_header(), COLUMNS)
 
     # ---- Lightning hooks ------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -350,7 +298,7 @@ class DetectionDataModule(pl.LightningDataModule):
         ):
             rank_zero_info(f"Split manifest: {self.write_manifest(trainer.log_dir)}")
         rank_zero_info(
-            f"Detection split ({self.fmt}, role={self.role}): {self._info['counts']}; "
+            f"Detection split ({self.reader.name}, role={self.role}): {self._info['counts']}; "
             f"{len(self._classes)} classes; reader: {self.report.summary()}"
         )
 
@@ -364,8 +312,8 @@ class DetectionDataModule(pl.LightningDataModule):
             self._records,
             self.root,
             {n: k + 1 for k, n in enumerate(self._classes)},
-            build_transform(self.augment, self.image_size, train),
-            keep_difficult=self.hparams.keep_difficult or not train,
+            build_transform(self.loader.augment, self.loader.image_size, train),
+            keep_difficult=self.loader.keep_difficult or not train,
         )
         return DataLoader(
             ds,
@@ -381,9 +329,9 @@ class DetectionDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         """``[in, out]`` (or ``[out]`` when ``eval_in_set`` is off): train and test mAP."""
-        cap = self.hparams.max_eval_images
+        cap = self.loader.max_eval_images
         out = self._loader(self.rows(self.role, "out"), limit=cap)
-        if not self.hparams.eval_in_set:
+        if not self.loader.eval_in_set:
             return [out]
         return [self._loader(self.rows(self.role, "in"), limit=cap), out]
 

@@ -23,6 +23,8 @@ from datamodules.detection.records import (
     BOX_FIX,
     IMAGE_FIX,
     Bad,
+    DetCatalog,
+    DetectionReader,
     DetRecord,
     ReadReport,
     check_box,
@@ -30,6 +32,7 @@ from datamodules.detection.records import (
     finish,
     handle,
     image_size,
+    require_root,
 )
 from datamodules.errors import DataError, resolve_inside
 
@@ -84,7 +87,7 @@ def parse_inria_annotation(
     return name.group(1), width, height, np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
 
 
-def read_inria(
+def _read_inria(
     root: str | Path,
     subsets: list[str] | tuple[str, ...] = ("Train", "Test"),
     on_invalid: str = "error",
@@ -106,7 +109,7 @@ def read_inria(
             if not lst.is_file():
                 raise DataError(
                     f"{lst}: list file not found. INRIA needs {subset}/pos.lst and "
-                    f"{subset}/annotations.lst; set data.subsets to the subsets present."
+                    f"{subset}/annotations.lst; set data.reader.subsets to the subsets present."
                 )
         ann_by_stem = {}
         for line in ann_lst.read_text(encoding="latin-1").splitlines():
@@ -153,3 +156,27 @@ def read_inria(
                 )
             )
     return finish(records, str(root)), report
+
+
+class InriaReader(DetectionReader):
+    """INRIA Person positives under ``root`` (the folder holding ``INRIAPerson``, or it itself);
+    one class, ``person``.
+
+    Args:
+        subsets: ``Train`` and/or ``Test`` (pooled).
+        on_invalid: ``error``, ``skip`` or ``clip`` (see :mod:`datamodules.detection.records`).
+    """
+
+    name = "inria"
+
+    def __init__(
+        self,
+        subsets: list[str] = ["Train", "Test"],  # noqa: B006  (jsonargparse needs a list)
+        on_invalid: str = "error",
+    ):
+        self.subsets, self.on_invalid = subsets, on_invalid
+
+    def read(self, root: str | Path | None) -> DetCatalog:
+        root = require_root(root, "InriaReader", "INRIAPerson")
+        recs, report = _read_inria(root, self.subsets, self.on_invalid)
+        return DetCatalog(root, recs, list(INRIA_CLASSES), report)

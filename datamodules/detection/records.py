@@ -52,6 +52,41 @@ class DetRecord:
 
 
 @dataclass
+class DetCatalog:
+    """What a detection reader read: the data root, its images, the class names (index k is
+    label k + 1; 0 is background) and the skip report."""
+
+    root: Path
+    records: list[DetRecord]
+    classes: list[str]
+    report: ReadReport
+
+
+class DetectionReader:
+    """How to read a detection data root; the config picks one by ``class_path``/``init_args``.
+
+    Subclasses set ``name`` (the manifest's ``dataset`` column) and implement :meth:`read`.
+    """
+
+    name = ""
+
+    def read(self, root: str | Path | None) -> DetCatalog:
+        """The images and objects under ``root`` (``data.root``)."""
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        """Constructor arguments, saved in the manifest header."""
+        return dict(vars(self))
+
+
+def require_root(root: str | Path | None, reader: str, holding: str) -> Path:
+    """``root`` as a Path; DataError naming ``data.root`` when it is not set."""
+    if not root:
+        raise DataError(f"data.root is required for {reader} (the folder holding {holding}).")
+    return Path(root)
+
+
+@dataclass
 class ReadReport:
     """What a reader skipped, by reason, with a few example files per reason."""
 
@@ -96,7 +131,7 @@ class ReadReport:
 
 def check_policy(on_invalid: str) -> str:
     if on_invalid not in POLICIES:
-        raise DataError(f"data.on_invalid={on_invalid!r}: choose one of {list(POLICIES)}.")
+        raise DataError(f"data.reader.on_invalid={on_invalid!r}: choose one of {list(POLICIES)}.")
     return on_invalid
 
 
@@ -154,10 +189,12 @@ def check_box(
 
 
 BOX_FIX = (
-    "Fix the annotation, or set data.on_invalid=skip (drop the object, count shown) or "
-    "data.on_invalid=clip (clip overhanging boxes to the image)."
+    "Fix the annotation, or set data.reader.on_invalid=skip (drop the object, count shown) or "
+    "data.reader.on_invalid=clip (clip overhanging boxes to the image)."
 )
-IMAGE_FIX = "Fix or remove the entry, or set data.on_invalid=skip to leave the image out (counted)."
+IMAGE_FIX = (
+    "Fix or remove the entry, or set data.reader.on_invalid=skip to leave the image out (counted)."
+)
 
 
 def image_size(path: Path) -> tuple[int, int]:

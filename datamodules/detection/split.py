@@ -26,18 +26,13 @@ and the reader's skip report)::
 
 from __future__ import annotations
 
-import csv
-import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from datamodules.detection.records import DetRecord
-from datamodules.errors import DataError, SplitLeakError
-from datamodules.splits import manifest_csv as shared_manifest_csv
-from datamodules.splits import write_manifest
+from datamodules.errors import DataError
 
 COLUMNS = [
     "sample_id",
@@ -55,7 +50,15 @@ PROTOCOLS = ("random", "sequential")
 
 @dataclass(frozen=True)
 class DetSplitSettings:
-    """Everything the planner depends on; saved in the manifest header."""
+    """Everything the planner depends on (``data.split``); saved in the manifest header.
+
+    Args:
+        seed: split seed.
+        protocol: ``random`` or ``sequential`` (module docstring).
+        target_fraction: ``random``: share of the images for the target (the rest: shadow).
+        in_fraction: share of each side's images in its training ("in") set.
+        n_target, n_shadow: ``sequential``: images of the target data, then of the shadow data.
+    """
 
     seed: int = 0
     protocol: str = "random"
@@ -94,10 +97,10 @@ def plan_detection_split(
     """Assign every record to a bucket. Returns (manifest rows in record order, counts)."""
     s = settings
     if s.protocol not in PROTOCOLS:
-        raise DataError(f"data.protocol={s.protocol!r}: choose one of {list(PROTOCOLS)}.")
+        raise DataError(f"data.split.protocol={s.protocol!r}: choose one of {list(PROTOCOLS)}.")
     for key, v in (
-        ("data.target_fraction", s.target_fraction),
-        ("data.in_fraction", s.in_fraction),
+        ("data.split.target_fraction", s.target_fraction),
+        ("data.split.in_fraction", s.in_fraction),
     ):
         if not 0 < v < 1:
             raise DataError(f"{key}={v}: give a fraction strictly between 0 and 1.")
@@ -126,8 +129,9 @@ def plan_detection_split(
                 break
         if not shadow or len(target) < 2 or len(shadow) < 2:
             raise DataError(
-                f"{dataset}: {len(records)} images cannot fill data.n_target={s.n_target} and "
-                f"data.n_shadow={s.n_shadow} with two groups each. Lower them or add images."
+                f"{dataset}: {len(records)} images cannot fill data.split.n_target={s.n_target} "
+                f"and data.split.n_shadow={s.n_shadow} with two groups each. Lower them or add "
+                "images."
             )
     bucket: dict[str, tuple[str, str]] = {}
     for side, groups in (("target", target), ("shadow", shadow)):
@@ -164,82 +168,3 @@ def plan_detection_split(
         "n_unused": len(records) - len(rows),
     }
     return rows, info
-
-
-def verify_detection_split(rows: list[dict], content_hash: dict[str, str] | None = None) -> None:
-    """Fail loudly (``SplitLeakError``) unless the four buckets are disjoint and non-empty.
-
-    Checks: no file twice, every group in one bucket, target and shadow share no file or group,
-    and (with ``content_hash``: file -> sha256) no byte-identical image in two buckets.
-    """
-    where: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    seen: set[str] = set()
-    for r in rows:
-        if r["file"] in seen:
-            raise SplitLeakError(f"image {r['file']!r} appears twice in the split manifest.")
-        seen.add(r["file"])
-        where[r["group"]].add((r["set"], r["split"]))
-    for g, buckets in where.items():
-        if len(buckets) > 1:
-            raise SplitLeakError(
-                f"group {g!r} is spread over {sorted(buckets)}; a group (e.g. one SynthText "
-                "background and its variants) must stay in one bucket. Re-plan the split."
-            )
-    target = {r["file"] for r in rows if r["set"] == "target"}
-    shadow = {r["file"] for r in rows if r["set"] == "shadow"}
-    if target & shadow:
-        raise SplitLeakError(f"target and shadow share {len(target & shadow)} images.")
-    for side in ("target", "shadow"):
-        for split in ("in", "out"):
-            if not any(r["set"] == side and r["split"] == split for r in rows):
-                raise SplitLeakError(f"bucket {side}-{split} is empty; add images.")
-    if content_hash is not None:
-        first: dict[str, tuple[str, str, str]] = {}
-        for r in rows:
-            h = content_hash[r["file"]]
-            b = (r["set"], r["split"], r["file"])
-            if h in first and first[h][:2] != b[:2]:
-                raise SplitLeakError(
-                    f"byte-identical images {first[h][2]!r} ({first[h][0]}-{first[h][1]}) and "
-                    f"{r['file']!r} ({b[0]}-{b[1]}) sit in different buckets. Remove the "
-                    "duplicate or give both one group."
-                )
-            first.setdefault(h, b)
-
-
-def verify_cross_runs(target_rows: list[dict], shadow_rows: list[dict]) -> None:
-    """Target run's target rows and shadow run's shadow rows must share no image or group.
-
-    Only meaningful when both runs read the same dataset; rows of different datasets never match.
-    """
-    t = {(r["dataset"], r["file"]) for r in target_rows if r["set"] == "target"}
-    tg = {(r["dataset"], r["group"]) for r in target_rows if r["set"] == "target"}
-    s = {(r["dataset"], r["file"]) for r in shadow_rows if r["set"] == "shadow"}
-    sg = {(r["dataset"], r["group"]) for r in shadow_rows if r["set"] == "shadow"}
-    if t & s or tg & sg:
-        n = len(t & s) or len(tg & sg)
-        raise SplitLeakError(
-            f"the target's and the shadow's data overlap ({n} images or groups): the two runs "
-            "used different split settings. Use one data config and seed for both."
-        )
-
-
-def manifest_csv(rows: list[dict]) -> str:
-    """Canonical CSV text of detection manifest rows."""
-    return shared_manifest_csv(rows, COLUMNS)
-
-
-def write_detection_manifest(folder: str | Path, rows: list[dict], header: dict) -> Path:
-    """Write ``split_manifest.{csv,json}``; an existing, different manifest is a SplitLeakError."""
-    return write_manifest(Path(folder), rows, header, COLUMNS)
-
-
-def read_detection_manifest(folder: str | Path) -> tuple[list[dict], dict]:
-    folder = Path(folder)
-    with (folder / "split_manifest.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return rows, json.loads((folder / "split_manifest.json").read_text())
-
-
-def settings_dict(s: DetSplitSettings) -> dict:
-    return asdict(s)

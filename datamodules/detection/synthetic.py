@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from datamodules.detection.records import DetCatalog, DetectionReader
+from datamodules.detection.voc import VocReader
 from datamodules.generated import write_once
 
 SHAPES = ("circle", "square", "triangle", "cross")
@@ -134,3 +136,21 @@ def generate(root: str | Path, settings: SyntheticVOC) -> Path:
         (voc / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")
 
     return write_once(root, asdict(s), fill, "synthetic VOC tree")
+
+
+class SyntheticVocReader(SyntheticVOC, DetectionReader):
+    """The built-in generated VOC tree (settings: :class:`SyntheticVOC`), read with the VOC
+    reader; classes: the first ``n_classes`` of :data:`SHAPES`.
+
+    The tree is written to ``root`` (None: ``data_cache/<settings key>``) unless already there.
+    """
+
+    name = "synthetic"
+
+    def read(self, root: str | Path | None) -> DetCatalog:
+        root = Path(root or Path("data_cache") / self.key())
+        generate(root, self)
+        return VocReader(classes=list(SHAPES[: self.n_classes])).read(root)
+
+    def settings(self) -> dict:
+        return asdict(self)

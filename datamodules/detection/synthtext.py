@@ -20,6 +20,8 @@ from datamodules.detection.records import (
     BOX_FIX,
     IMAGE_FIX,
     Bad,
+    DetCatalog,
+    DetectionReader,
     DetRecord,
     ReadReport,
     check_box,
@@ -27,6 +29,7 @@ from datamodules.detection.records import (
     finish,
     handle,
     image_size,
+    require_root,
 )
 from datamodules.errors import DataError, resolve_inside
 
@@ -59,7 +62,7 @@ def word_boxes(bb) -> np.ndarray:
     return np.stack([xs.min(0), ys.min(0), xs.max(0), ys.max(0)], axis=1)
 
 
-def read_synthtext(
+def _read_synthtext(
     root: str | Path,
     gt_file: str = "gt.mat",
     limit: int | None = None,
@@ -77,7 +80,7 @@ def read_synthtext(
     if not gt_path.is_file():
         raise DataError(
             f"{gt_path}: SynthText ground truth not found. Point data.root at the folder holding "
-            "gt.mat (set data.gt_file for another name)."
+            "gt.mat (set data.reader.gt_file for another name)."
         )
     try:
         gt = scipy.io.loadmat(gt_path, variable_names=["imnames", "wordBB"])
@@ -132,3 +135,25 @@ def read_synthtext(
             )
         )
     return finish(records, str(gt_path)), report
+
+
+class SynthTextReader(DetectionReader):
+    """SynthText under ``root`` (the folder holding ``gt.mat`` and the images); one class, ``text``.
+
+    Args:
+        gt_file: ground-truth file under ``root``.
+        limit: read only the first ``limit`` entries of ``gt_file`` (None: all).
+        on_invalid: ``error``, ``skip`` or ``clip`` (see :mod:`datamodules.detection.records`).
+    """
+
+    name = "synthtext"
+
+    def __init__(
+        self, gt_file: str = "gt.mat", limit: int | None = None, on_invalid: str = "error"
+    ):
+        self.gt_file, self.limit, self.on_invalid = gt_file, limit, on_invalid
+
+    def read(self, root: str | Path | None) -> DetCatalog:
+        root = require_root(root, "SynthTextReader", "gt.mat")
+        recs, report = _read_synthtext(root, self.gt_file, self.limit, self.on_invalid)
+        return DetCatalog(root, recs, list(SYNTHTEXT_CLASSES), report)

@@ -17,6 +17,8 @@ from datamodules.detection.records import (
     BOX_FIX,
     IMAGE_FIX,
     Bad,
+    DetCatalog,
+    DetectionReader,
     DetRecord,
     ReadReport,
     check_box,
@@ -24,6 +26,7 @@ from datamodules.detection.records import (
     finish,
     handle,
     image_size,
+    require_root,
 )
 from datamodules.errors import DataError, resolve_inside
 
@@ -68,7 +71,7 @@ def find_years(root: Path, years: list[str] | None) -> list[Path]:
     if not found:
         raise DataError(
             f"{root}: no VOCdevkit/VOC20xx folder with Annotations/ and ImageSets/ was found"
-            + (f" for data.years={list(years)}" if years else "")
+            + (f" for data.reader.years={list(years)}" if years else "")
             + ". Point data.root at the folder holding VOCdevkit."
         )
     return found
@@ -115,7 +118,9 @@ def parse_annotation(
             except ValueError as exc:
                 raise Bad("malformed XML", f"{owhere}: non-numeric <bndbox> ({exc}).") from exc
             if classes is not None and name not in classes:
-                raise Bad("unknown class", f"{owhere}: class {name!r} is not in data.classes.")
+                raise Bad(
+                    "unknown class", f"{owhere}: class {name!r} is not in data.reader.classes."
+                )
             if width <= 0 or height <= 0:
                 raise Bad("malformed XML", f"{where}: missing or zero <size>.")
             x0, y0, x1, y1 = corners
@@ -133,7 +138,7 @@ def parse_annotation(
     return width, height, arr, names, np.asarray(difficult, dtype=bool)
 
 
-def read_voc(
+def _read_voc(
     root: str | Path,
     years: list[str] | None = None,
     image_sets: list[str] | tuple[str, ...] = ("trainval",),
@@ -165,8 +170,8 @@ def read_voc(
             lst = year_dir / "ImageSets" / "Main" / f"{set_name}.txt"
             if not lst.is_file():
                 raise DataError(
-                    f"{lst}: image-set list not found. Set data.image_sets to lists that exist "
-                    f"in {lst.parent} (e.g. trainval, test)."
+                    f"{lst}: image-set list not found. Set data.reader.image_sets to lists that "
+                    f"exist in {lst.parent} (e.g. trainval, test)."
                 )
             for line_no, line in enumerate(lst.read_text().splitlines(), 1):
                 parts = line.split()
@@ -204,3 +209,38 @@ def read_voc(
                     DetRecord(img_rel, w, h, boxes, names, diff, group=img_rel, annotation=xml_rel)
                 )
     return finish(records, str(root)), report
+
+
+class VocReader(DetectionReader):
+    """PASCAL VOC 2007/2012 under ``root`` (the folder holding ``VOCdevkit``, ``VOCdevkit`` itself
+    or one ``VOC20xx`` folder).
+
+    Args:
+        years: e.g. ``["2007", "2012"]``; None reads every VOC20xx folder found.
+        image_sets: list files under ``ImageSets/Main`` (``trainval``, ``test``, ...).
+        classes: class names (index 1..C). None: VOC's 20 classes (or, when the data hold other
+            names, the sorted names found); objects of other classes are bad input when given.
+        on_invalid: ``error``, ``skip`` or ``clip`` (see :mod:`datamodules.detection.records`).
+    """
+
+    name = "voc"
+
+    def __init__(
+        self,
+        years: list[str] | None = None,
+        image_sets: list[str] = ["trainval"],  # noqa: B006  (jsonargparse needs a list)
+        classes: list[str] | None = None,
+        on_invalid: str = "error",
+    ):
+        self.years, self.image_sets = years, image_sets
+        self.classes, self.on_invalid = classes, on_invalid
+
+    def read(self, root: str | Path | None) -> DetCatalog:
+        root = require_root(root, "VocReader", "VOCdevkit")
+        recs, report = _read_voc(root, self.years, self.image_sets, self.classes, self.on_invalid)
+        found = {n for r in recs for n in r.labels}
+        if self.classes:
+            names = list(self.classes)
+        else:
+            names = list(VOC_CLASSES) if found <= set(VOC_CLASSES) else sorted(found)
+        return DetCatalog(root, recs, names, report)

@@ -1,0 +1,79 @@
+"""Split manifest I/O, shared by the whale and the detection pipelines.
+
+A run folder holds ``split_manifest.csv`` (one row per sample, columns chosen by the pipeline)
+and ``split_manifest.json`` (seed, settings, counts, and the sha256 ``hash`` of the CSV text).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from datamodules.errors import SplitLeakError
+
+#: columns written as integers, turned back into ints by :func:`read_manifest`
+INT_COLUMNS = ("label", "n_objects")
+
+
+def manifest_csv(rows: list[dict], columns: Sequence[str]) -> str:
+    """Canonical CSV text of the rows' ``columns`` (the hash is taken over this)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({c: r[c] for c in columns})
+    return buf.getvalue()
+
+
+def manifest_hash(rows: list[dict], columns: Sequence[str]) -> str:
+    """sha256 (hex) of :func:`manifest_csv`."""
+    return hashlib.sha256(manifest_csv(rows, columns).encode()).hexdigest()
+
+
+def write_manifest(folder: Path, rows: list[dict], header: dict, columns: Sequence[str]) -> Path:
+    """Write ``split_manifest.csv`` and ``split_manifest.json`` (``header`` plus the hash).
+
+    If a manifest is already there (a resumed run), it must be identical: a changed config or seed
+    fails with :class:`SplitLeakError` instead of silently training on a different split.
+    Returns the CSV path.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = folder / "split_manifest.csv", folder / "split_manifest.json"
+    text = manifest_csv(rows, columns)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    if csv_path.exists():
+        old = json.loads(json_path.read_text()) if json_path.exists() else {}
+        if old.get("hash") != digest:
+            raise SplitLeakError(
+                f"{csv_path}: this run folder already holds a different split (hash "
+                f"{str(old.get('hash', '?'))[:12]} vs {digest[:12]}). Resume with the same data "
+                "config and seed, or start a new run."
+            )
+        return csv_path
+    _atomic_write(csv_path, text)
+    _atomic_write(json_path, json.dumps({**header, "hash": digest}, indent=2, default=str))
+    return csv_path
+
+
+def read_manifest(folder: Path) -> tuple[list[dict], dict]:
+    """Rows (``label`` / ``n_objects`` as int) and header of a saved manifest."""
+    folder = Path(folder)
+    with (folder / "split_manifest.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        for c in INT_COLUMNS:
+            if c in r:
+                r[c] = int(r[c])
+    header = json.loads((folder / "split_manifest.json").read_text())
+    return rows, header
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
