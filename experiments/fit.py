@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
 from attacks.report import split_note
-from datamodules.whale import environment_versions
+from datamodules.environment import environment_versions
 from experiments.audit_settings import AuditSettings
 from experiments.config_files import config_stem, resolve_config_args
 from experiments.monitor import LeakageMonitor, PredictionSignals
