@@ -289,6 +289,21 @@ def figure6_table(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join([head, sep, *body])
 
 
+def timing_table(results: dict[str, dict], infos: dict[str, dict]) -> str:
+    """Markdown: training time and discrimination time per sample of each attack (Table 4)."""
+    rows = [
+        "| attack | train time (s) | discrimination time per sample (s) | n eval |",
+        "|---|---|---|---|",
+    ]
+    for name, inf in infos.items():
+        rows.append(
+            f"| {name} | {inf.get('train_seconds', float('nan')):.3f} | "
+            f"{inf.get('discrimination_seconds_per_sample', float('nan')):.2e} | "
+            f"{results[name]['n_members'] + results[name]['n_nonmembers']} |"
+        )
+    return "\n".join(rows)
+
+
 def write_summary(
     attacks_dir: Path,
     results: dict[str, dict],
@@ -318,16 +333,6 @@ def write_summary(
     plot_roc(curves, attacks_dir / "roc_loglog.png", loglog=True)
     summary = {"context": context, "metrics": results, "info": infos}
     (attacks_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json))
-    timing = [
-        "| attack | train time (s) | discrimination time per sample (s) | n eval |",
-        "|---|---|---|---|",
-    ]
-    for name, inf in infos.items():
-        timing.append(
-            f"| {name} | {inf.get('train_seconds', float('nan')):.3f} | "
-            f"{inf.get('discrimination_seconds_per_sample', float('nan')):.2e} | "
-            f"{results[name]['n_members'] + results[name]['n_nonmembers']} |"
-        )
     lines = [
         f"# Membership inference report: `{context.get('run')}`",
         "",
@@ -355,7 +360,7 @@ def write_summary(
         "",
         "## Time (Table 4 style)",
         "",
-        *timing,
+        timing_table(results, infos),
         "",
         "Discrimination time per sample includes the target's forward pass (signal "
         "extraction) for signal attacks and the HopSkipJump queries for label-only.",
