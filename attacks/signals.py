@@ -81,13 +81,14 @@ SETS = ("train", "attack", "eval")
 def subset(signals: dict[str, np.ndarray], set_name: str) -> dict[str, np.ndarray]:
     """The rows of one set of classifier signals: ``train``, ``attack`` or ``eval``.
 
-    Detector signals have no such sets (their ``side`` is target or shadow): asking for one
-    raises instead of silently returning no rows.
+    Detector signals name the model's side in their ``set`` column (target | shadow): asking
+    them for a classifier set raises instead of silently returning no rows.
     """
-    if set_name not in SETS or "set" not in signals:
+    values = set(np.unique(signals["set"]).tolist()) if "set" in signals else set()
+    if set_name not in SETS or not values <= set(SETS):
         raise ValueError(
-            f"subset({set_name!r}): classifier signals have sets {SETS}; detector signals are "
-            "split by `side` (target | shadow) instead."
+            f"subset({set_name!r}): classifier signals have sets {SETS}; these signals hold "
+            f"{sorted(values)} (detector signals: one file per side, target or shadow)."
         )
     return select(signals, signals["set"] == set_name)
 

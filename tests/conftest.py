@@ -56,7 +56,7 @@ def detector_signals(n: int, k: int, seed: int, side: str) -> dict:
         "scores": -np.sort(-scores, axis=1).astype(np.float32),
         "n_boxes": np.full(n, k),
         "role": np.where(member, "member", "nonmember"),
-        "side": np.full(n, side),
+        "set": np.full(n, side),
     }
 
 

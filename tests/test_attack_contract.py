@@ -66,3 +66,11 @@ def test_registry_knows_both_pipelines():
     assert set(available("detector")) == {"det_xgb", "det_canvas"}
     with pytest.raises(KeyError, match="unknown attack"):
         get("no_such_attack")
+
+
+def test_subset_refuses_detector_signals(make_detector_signals, separable):
+    from attacks.signals import subset
+
+    assert len(subset(separable, "attack")["role"]) == len(separable["role"])
+    with pytest.raises(ValueError, match="detector signals"):
+        subset(make_detector_signals(10, 4, 0, "shadow"), "attack")
