@@ -36,11 +36,12 @@ import pytorch_lightning as pl
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importable
 
-from common import add_common_args, apply_threads, sync, write_result  # noqa: E402
-from fit_throughput import (  # noqa: E402
+from attacks.registry import get  # noqa: E402
+from attacks.signals import balanced, subset  # noqa: E402
+from benchmarks.common import add_common_args, apply_threads, sync, write_result  # noqa: E402
+from benchmarks.fit_throughput import (  # noqa: E402
     RawLoop,
     demo_settings,
     in_memory,
@@ -48,9 +49,6 @@ from fit_throughput import (  # noqa: E402
     make_model,
     quiet_lightning,
 )
-
-from attacks.registry import get  # noqa: E402
-from attacks.signals import balanced, subset  # noqa: E402
 from lightning_modules.extraction import attach_metadata, extract_arrays  # noqa: E402
 
 ATTACKS = ("yeom", "salem")

@@ -23,12 +23,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from common import add_common_args, apply_threads, sync, write_result  # noqa: E402
+sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importable
 
 from attacks.detection.canvas import render_canvas, render_naive  # noqa: E402
+from benchmarks.common import add_common_args, apply_threads, sync, write_result  # noqa: E402
 
 
 def predictions(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

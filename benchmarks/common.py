@@ -5,8 +5,8 @@ otherwise, with the fields ``name``, ``value``, ``unit``, ``goal``, ``machine``,
 ISO 8601) and ``command`` (how to re-run it), plus ``device``, ``details`` (the figures behind
 ``value``), ``versions`` and ``environment`` (OpenMP settings).
 
-The scripts import this file as ``common`` (their own folder is on ``sys.path``): the name
-``benchmarks`` is taken by a package Opacus installs.
+The scripts import it as ``benchmarks.common``; run as scripts they put the repository root
+first on ``sys.path``, ahead of the unrelated ``benchmarks`` package that Opacus installs.
 """
 
 from __future__ import annotations

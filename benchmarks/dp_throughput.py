@@ -25,11 +25,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importable
 
-from common import add_common_args, apply_threads, write_result  # noqa: E402
-
+from benchmarks.common import add_common_args, apply_threads, write_result  # noqa: E402
 from lightning_modules.components.classifier import build_classifier  # noqa: E402
 from lightning_modules.dp.config import DPConfig  # noqa: E402
 from lightning_modules.dp.training import DPTraining  # noqa: E402

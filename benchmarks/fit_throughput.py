@@ -40,11 +40,9 @@ import torch.nn.functional as F
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importable
 
-from common import add_common_args, apply_threads, sync, write_result  # noqa: E402
-
+from benchmarks.common import add_common_args, apply_threads, sync, write_result  # noqa: E402
 from datamodules.catalogs import SyntheticWhalesReader  # noqa: E402
 from datamodules.splits import SplitSettings  # noqa: E402
 from datamodules.whale import LoaderSettings, WhaleDataModule  # noqa: E402

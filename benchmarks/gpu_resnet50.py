@@ -31,11 +31,9 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importable
 
-from common import add_common_args, apply_threads, sync, write_result  # noqa: E402
-
+from benchmarks.common import add_common_args, apply_threads, sync, write_result  # noqa: E402
 from lightning_modules.components.classifier import build_classifier  # noqa: E402
 
 GOAL = ">= 3000 img/s on one H100 (224 px, bf16, channels_last)"

@@ -28,12 +28,10 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from common import add_common_args, apply_threads, write_result  # noqa: E402
+sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importable
 
 from attacks.metrics import auc, best_threshold  # noqa: E402
+from benchmarks.common import add_common_args, apply_threads, write_result  # noqa: E402
 from lightning_modules.boundary import art_distances, hsj_distances  # noqa: E402
 
 

@@ -41,18 +41,16 @@ import pytorch_lightning as pl
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importable
 
-from common import add_common_args, apply_threads, sync, write_result  # noqa: E402
-from fit_throughput import (  # noqa: E402
+from benchmarks.common import add_common_args, apply_threads, sync, write_result  # noqa: E402
+from benchmarks.fit_throughput import (  # noqa: E402
     demo_settings,
     make_datamodule,
     make_model,
     quiet_lightning,
     timed_fit,
 )
-
 from experiments.monitor import LeakageMonitor  # noqa: E402
 
 #: a paper config: its ``leakage.every_n_epochs`` is the "real" monitor frequency

@@ -30,9 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "benchmarks"
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importable
 
-from common import RESULTS, goal_met, write_result  # noqa: E402
+from benchmarks.common import RESULTS, goal_met, write_result  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from experiments.config_files import config_stem, resolve_config_args
 from experiments.monitor import LeakageMonitor, PredictionSignals
 
 TENSORBOARD = "pytorch_lightning.loggers.TensorBoardLogger"
+#: where runs land unless ``--trainer.default_root_dir`` (or the logger's ``save_dir``) says
+DEFAULT_ROOT = "lightning_logs"
 
 
 def next_version(base: Path, prefix: str = "version_") -> Path:
@@ -150,9 +152,9 @@ class SuiteCLI(LightningCLI):
 
 def place_logger(init_args, default_root_dir: str | None, ckpt_path: str | None) -> None:
     """Point the TensorBoard logger at the run folder: under ``default_root_dir`` when the
-    config leaves ``save_dir`` unset, and back into the run folder a checkpoint came from."""
-    if init_args.get("save_dir") is None:
-        init_args["save_dir"] = default_root_dir or "lightning_logs"
+    logger keeps the default ``save_dir``, and back into the run folder a checkpoint came from."""
+    if default_root_dir and init_args.get("save_dir") == DEFAULT_ROOT:
+        init_args["save_dir"] = default_root_dir
     if not ckpt_path:
         return
     ckpt = Path(ckpt_path).resolve()
@@ -203,7 +205,7 @@ def main(argv: list[str], from_sys: bool = False) -> None:
     saved_argv = sys.argv
     sys.argv = saved_argv[:1] + argv if from_sys else saved_argv[:1]
     try:
-        init = {"save_dir": None, "name": config_stem(argv), "default_hp_metric": False}
+        init = {"save_dir": DEFAULT_ROOT, "name": config_stem(argv), "default_hp_metric": False}
         suite_cli(None if from_sys else argv, logger={"class_path": TENSORBOARD, "init_args": init})
         _close_process_group()
     finally:

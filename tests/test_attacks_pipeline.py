@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from whale_fixtures import make_run_folder
 
 pytest.importorskip("art")
 
 
 @pytest.fixture(scope="module")
-def run_folder(tmp_path_factory) -> Path:
+def run_folder(tmp_path_factory, make_run_folder) -> Path:
     return make_run_folder(tmp_path_factory.mktemp("attack_run"))
 
 
@@ -190,7 +189,7 @@ def test_ensemble_job_array_tasks_then_combine(run_folder, tmp_path):
     [{"dropout_defense": True}, {"dp": {"noise_multiplier": 1.0}}],
     ids=["dropout_defense", "dp"],
 )
-def test_attack_rebuilds_defended_targets(tmp_path, extra):
+def test_attack_rebuilds_defended_targets(tmp_path, extra, make_run_folder):
     """A dropout-defense or DP run's checkpoint loads into the same network (the dropout head,
     the Opacus wrapping) and gives signals with embeddings."""
     from experiments.runs import RunContext, final_signals

@@ -5,27 +5,25 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH))  # the scripts import each other as top-level modules
 
-SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py"))
+SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.stem != "__init__")
 REQUIRED = {"name", "value", "unit", "goal", "machine", "date", "command"}
 
 
 @pytest.mark.parametrize("module", SCRIPTS)
 def test_benchmark_module_imports(module):
-    mod = importlib.import_module(module)
+    mod = importlib.import_module(f"benchmarks.{module}")
     if module not in ("common", "run_all"):
         assert callable(mod.main)
 
 
 def test_write_result_fields(tmp_path):
-    import common
+    from benchmarks import common
 
     out = tmp_path / "x.json"
     rec = common.write_result(
@@ -43,7 +41,7 @@ def test_write_result_fields(tmp_path):
 
 
 def test_goal_met():
-    import common
+    from benchmarks import common
 
     assert common.goal_met(0.95, ">= 0.9") is True
     assert common.goal_met(0.2, "<= 0.15") is False
@@ -52,7 +50,7 @@ def test_goal_met():
 
 
 def test_run_all_lists_every_script():
-    import run_all
+    from benchmarks import run_all
 
     listed = {b.script for b in run_all.BENCHMARKS}
     assert listed == {f"{s}.py" for s in SCRIPTS} - {"common.py", "run_all.py"}
@@ -62,15 +60,16 @@ def test_run_all_lists_every_script():
 def test_common_args_full_flag():
     import argparse
 
-    import common
+    from benchmarks import common
 
     a = common.add_common_args(argparse.ArgumentParser()).parse_args(["--full"])
     assert a.full and a.threads == 2 and a.device == "cpu" and a.out is None
 
 
 def test_gpu_resnet50_tiny(tmp_path):
-    import gpu_resnet50
     import torch
+
+    from benchmarks import gpu_resnet50
 
     threads = torch.get_num_threads()
     out = tmp_path / "r50.json"

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-from whale_fixtures import folder_catalog, happywhale_catalog, noaa_catalog, tiny_image
 
 from datamodules.catalogs import FolderReader, HappywhaleReader, NoaaReader, group_key
 from datamodules.errors import DataError
@@ -16,7 +15,7 @@ from datamodules.whale import LoaderSettings, WhaleDataModule
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def test_folder_reader_nested_and_flat(tmp_path):
+def test_folder_reader_nested_and_flat(tmp_path, folder_catalog):
     cat = FolderReader().read(folder_catalog(tmp_path / "nested", n_ind=3, n_enc=2, per_enc=2))
     assert len(cat.records) == 12
     assert cat.identities() == {"ind_00": 4, "ind_01": 4, "ind_02": 4}
@@ -28,7 +27,7 @@ def test_folder_reader_nested_and_flat(tmp_path):
     assert group_key(flat.records[0], None) is None
 
 
-def test_noaa_reader_and_viewpoint_filter(tmp_path):
+def test_noaa_reader_and_viewpoint_filter(tmp_path, noaa_catalog):
     noaa_catalog(tmp_path, n_ind=3, n_enc=2, per_enc=2)
     cat = NoaaReader().read(tmp_path)
     assert len(cat.records) == 12
@@ -43,7 +42,7 @@ def test_noaa_reader_and_viewpoint_filter(tmp_path):
         group_key(rec, "nosuch")
 
 
-def test_happywhale_reader_species_filter(tmp_path):
+def test_happywhale_reader_species_filter(tmp_path, happywhale_catalog):
     happywhale_catalog(tmp_path, n_ind=3, per_ind=4)
     assert len(HappywhaleReader().read(tmp_path).records) == 16
     hump = HappywhaleReader(species="humpback_whale").read(tmp_path)
@@ -68,13 +67,13 @@ def test_missing_root_points_to_demo(tmp_path):
         _ = WhaleDataModule(NoaaReader(), root=str(tmp_path / "nope")).num_classes
 
 
-def test_csv_without_identity_column(tmp_path):
+def test_csv_without_identity_column(tmp_path, noaa_catalog):
     noaa_catalog(tmp_path, n_ind=2, drop_column="whale_id")
     with pytest.raises(DataError, match=r"metadata.csv: missing column\(s\) \['whale_id'\]"):
         NoaaReader().read(tmp_path)
 
 
-def test_malformed_csv_row(tmp_path):
+def test_malformed_csv_row(tmp_path, noaa_catalog):
     noaa_catalog(tmp_path, n_ind=2)
     with (tmp_path / "metadata.csv").open("a") as fh:
         fh.write("bad,images/x.jpg,1,2,top,d,t,whale000,enc,EXTRA,CELLS\n")
@@ -82,7 +81,7 @@ def test_malformed_csv_row(tmp_path):
         NoaaReader().read(tmp_path)
 
 
-def test_listed_but_missing_image(tmp_path):
+def test_listed_but_missing_image(tmp_path, noaa_catalog):
     noaa_catalog(tmp_path, n_ind=2)
     os.remove(tmp_path / "images" / "train0003.jpg")
     with pytest.raises(
@@ -91,7 +90,7 @@ def test_listed_but_missing_image(tmp_path):
         NoaaReader().read(tmp_path)
 
 
-def test_unreadable_image_named(tmp_path):
+def test_unreadable_image_named(tmp_path, folder_catalog):
     folder_catalog(tmp_path, n_ind=6, n_enc=2, per_enc=2)
     bad = tmp_path / "ind_03" / "enc_1" / "e1_f0.jpg"
     bad.write_bytes(b"this is not a jpeg")
@@ -102,7 +101,7 @@ def test_unreadable_image_named(tmp_path):
         dm.verify()
 
 
-def test_path_escaping_root_rejected(tmp_path):
+def test_path_escaping_root_rejected(tmp_path, noaa_catalog, tiny_image):
     outside = tiny_image(tmp_path / "outside.jpg", 1)
     root = tmp_path / "cat"
     root.mkdir()
@@ -127,7 +126,7 @@ def test_path_escaping_root_rejected(tmp_path):
         NoaaReader().read(root)
 
 
-def test_symlink_escaping_root_rejected(tmp_path):
+def test_symlink_escaping_root_rejected(tmp_path, folder_catalog, tiny_image):
     root = folder_catalog(tmp_path / "cat", n_ind=2, n_enc=1, per_enc=1)
     target = tiny_image(tmp_path / "elsewhere" / "x.jpg", 3)
     (root / "ind_00" / "link.jpg").symlink_to(target)
@@ -135,7 +134,7 @@ def test_symlink_escaping_root_rejected(tmp_path):
         FolderReader().read(root)
 
 
-def test_individual_with_too_few_photos(tmp_path):
+def test_individual_with_too_few_photos(tmp_path, folder_catalog):
     # every individual has 2 photos, and data.split.min_images=1 lets them into ID1
     folder_catalog(tmp_path / "two", n_ind=6, n_enc=2, per_enc=1, nested=False)
     dm = WhaleDataModule(
@@ -152,13 +151,13 @@ def test_individual_with_too_few_photos(tmp_path):
     assert "ind_04" in dm._info["excluded_individuals"]
 
 
-def test_too_few_individuals(tmp_path):
+def test_too_few_individuals(tmp_path, folder_catalog):
     folder_catalog(tmp_path, n_ind=2, n_enc=3, per_enc=1)
     with pytest.raises(DataError, match="only 2 individuals.*data.split.min_images"):
         _ = WhaleDataModule(FolderReader(), root=str(tmp_path)).num_classes
 
 
-def test_bad_format_and_protocol_keys(tmp_path):
+def test_bad_format_and_protocol_keys(tmp_path, folder_catalog):
     with pytest.raises(DataError, match="data.reader='csv': give a catalog reader"):
         WhaleDataModule("csv", root=str(tmp_path))
     with pytest.raises(

@@ -14,9 +14,9 @@ import cli
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_top_level_help_lists_every_subcommand():
+def test_top_level_help_lists_every_subcommand(repo):
     proc = subprocess.run(
-        [sys.executable, "cli.py", "--help"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "cli.py", "--help"], cwd=repo, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
     for name, (_, description) in cli.COMMANDS.items():

@@ -1,4 +1,4 @@
-"""Every whale config in configs/ passes a fast_dev_run on the CPU, on fixture data in its format.
+"""Every whale config in configs/ runs one training step on the CPU, on fixture data in its format.
 
 Detector configs are run by tests/test_detection_configs.py; ``test_every_config_is_covered``
 checks that no config in configs/ escapes both lists.
@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from whale_fixtures import folder_catalog, happywhale_catalog, noaa_catalog
 
 import cli
+from attacks.signals import load_signals
+from datamodules.errors import DataError
+from datamodules.manifest import read_manifest
 from experiments.config_files import resolve_config_args
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-FIXTURES = {"folder": folder_catalog, "noaa": noaa_catalog, "happywhale": happywhale_catalog}
 READER_FIXTURE = {"FolderReader": "folder", "NoaaReader": "noaa", "HappywhaleReader": "happywhale"}
 
 
@@ -49,21 +50,36 @@ def whale_configs() -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def catalogs(tmp_path_factory):
+def catalogs(tmp_path_factory, folder_catalog, noaa_catalog, happywhale_catalog):
     base = tmp_path_factory.mktemp("catalogs")
-    return {fmt: make(base / fmt) for fmt, make in FIXTURES.items()}
+    makers = {"folder": folder_catalog, "noaa": noaa_catalog, "happywhale": happywhale_catalog}
+    return {fmt: make(base / fmt) for fmt, make in makers.items()}
 
 
 @pytest.mark.parametrize("config", whale_configs(), ids=lambda p: p.stem)
-def test_fast_dev_run(config, catalogs, tmp_path):
+def test_one_step_run(config, catalogs, tmp_path):
+    """One training step, one validation batch, one monitor pass: the run folder holds what a
+    full run leaves (config, environment, manifest, checkpoint, the epoch's signal rows)."""
     cfg = _load(config)["data"]["init_args"]
     reader = cfg["reader"]["class_path"].rsplit(".", 1)[-1]
     args = [
         "fit",
         "--config",
         config.name,
-        "--trainer.fast_dev_run",
-        "true",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.precision",
+        "32-true",
+        "--leakage.max_rows",
+        "8",
+        "--attack_after_fit",
+        "null",
         "--trainer.accelerator",
         "cpu",
         "--trainer.devices",
@@ -101,6 +117,15 @@ def test_fast_dev_run(config, catalogs, tmp_path):
     if cfg.get("split", {}).get("images_per_identity"):
         args += ["--data.init_args.split.images_per_identity", "6"]
     cli.main(args)
+    run = tmp_path / config.stem / "version_0"  # under --trainer.default_root_dir
+    for f in ("config.yaml", "environment.json", "split_manifest.csv", "checkpoints/last.ckpt"):
+        assert (run / f).is_file(), f
+    rows, _ = read_manifest(run)
+    sig = load_signals(run / "signals" / "epoch=000.npz")
+    ids = list(sig["sample_id"])
+    assert 0 < len(ids) < len(rows) and len(set(ids)) == len(ids)  # a sample, each row once
+    assert set(ids) <= {r["sample_id"] for r in rows}
+    assert set(sig["role"]) == {"member", "nonmember"}
 
 
 def test_every_config_is_covered():
@@ -117,7 +142,7 @@ def test_bare_config_name_resolves_and_unknown_fails():
     assert args[2] == str(CONFIGS / "demo.yaml")
     args = resolve_config_args(["fit", "--config=gremm_resnet50_overfit"])
     assert args[1] == "--config=" + str(CONFIGS / "gremm_resnet50_overfit.yaml")
-    with pytest.raises(cli.DataError, match="--config nosuch.yaml: no such file"):
+    with pytest.raises(DataError, match="--config nosuch.yaml: no such file"):
         resolve_config_args(["fit", "--config", "nosuch.yaml"])
 
 
@@ -263,7 +288,27 @@ def _flat(x, prefix: str = "") -> dict:
 def _old(name: str) -> dict:
     entry = RESOLVED["configs"][name]
     out = {**RESOLVED["bases"][entry["base"]], **entry["diff"]}
-    return {k: v for k, v in out.items() if v != ABSENT}
+    return _intended({k: v for k, v in out.items() if v != ABSENT})
+
+
+def _intended(old: dict) -> dict:
+    """The captured values with the deliberate changes since: no ``hp_metric`` of -1, and the
+    detector audit's settings in their own validated ``audit`` section (defaults filled in)
+    instead of a ``DetectionAudit`` entry under ``trainer.callbacks``."""
+    out = {**old, "trainer.logger.init_args.default_hp_metric": False}
+    callbacks = out.pop("trainer.callbacks", None) or []
+    audit = {"rows": None, "xgb": {}, "canvas": {}, "shadow_config": None, "shadow_args": []}
+    audit |= {"transfer": {}, "transfer_row": "alexnet_aug_u_sr"}
+    for cb in callbacks:
+        assert cb["class_path"].endswith("DetectionAudit"), cb
+        args = dict(cb.get("init_args") or {})
+        assert args.pop("write_signals", True)  # prediction signals are always written now
+        audit |= {k: v for k, v in args.items() if v is not None}
+    for grid in audit["transfer"].values():  # validated entries: args default to []
+        for entry in grid:
+            entry.setdefault("args", [])
+    out["trainer.callbacks"] = None  # the suite adds its callbacks itself
+    return out | _flat({"audit": audit})
 
 
 def _print_config(name: str, *extra: str) -> dict:

@@ -10,8 +10,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_run_folder import REPO, ddp_env
-from whale_fixtures import make_run_folder
 
 from attacks.signals import load_signals
 from experiments.runs import RunContext
@@ -41,7 +39,7 @@ Path(sys.argv[2], "rank%s.json" % os.environ["RANK"]).write_text(json.dumps(call
 
 @pytest.mark.ddp
 @pytest.mark.slow
-def test_two_process_extraction_equals_single_process(tmp_path):
+def test_two_process_extraction_equals_single_process(tmp_path, repo, ddp_env, make_run_folder):
     # 45 synthetic whale photos: an odd count, so the two shards differ in size
     run = make_run_folder(tmp_path, n_individuals=9, encounters=3, photos=3, batch_size=8)
     ctx = RunContext.open(run, "cpu")
@@ -54,7 +52,7 @@ def test_two_process_extraction_equals_single_process(tmp_path):
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", CHILD, str(run), str(tmp_path)],
-            cwd=REPO,
+            cwd=repo,
             env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from detection_fixtures import write_inria, write_synthtext, write_voc
 
 import cli
+from attacks.signals import load_signals
+from datamodules.manifest import read_manifest
 
 CONFIGS = Path(cli.__file__).resolve().parent / "configs"
 DETECTION = sorted(p.name for p in CONFIGS.glob("detection*.yaml"))
@@ -52,32 +53,50 @@ def test_every_detection_config_has_a_case():
     assert set(DETECTION) == set(CASES), "add new detection configs to CASES"
 
 
-def _root(kind: str, tmp: Path) -> Path:
-    root = tmp / kind
-    if kind == "voc":
-        write_voc(root, n=8)
-    elif kind == "inria":
-        write_inria(root, n_train=4, n_test=4)
-    elif kind == "synthtext":
-        write_synthtext(root, n_backgrounds=6, variants=2)
-    return root
+@pytest.fixture
+def dataset_root(write_voc, write_inria, write_synthtext):
+    """``make(kind, tmp)``: a tiny dataset of ``kind`` (voc, inria, synthtext) under ``tmp/kind``."""
+
+    def make(kind: str, tmp: Path) -> Path:
+        root = tmp / kind
+        if kind == "voc":
+            write_voc(root, n=8)
+        elif kind == "inria":
+            write_inria(root, n_train=4, n_test=4)
+        elif kind == "synthtext":
+            write_synthtext(root, n_backgrounds=6, variants=2)
+        return root
+
+    return make
 
 
 @pytest.mark.parametrize(
     "config",
     [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in DETECTION],
 )
-def test_fast_dev_run(config, tmp_path, monkeypatch):
+def test_one_step_run(config, tmp_path, monkeypatch, dataset_root):
+    """One training step and one validation batch; the run folder holds the config, the split
+    manifest, the checkpoint and one prediction row per image of the target's in and out sets."""
     kind, extra = CASES[config]
-    root = _root(kind, tmp_path)
+    root = dataset_root(kind, tmp_path)
     monkeypatch.chdir(tmp_path)  # nothing may land in the checkout
     cli.main(
         [
             "fit",
             "--config",
             config,
-            "--trainer.fast_dev_run",
-            "true",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "1",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.num_sanity_val_steps",
+            "0",
+            "--trainer.precision",
+            "32-true",
+            "--trainer.default_root_dir",
+            str(tmp_path / "runs"),
             "--trainer.accelerator",
             "cpu",
             "--data.init_args.root",
@@ -89,9 +108,14 @@ def test_fast_dev_run(config, tmp_path, monkeypatch):
             *extra,
         ]
     )
-    assert not (tmp_path / "lightning_logs").exists() or not any(
-        (tmp_path / "lightning_logs").rglob("*.ckpt")
-    )
+    run = tmp_path / "runs" / Path(config).stem / "version_0"
+    for f in ("config.yaml", "split_manifest.csv", "checkpoints/last.ckpt"):
+        assert (run / f).is_file(), f
+    rows, _ = read_manifest(run)
+    sig = load_signals(run / "signals" / "predictions.npz")
+    target = [r["sample_id"] for r in rows if r["set"] == "target"]
+    assert sorted(sig["sample_id"]) == sorted(target)  # every target image once
+    assert sig["scores"].shape[0] == len(target)
 
 
 def test_missing_voc_root_is_one_clear_error(tmp_path, monkeypatch, capsys):

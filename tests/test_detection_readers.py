@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from detection_fixtures import write_inria, write_synthtext, write_voc
 
 from datamodules.detection.inria import InriaReader
 from datamodules.detection.records import DetectionReader, DetRecord, ReadReport
@@ -25,7 +24,7 @@ def read(reader: DetectionReader, root: Path) -> tuple[list[DetRecord], ReadRepo
     return cat.records, cat.report
 
 
-def test_voc_reader_fixture(tmp_path):
+def test_voc_reader_fixture(tmp_path, write_voc):
     write_voc(tmp_path, n=5)
     recs, rep = read(VocReader(), tmp_path)
     assert len(recs) == 5 and rep.summary() == "nothing skipped"
@@ -39,7 +38,7 @@ def test_voc_reader_fixture(tmp_path):
     assert r.difficult.tolist() == [False, True]  # img_000: second object difficult
 
 
-def test_voc_reader_uses_imagesets_not_glob(tmp_path):
+def test_voc_reader_uses_imagesets_not_glob(tmp_path, write_voc):
     write_voc(tmp_path, n=4)
     lst = tmp_path / "VOCdevkit/VOC2012/ImageSets/Main/trainval.txt"
     lst.write_text("img_002\nimg_000\n")
@@ -54,7 +53,7 @@ def test_voc_reader_uses_imagesets_not_glob(tmp_path):
         ({"img_001": [("dog", 11, 10, 10, 40, 0)]}, "zero-area box", "zero or negative area"),
     ],
 )
-def test_voc_bad_boxes_error_or_skip(tmp_path, objects, reason, needle):
+def test_voc_bad_boxes_error_or_skip(tmp_path, objects, reason, needle, write_voc):
     write_voc(tmp_path, n=4, objects=objects)
     with pytest.raises(DataError, match=needle) as exc:
         read(VocReader(), tmp_path)
@@ -66,14 +65,14 @@ def test_voc_bad_boxes_error_or_skip(tmp_path, objects, reason, needle):
     assert f"{reason}: 1" in rep.summary()
 
 
-def test_voc_clip_policy(tmp_path):
+def test_voc_clip_policy(tmp_path, write_voc):
     write_voc(tmp_path, n=3, objects={"img_001": [("dog", 10, 10, 70, 40, 0)]})
     recs, rep = read(VocReader(on_invalid="clip"), tmp_path)
     assert rep.clipped_boxes == 1 and len(recs) == 3
     np.testing.assert_allclose(recs[1].boxes[0], [9, 9, 64, 40])
 
 
-def test_voc_malformed_xml_and_missing_image(tmp_path):
+def test_voc_malformed_xml_and_missing_image(tmp_path, write_voc):
     write_voc(tmp_path, n=5, broken_xml=("img_002",), missing_images=("img_003",))
     with pytest.raises(DataError, match="img_002.xml.*malformed XML"):
         read(VocReader(), tmp_path)
@@ -87,7 +86,7 @@ def test_voc_malformed_xml_and_missing_image(tmp_path):
         read(VocReader(), tmp_path / "b")
 
 
-def test_voc_unknown_class_and_missing_list(tmp_path):
+def test_voc_unknown_class_and_missing_list(tmp_path, write_voc):
     write_voc(tmp_path, n=3, objects={"img_000": [("unicorn", 2, 2, 20, 20, 0)]})
     with pytest.raises(DataError, match="unicorn"):
         read(VocReader(classes=list(VOC_CLASSES)), tmp_path)
@@ -112,7 +111,7 @@ def test_synthetic_tree_reads_with_voc_reader(tmp_path):
     assert cat.classes == list(SHAPES) and cat.report.summary() == "nothing skipped"
 
 
-def test_voc_reader_class_names(tmp_path):
+def test_voc_reader_class_names(tmp_path, write_voc):
     write_voc(tmp_path, n=3)
     assert VocReader().read(tmp_path).classes == list(VOC_CLASSES)
     names = ["person", "dog", "car"]
@@ -139,7 +138,7 @@ def test_voc_reader_real_sample():
     assert recs[0].file.endswith("2007_000027.jpg")
 
 
-def test_inria_reader_fixture(tmp_path):
+def test_inria_reader_fixture(tmp_path, write_inria):
     write_inria(tmp_path, n_train=3, n_test=2)
     recs, rep = read(InriaReader(), tmp_path)
     assert len(recs) == 5 and rep.summary() == "nothing skipped"
@@ -151,7 +150,7 @@ def test_inria_reader_fixture(tmp_path):
     assert len(recs) == 2 and recs[0].file.startswith("Test/pos/")
 
 
-def test_inria_bad_input(tmp_path):
+def test_inria_bad_input(tmp_path, write_inria):
     write_inria(tmp_path, n_train=3, n_test=1, boxes={"crop_train_000001": [(5, 8, 70, 90)]})
     with pytest.raises(DataError, match=r"crop_train_000001\.txt object 1.*outside"):
         read(InriaReader(), tmp_path)
@@ -169,7 +168,7 @@ def test_inria_bad_input(tmp_path):
         read(InriaReader(subsets=["Test"]), tmp_path / "b")
 
 
-def test_synthtext_reader_fixture(tmp_path):
+def test_synthtext_reader_fixture(tmp_path, write_synthtext):
     write_synthtext(tmp_path, n_backgrounds=2, variants=2)
     recs, rep = read(SynthTextReader(), tmp_path)
     assert len(recs) == 4 and rep.summary() == "nothing skipped"
@@ -179,7 +178,7 @@ def test_synthtext_reader_fixture(tmp_path):
     assert read(SynthTextReader(limit=3), tmp_path)[0][-1].file == "2/scene1_11_0.jpg"
 
 
-def test_synthtext_helpers_and_errors(tmp_path):
+def test_synthtext_helpers_and_errors(tmp_path, write_synthtext):
     assert background_of("8/ballet_106_0.jpg") == "ballet_106"
     quad = np.array([[1, 5, 5, 1], [2, 2, 7, 7]], dtype=float)
     np.testing.assert_allclose(word_boxes(quad), [[1, 2, 5, 7]])

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from detection_fixtures import write_synthtext, write_voc
 
 from datamodules.detection.datamodule import DetectionDataModule, DetLoaderSettings
 from datamodules.detection.records import DetRecord
@@ -64,7 +63,7 @@ def test_groups_stay_in_one_bucket():
     assert all(len(v) == 1 for v in where.values())
 
 
-def test_sequential_first_and_next(tmp_path):
+def test_sequential_first_and_next(tmp_path, write_synthtext):
     write_synthtext(tmp_path, n_backgrounds=6, variants=3)
     recs = SynthTextReader().read(tmp_path).records
     s = DetSplitSettings(seed=0, protocol="sequential", n_target=7, n_shadow=5)
@@ -120,7 +119,7 @@ def test_manifest_written_and_checked(tmp_path):
         write_manifest(tmp_path, other, {"seed": 3}, COLUMNS)
 
 
-def test_datamodule_roles_share_one_plan(tmp_path):
+def test_datamodule_roles_share_one_plan(tmp_path, write_voc):
     write_voc(tmp_path / "voc", n=16)
     kw = dict(
         reader=VocReader(),
@@ -142,7 +141,7 @@ def test_datamodule_roles_share_one_plan(tmp_path):
     assert header["reader_summary"] == "nothing skipped"
 
 
-def test_datamodule_shows_skip_counts(tmp_path):
+def test_datamodule_shows_skip_counts(tmp_path, write_voc):
     write_voc(tmp_path / "voc", n=10, broken_xml=("img_004",), missing_images=("img_007",))
     dm = DetectionDataModule(
         VocReader(on_invalid="skip"),

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
-from whale_fixtures import folder_catalog, tiny_image
 
 from datamodules import image_cache
 from datamodules.catalogs import FolderReader
@@ -31,7 +30,7 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def catalog(tmp_path_factory) -> Path:
+def catalog(tmp_path_factory, folder_catalog) -> Path:
     return folder_catalog(tmp_path_factory.mktemp("cat"), n_ind=6, n_enc=1, per_enc=3)
 
 
@@ -58,7 +57,7 @@ def later_clock(monkeypatch):
     monkeypatch.setattr(image_cache, "time", fake)
 
 
-def test_changed_image_rebuilds_only_its_entry(tmp_path, later_clock):
+def test_changed_image_rebuilds_only_its_entry(tmp_path, later_clock, folder_catalog, tiny_image):
     root = folder_catalog(tmp_path / "cat", n_ind=6, n_enc=1, per_enc=3)
     past = time.time() - 3600
     for f in root.rglob("*.jpg"):
@@ -151,7 +150,7 @@ def test_cache_dir_none_disables(catalog, tmp_path, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(out, cached))
 
 
-def test_data_errors_unchanged_through_the_cache(tmp_path):
+def test_data_errors_unchanged_through_the_cache(tmp_path, folder_catalog):
     root = folder_catalog(tmp_path / "cat", n_ind=6, n_enc=1, per_enc=3)
     dm = make_dm(root, tmp_path, verify_images=False)
     ds = dm.dataset(dm.rows())
@@ -235,7 +234,7 @@ def test_loader_defaults(catalog, tmp_path):
     assert dm0.train_dataloader().prefetch_factor is None
 
 
-def test_file_hasher_rehashes_racy_files(tmp_path):
+def test_file_hasher_rehashes_racy_files(tmp_path, tiny_image):
     f = tiny_image(tmp_path / "a.jpg", 1)
     h = FileHasher()
     assert h(f) == h(f) and h.hashed == 2  # just written: its hash is not trusted yet

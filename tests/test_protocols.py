@@ -6,7 +6,6 @@ import json
 from collections import defaultdict
 
 import pytest
-from whale_fixtures import noaa_catalog
 
 from datamodules.catalogs import NoaaReader
 from datamodules.leaks import verify_manifest
@@ -16,7 +15,7 @@ from experiments.study import StudySettings, run_study
 
 
 @pytest.fixture(scope="module")
-def noaa(tmp_path_factory):
+def noaa(tmp_path_factory, noaa_catalog):
     return NoaaReader().read(
         noaa_catalog(tmp_path_factory.mktemp("noaa"), n_ind=12, n_enc=4, per_enc=3)
     )
@@ -45,8 +44,11 @@ def test_paper_protocol_puts_copies_of_one_original_in_train_and_test(noaa):
     counts = verify_manifest(rows, protocol="paper")
     assert counts["paper_overlap_test_in_train"] == n
     assert counts["paper_test_rows"] == sum(r["split"] == "test" for r in rows)
-    # every copy names its original in `file`, and copies carry an aug spec
-    assert all(r["aug"] or r["file"] for r in rows)
+    # every row names its original photo in `file`; the copies carry an aug spec
+    assert all(r["file"] for r in rows)
+    copies = [r for r in rows if r["aug"]]
+    assert copies and {r["file"] for r in copies} <= {r["file"] for r in rows if not r["aug"]}
+    assert len({(r["file"], r["aug"]) for r in rows}) == len(rows)
     # the paper protocol fails the leak guard of the other protocols, on purpose
     with pytest.raises(Exception, match="must sit in one split"):
         verify_manifest(rows, protocol="photo")

@@ -3,110 +3,23 @@
 from __future__ import annotations
 
 import glob
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import cli
 from attacks.signals import list_epochs, load_signals
 from datamodules.manifest import read_manifest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_args(tmp: Path, epochs: int, name: str = "run") -> list[str]:
-    return [
-        "fit",
-        "--config",
-        "demo.yaml",
-        "--trainer.max_epochs",
-        str(epochs),
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.logger.init_args.save_dir",
-        str(tmp / "logs"),
-        "--trainer.logger.init_args.name",
-        name,
-        "--data.init_args.root",
-        str(tmp / "catalog"),
-        "--data.init_args.reader.init_args.n_individuals",
-        "9",
-        "--data.init_args.reader.init_args.encounters_per_individual",
-        "3",
-        "--data.init_args.reader.init_args.photos_per_encounter",
-        "2",
-        "--data.init_args.reader.init_args.image_size",
-        "32",
-        "--data.init_args.loader.image_size",
-        "32",
-        "--data.init_args.loader.batch_size",
-        "8",
-        "--data.init_args.loader.num_workers",
-        "0",
-        "--model.init_args.arch",
-        "resnet18",
-        "--attack_after_fit",
-        "null",  # the attacks have tests of their own
-    ]
-
-
-def ddp_env() -> dict:
-    """Environment for a 2-process CPU DDP child: one thread each and a free rendezvous port
-    (a fixed port can still be held by the previous DDP test's exiting processes)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONUNBUFFERED": "1",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(port),
-    }
-
-
-def run_cli(args: list[str]) -> None:
-    """``python cli.py ARGS`` in a child process (as a user runs it, so Lightning's DDP launcher
-    can re-run it per rank); fails the test with the child's stderr tail."""
-    proc = subprocess.run(
-        [sys.executable, "cli.py", *args],
-        cwd=REPO,
-        env=ddp_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
-def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
-    """(step, value) pairs of ``tag`` over every event file in ``run``, sorted by step."""
-    out = []
-    for ev in sorted(glob.glob(str(run / "events.out.tfevents.*"))):
-        acc = EventAccumulator(ev)
-        acc.Reload()
-        if tag in acc.Tags()["scalars"]:
-            out += [(e.step, e.value) for e in acc.Scalars(tag)]
-    return sorted(out)
-
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory, tiny_args):
     tmp = tmp_path_factory.mktemp("demo")
     cli.main(tiny_args(tmp, epochs=2))
     return tmp, tmp / "logs" / "run" / "version_0"
 
 
-def test_run_folder_holds_everything(demo_run):
+def test_run_folder_holds_everything(demo_run, scalars):
     _, run = demo_run
     for name in (
         "config.yaml",
@@ -141,7 +54,7 @@ def test_run_folder_holds_everything(demo_run):
         assert len(scalars(run, tag)) == 2, tag
 
 
-def test_resume_continues_without_duplicated_epochs(demo_run):
+def test_resume_continues_without_duplicated_epochs(demo_run, scalars, tiny_args):
     tmp, run = demo_run
     before = scalars(run, "leak/gap")
     cli.main(tiny_args(tmp, epochs=4) + ["--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
@@ -157,7 +70,7 @@ def test_resume_continues_without_duplicated_epochs(demo_run):
 
 @pytest.mark.ddp
 @pytest.mark.slow
-def test_ddp_two_cpu_processes_write_each_sample_once(tmp_path):
+def test_ddp_two_cpu_processes_write_each_sample_once(tmp_path, run_cli, scalars, tiny_args):
     epochs = 2
     args = tiny_args(tmp_path, epochs=epochs, name="ddp") + [
         "--data.init_args.reader.init_args.photos_per_encounter",

@@ -9,7 +9,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from whale_fixtures import folder_catalog, noaa_catalog
 
 from datamodules.catalogs import (
     Catalog,
@@ -26,7 +25,7 @@ from datamodules.whale import LoaderSettings, WhaleDataModule
 
 
 @pytest.fixture(scope="module")
-def noaa(tmp_path_factory):
+def noaa(tmp_path_factory, noaa_catalog):
     return NoaaReader().read(
         noaa_catalog(tmp_path_factory.mktemp("noaa"), n_ind=12, n_enc=4, per_enc=3)
     )
@@ -125,7 +124,7 @@ def test_guard_fires_on_planted_file_overlap(noaa):
         verify_manifest(planted)
 
 
-def test_guard_fires_on_byte_identical_images(tmp_path):
+def test_guard_fires_on_byte_identical_images(tmp_path, folder_catalog):
     root = folder_catalog(tmp_path, n_ind=9, n_enc=3, per_enc=2)
     dm = WhaleDataModule(FolderReader(), root=str(root))
     rows = dm.plan()
@@ -136,7 +135,7 @@ def test_guard_fires_on_byte_identical_images(tmp_path):
         dm.verify()
 
 
-def test_external_nonmembers_from_another_catalog(tmp_path):
+def test_external_nonmembers_from_another_catalog(tmp_path, folder_catalog, noaa_catalog):
     main = FolderReader().read(folder_catalog(tmp_path / "main", n_ind=9))
     other = NoaaReader().read(noaa_catalog(tmp_path / "other", n_ind=6))
     other.name = "external"
@@ -147,7 +146,7 @@ def test_external_nonmembers_from_another_catalog(tmp_path):
     verify_manifest(rows)
 
 
-def test_nonmember_reader_and_root_through_the_datamodule(tmp_path):
+def test_nonmember_reader_and_root_through_the_datamodule(tmp_path, folder_catalog, noaa_catalog):
     """The second catalog is a reader + root of its own (paper, Figure 7)."""
     main = folder_catalog(tmp_path / "main", n_ind=9)
     other = noaa_catalog(tmp_path / "other", n_ind=6)
@@ -175,7 +174,7 @@ def test_nonmember_reader_and_root_through_the_datamodule(tmp_path):
         bad.plan()
 
 
-def test_evaluation_loaders_leave_the_global_rng_alone(tmp_path):
+def test_evaluation_loaders_leave_the_global_rng_alone(tmp_path, folder_catalog):
     """How often the monitor scores the probe rows must not shift the training shuffles."""
     import torch
 
