@@ -57,8 +57,8 @@ ATTACKS = ("yeom", "salem")
 def fit_attacks(model, dm, device: str, seed: int = 0) -> dict:
     """``{name: fitted attack}`` as :func:`experiments.discriminate.fit_attack` fits them: on the
     balanced attack set of the model's signals over every manifest row."""
-    rows = dm.probe_rows()
-    sig = attach_metadata(extract_arrays(model, dm.probe_loader(rows), device), rows)
+    rows = dm.signal_rows()
+    sig = attach_metadata(extract_arrays(model, dm.signal_loader(rows), device), rows)
     att = balanced(subset(sig, "attack"), seed)
     return {name: get(name)().fit(att) for name in ATTACKS}
 
@@ -69,7 +69,7 @@ def new_photos(dm, n: int, seed: int = 0) -> torch.Tensor:
     rows = dm.rows("eval") or dm.rows()
     rng = np.random.default_rng(seed)
     pick = [rows[i] for i in rng.choice(len(rows), size=min(n, len(rows)), replace=False)]
-    xs = torch.cat([x for x, _, _ in dm.probe_loader(pick)])
+    xs = torch.cat([x for x, _, _ in dm.signal_loader(pick)])
     if len(xs) < n:  # fewer evaluation photos than asked: repeat them
         xs = xs.repeat((n + len(xs) - 1) // len(xs), 1, 1, 1)[:n]
     return xs

@@ -3,7 +3,7 @@ datamodule, against the raw train step of the same model on in-memory tensors.
 
     python benchmarks/fit_throughput.py [--epochs 8] [--threads 2] [--device cpu] [--full]
 
-Both sides train the demo model (``configs/demo.yaml``: ``WhaleClassifier`` resnet18, overfit
+Both sides train the demo model (``configs/demo.yaml``: ``ImageClassifier`` resnet18, overfit
 preset, Adam 3e-4, batch 32, 48 px; ``--full``: resnet50 at 224 px on 256 px photos) on the
 training photos of the demo's generated synthetic whales (written once under ``--data-dir``,
 default ``data_cache/``):
@@ -46,7 +46,7 @@ from benchmarks.common import add_common_args, apply_threads, sync, write_result
 from datamodules.catalogs import SyntheticWhalesReader  # noqa: E402
 from datamodules.splits import SplitSettings  # noqa: E402
 from datamodules.whale import LoaderSettings, WhaleDataModule  # noqa: E402
-from lightning_modules.classifier import WhaleClassifier  # noqa: E402
+from lightning_modules.classifier import ImageClassifier  # noqa: E402
 
 DEMO = ROOT / "configs" / "demo.yaml"
 
@@ -81,7 +81,7 @@ def make_datamodule(data_args: dict, data_dir: str | Path) -> WhaleDataModule:
     )
 
 
-def make_model(model_args: dict, num_classes: int) -> WhaleClassifier:
+def make_model(model_args: dict, num_classes: int) -> ImageClassifier:
     args = dict(model_args)
     opt = args.pop("optimizer", None)
     factory = None
@@ -93,7 +93,7 @@ def make_model(model_args: dict, num_classes: int) -> WhaleClassifier:
         def factory(params):
             return cls(params, **kw)
 
-    return WhaleClassifier(num_classes=num_classes, optimizer=factory, **args)
+    return ImageClassifier(num_classes=num_classes, optimizer=factory, **args)
 
 
 class EpochTimer(pl.Callback):
@@ -129,7 +129,7 @@ def quiet_lightning() -> None:
 
 def timed_fit(
     dm: WhaleDataModule,
-    model: WhaleClassifier,
+    model: ImageClassifier,
     epochs: int,
     device: str,
     root_dir: str | Path,

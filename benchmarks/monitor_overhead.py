@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     quiet_lightning()
     data_args, model_args = demo_settings(a.full)
     dm = make_datamodule(data_args, a.data_dir)
-    n_train, n_probe = len(dm.rows("train")), len(dm.probe_rows())
+    n_train, n_probe = len(dm.rows("train")), len(dm.signal_rows())
 
     def mean(xs):
         return sum(xs) / len(xs)

@@ -1,4 +1,4 @@
-"""The whale identity datamodule: catalog -> identity-disjoint split -> loaders and probe sets."""
+"""The whale identity datamodule: catalog -> identity-disjoint split -> loaders and signal rows."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class LoaderSettings:
     Args:
         image_size: square input size in pixels.
         batch_size: training batch size.
-        eval_batch_size: batch size of the evaluation and probe loaders (``None``:
+        eval_batch_size: batch size of the evaluation and signal loaders (``None``:
             max(batch_size, 64)).
         num_workers: loader workers (``None``: 0 on <=2 cores, else min(8, cores - 1)). With
             workers, they persist across epochs and each keeps 4 training batches (2 evaluation
@@ -304,11 +304,11 @@ class WhaleDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.rows())
 
-    def probe_rows(self) -> list[dict]:
+    def signal_rows(self) -> list[dict]:
         """Rows the leakage monitor scores: every manifest row (train, attack and eval sets)."""
         return self.rows()
 
-    def probe_loader(self, rows: list[dict]) -> DataLoader:
+    def signal_loader(self, rows: list[dict]) -> DataLoader:
         """Deterministic, un-augmented loader over ``rows`` (no shuffling, no workers' state)."""
         return self._loader(rows)
 

@@ -14,19 +14,21 @@ from pytorch_lightning.utilities import rank_zero_info
 from attacks.leakage import leakage_metrics
 from attacks.report import plot_leakage
 from attacks.signals import epoch_path, list_epochs, load_signals, save_signals
+from datamodules.detection.datamodule import DetectionDataModule
+from datamodules.whale import WhaleDataModule
 from lightning_modules.detector import write_prediction_signals
 from lightning_modules.extraction import extract_rows
 
 
 class LeakageMonitor(pl.Callback):
-    """Every ``every_n_epochs`` training epochs, score all probe rows and log leakage curves.
+    """Every ``every_n_epochs`` training epochs, score all signal rows and log leakage curves.
 
     Writes ``<run>/signals/epoch=NNN.npz`` (rank 0 only, each sample once; see
     :mod:`attacks.signals`) and logs ``leak/train_acc``, ``leak/test_acc``, ``leak/gap``,
     ``leak/kl``, ``leak/kl_photo``, ``attack/acc``, ``attack/auc``, ``attack/tpr@1%fpr`` (see
     :func:`attacks.leakage.leakage_metrics`).
 
-    Needs a datamodule with ``probe_rows()`` and ``probe_loader(rows)`` (the whale datamodule);
+    Needs the whale datamodule (its ``signal_rows()`` and ``signal_loader(rows)``);
     with another datamodule it does nothing.
 
     Args:
@@ -36,10 +38,10 @@ class LeakageMonitor(pl.Callback):
         save_embeddings: also save penultimate embeddings (large for big backbones).
         kl_bins: histogram bins for the KL divergence.
         enabled: switch the monitor off without editing the callback list.
-        max_rows: score at most this many probe rows per pass: a seeded sample, stratified by
+        max_rows: score at most this many signal rows per pass: a seeded sample, stratified by
             ``(split, set, role)`` and the same every epoch, so the curves stay comparable
             (``None``: every row). A pass costs about one forward per scored row, i.e. roughly
-            a third of a training step; with the paper's split there are ~5 probe rows per
+            a third of a training step; with the paper's split there are ~5 signal rows per
             training photo, so an uncapped pass costs ~1.7 training epochs. Capping bounds the
             overhead on large catalogs; the final extraction (``cli.py attack``) scores every row.
         seed: seed of the ``max_rows`` sample.
@@ -76,18 +78,18 @@ class LeakageMonitor(pl.Callback):
         if (
             not self.enabled
             or dm is None
-            or not hasattr(dm, "probe_rows")
+            or not isinstance(dm, WhaleDataModule)
             or not self._due(trainer)
         ):
             return
-        rows = sample_rows(dm.probe_rows(), self.max_rows, self.seed)
+        rows = sample_rows(dm.signal_rows(), self.max_rows, self.seed)
         # each rank scores rows[rank::world]; every rank gets all rows back, in manifest order
         # the trainer's precision (e.g. bf16 autocast on GPUs), as in its own eval loops
         with trainer.precision_plugin.forward_context():
             signals = extract_rows(
                 pl_module,
                 rows,
-                dm.probe_loader,
+                dm.signal_loader,
                 pl_module.device,
                 topk=self.topk,
                 embed=pl_module.embed if self.save_embeddings else None,
@@ -112,7 +114,7 @@ class LeakageMonitor(pl.Callback):
         if not self.enabled or trainer.fast_dev_run or not log_dir or not trainer.is_global_zero:
             return
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # few probe rows: low-FPR figures are coarse
+            warnings.simplefilter("ignore")  # few signal rows: low-FPR figures are coarse
             path = leakage_figure(Path(log_dir))
         if path is not None:
             rank_zero_info(f"leakage curves: {path}")
@@ -148,13 +150,13 @@ def sample_rows(rows: list[dict], max_rows: int | None, seed: int = 0) -> list[d
 
 class PredictionSignals(pl.Callback):
     """At the end of ``fit``, write ``<run>/signals/predictions.npz`` for a detection datamodule
-    (one with ``signal_rows``): the detector's boxes and scores on its in and out sets, which the
+    (:class:`DetectionDataModule`): the detector's boxes and scores on its in and out sets, which the
     detector audit attacks. Under ``fast_dev_run`` the path runs on one batch and writes nothing.
     """
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule
-        if dm is None or not hasattr(dm, "signal_rows"):
+        if not isinstance(dm, DetectionDataModule):
             return
         if trainer.fast_dev_run:
             write_prediction_signals(None, pl_module, dm, max_batches=1)

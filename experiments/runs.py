@@ -21,7 +21,7 @@ from attacks.signals import load_signals, save_signals
 from datamodules.errors import DataError
 from datamodules.images import ManifestDataset, eval_transform
 from datamodules.manifest import read_manifest
-from lightning_modules.classifier import WhaleClassifier
+from lightning_modules.classifier import ImageClassifier
 from lightning_modules.extraction import extract_rows, is_rank_zero, rank_world
 
 
@@ -34,7 +34,7 @@ class RunContext:
     rows: list[dict]
     header: dict
     device: str = "cpu"
-    _model: WhaleClassifier | None = field(default=None, repr=False)
+    _model: ImageClassifier | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, folder: str | Path, device: str | None = None) -> RunContext:
@@ -73,7 +73,7 @@ class RunContext:
     def checkpoint(self) -> Path:
         return self.folder / "checkpoints" / "last.ckpt"
 
-    def model(self) -> WhaleClassifier:
+    def model(self) -> ImageClassifier:
         """The target classifier with the run's last weights, in eval mode on ``device``."""
         if self._model is None:
             self._model = load_classifier(self.checkpoint, self.model_args, len(self.class_names))
@@ -104,7 +104,7 @@ ARCH_KEYS = (
 
 
 def model_kwargs(args: dict, num_classes: int, *, with_dp: bool = False) -> dict:
-    """Constructor kwargs of :class:`WhaleClassifier` from a saved config's ``init_args``.
+    """Constructor kwargs of :class:`ImageClassifier` from a saved config's ``init_args``.
 
     ``with_dp`` also passes the run's ``dp`` block: a DP run's network is Opacus-wrapped (BatchNorm
     replaced, ``net._module.*`` keys), so its checkpoint loads only into the same wrapping. Models
@@ -114,10 +114,10 @@ def model_kwargs(args: dict, num_classes: int, *, with_dp: bool = False) -> dict
     return {"num_classes": num_classes, **{k: args[k] for k in keys if args.get(k) is not None}}
 
 
-def load_classifier(ckpt: Path, args: dict, num_classes: int) -> WhaleClassifier:
+def load_classifier(ckpt: Path, args: dict, num_classes: int) -> ImageClassifier:
     """Rebuild the classifier (its DP wrapping included) and load ``ckpt`` with
     ``torch.load(weights_only=True)``."""
-    model = WhaleClassifier(**model_kwargs(args, num_classes, with_dp=True))
+    model = ImageClassifier(**model_kwargs(args, num_classes, with_dp=True))
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     model.load_state_dict(state["state_dict"] if "state_dict" in state else state)
     return model

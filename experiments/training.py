@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from attacks.signals import save_signals
 from datamodules.images import ManifestDataset, eval_transform
 from experiments.runs import model_kwargs, optimizer_factory
-from lightning_modules.classifier import WhaleClassifier
+from lightning_modules.classifier import ImageClassifier
 from lightning_modules.extraction import attach_metadata, extract_arrays
 
 
@@ -36,12 +36,12 @@ def train_classifier(
     batch_size: int = 32,
     seed: int = 0,
     device: str = "cpu",
-) -> tuple[WhaleClassifier, float]:
-    """Train a fresh :class:`WhaleClassifier` over ``identities`` on ``train_rows`` by the run's
+) -> tuple[ImageClassifier, float]:
+    """Train a fresh :class:`ImageClassifier` over ``identities`` on ``train_rows`` by the run's
     recipe (arch, preset, optimizer). Returns ``(model in eval mode, seconds)``."""
     pl.seed_everything(seed, workers=True, verbose=False)
     rows = relabel(train_rows, identities)
-    model = WhaleClassifier(
+    model = ImageClassifier(
         **model_kwargs(model_args, len(identities)), optimizer=optimizer_factory(model_args)
     )
     loader = DataLoader(

@@ -28,7 +28,7 @@ PRESETS = {
 }
 
 
-class WhaleClassifier(DPHooks, pl.LightningModule):
+class ImageClassifier(DPHooks, pl.LightningModule):
     """Closed-set identity classifier over the ID1 individuals.
 
     Args:
@@ -88,7 +88,7 @@ class WhaleClassifier(DPHooks, pl.LightningModule):
         )
         if dropout_defense:
             apply_dropout_defense(self.net, num_classes, dropout_defense_p)
-        self.dp = DPTraining(as_config(dp), "WhaleClassifier") if dp is not None else None
+        self.dp = DPTraining(as_config(dp), "ImageClassifier") if dp is not None else None
         if self.dp is not None:
             if compile:
                 raise ValueError("model.compile is not supported with model.dp (Opacus hooks).")
@@ -102,7 +102,7 @@ class WhaleClassifier(DPHooks, pl.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        rank_zero_info(f"WhaleClassifier {arch} preset={preset} resolved={cfg}")
+        rank_zero_info(f"ImageClassifier {arch} preset={preset} resolved={cfg}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) for images (B, 3, H, W)."""

@@ -360,7 +360,7 @@ def write_prediction_signals(
     """
     settings = settings or module.predict_settings
     rows = datamodule.signal_rows()
-    arrays = predict_detections(module, datamodule.eval_loader(rows), settings, max_batches)
+    arrays = predict_detections(module, datamodule.signal_loader(rows), settings, max_batches)
     sel = [rows[i] for i in arrays["index"]]
     meta = {
         f: np.array([r[f] for r in sel], dtype=str)

@@ -217,7 +217,7 @@ def make_run_folder(
 
     from datamodules.catalogs import SyntheticWhalesReader
     from datamodules.whale import LoaderSettings, WhaleDataModule
-    from lightning_modules.classifier import WhaleClassifier
+    from lightning_modules.classifier import ImageClassifier
 
     dm = WhaleDataModule(
         SyntheticWhalesReader(
@@ -234,7 +234,7 @@ def make_run_folder(
     dm.write_manifest(run)
     margs = {"arch": "resnet18", "preset": "overfit", **(model_args or {})}
     torch.manual_seed(0)
-    model = WhaleClassifier(num_classes=dm.num_classes, **margs)
+    model = ImageClassifier(num_classes=dm.num_classes, **margs)
     (run / "checkpoints").mkdir()
     torch.save({"state_dict": model.state_dict()}, run / "checkpoints" / "last.ckpt")
     cfg = {

@@ -194,11 +194,11 @@ def test_extraction_takes_logits_and_embedding_from_one_pass():
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from lightning_modules.classifier import WhaleClassifier
+    from lightning_modules.classifier import ImageClassifier
     from lightning_modules.extraction import extract_arrays
 
     torch.manual_seed(0)
-    model = WhaleClassifier(num_classes=4, arch="resnet18", dropout_defense=True).eval()
+    model = ImageClassifier(num_classes=4, arch="resnet18", dropout_defense=True).eval()
     x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, -1, 0])
     loader = DataLoader(TensorDataset(x, y, torch.arange(6)), batch_size=4)
     calls = []

@@ -292,10 +292,13 @@ def _old(name: str) -> dict:
 
 
 def _intended(old: dict) -> dict:
-    """The captured values with the deliberate changes since: no ``hp_metric`` of -1, and the
+    """The captured values with the deliberate changes since: no ``hp_metric`` of -1, the
+    classifier's generic name, and the
     detector audit's settings in their own validated ``audit`` section (defaults filled in)
     instead of a ``DetectionAudit`` entry under ``trainer.callbacks``."""
     out = {**old, "trainer.logger.init_args.default_hp_metric": False}
+    if out.get("model.class_path") == "lightning_modules.classifier.WhaleClassifier":
+        out["model.class_path"] = "lightning_modules.classifier.ImageClassifier"  # renamed
     callbacks = out.pop("trainer.callbacks", None) or []
     audit = {"rows": None, "xgb": {}, "canvas": {}, "shadow_config": None, "shadow_args": []}
     audit |= {"transfer": {}, "transfer_row": "alexnet_aug_u_sr"}

@@ -52,6 +52,8 @@ def test_run_folder_holds_everything(demo_run, scalars):
         "val/acc",
     ):
         assert len(scalars(run, tag)) == 2, tag
+    assert scalars(run, "hp_metric") == []  # no placeholder metric of -1
+    assert (run / "leakage.png").is_file()  # the overfitting-vs-leakage chart of the whole fit
 
 
 def test_resume_continues_without_duplicated_epochs(demo_run, scalars, tiny_args):

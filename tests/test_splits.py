@@ -186,7 +186,7 @@ def test_evaluation_loaders_leave_the_global_rng_alone(tmp_path, folder_catalog)
     torch.manual_seed(0)
     expected = torch.rand(1)
     torch.manual_seed(0)
-    next(iter(dm.probe_loader(dm.probe_rows())))
+    next(iter(dm.signal_loader(dm.signal_rows())))
     next(iter(dm.val_dataloader()))
     assert torch.equal(torch.rand(1), expected)
 

@@ -341,7 +341,7 @@ class DetectionDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.signal_rows())
 
-    def eval_loader(self, rows: list[dict]) -> DataLoader:
+    def signal_loader(self, rows: list[dict]) -> DataLoader:
         """Un-augmented loader over ``rows`` (dataset index = position in ``rows``)."""
         self.plan()
         return self._loader(rows)
