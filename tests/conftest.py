@@ -540,6 +540,23 @@ def _scalars_fixture():
 
 
 @pytest.fixture(scope="session")
+def one_step() -> list[str]:
+    """Trainer arguments of a smoke run: one training step, one validation batch, fp32."""
+    return [
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.precision",
+        "32-true",
+    ]
+
+
+@pytest.fixture(scope="session")
 def repo() -> Path:
     """The repository root."""
     return REPO

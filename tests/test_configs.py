@@ -57,7 +57,7 @@ def catalogs(tmp_path_factory, folder_catalog, noaa_catalog, happywhale_catalog)
 
 
 @pytest.mark.parametrize("config", whale_configs(), ids=lambda p: p.stem)
-def test_one_step_run(config, catalogs, tmp_path):
+def test_one_step_run(config, catalogs, tmp_path, one_step):
     """One training step, one validation batch, one monitor pass: the run folder holds what a
     full run leaves (config, environment, manifest, checkpoint, the epoch's signal rows)."""
     cfg = _load(config)["data"]["init_args"]
@@ -66,16 +66,7 @@ def test_one_step_run(config, catalogs, tmp_path):
         "fit",
         "--config",
         config.name,
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "1",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.num_sanity_val_steps",
-        "0",
-        "--trainer.precision",
-        "32-true",
+        *one_step,
         "--leakage.max_rows",
         "8",
         "--attack_after_fit",

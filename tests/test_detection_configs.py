@@ -74,7 +74,7 @@ def dataset_root(write_voc, write_inria, write_synthtext):
     "config",
     [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in DETECTION],
 )
-def test_one_step_run(config, tmp_path, monkeypatch, dataset_root):
+def test_one_step_run(config, tmp_path, monkeypatch, dataset_root, one_step):
     """One training step and one validation batch; the run folder holds the config, the split
     manifest, the checkpoint and one prediction row per image of the target's in and out sets."""
     kind, extra = CASES[config]
@@ -85,16 +85,7 @@ def test_one_step_run(config, tmp_path, monkeypatch, dataset_root):
             "fit",
             "--config",
             config,
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.limit_train_batches",
-            "1",
-            "--trainer.limit_val_batches",
-            "1",
-            "--trainer.num_sanity_val_steps",
-            "0",
-            "--trainer.precision",
-            "32-true",
+            *one_step,
             "--trainer.default_root_dir",
             str(tmp_path / "runs"),
             "--trainer.accelerator",
