@@ -21,6 +21,7 @@ accuracy, average recall, shadow validation accuracy) plus AUC and TPR at 1% FPR
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -32,6 +33,7 @@ import yaml
 from attacks.metrics import threshold_metrics
 from attacks.registry import get
 from attacks.signals import balanced, load_signals, membership
+from datamodules.errors import DataError
 from datamodules.leaks import verify_cross_runs
 from datamodules.manifest import read_manifest
 from experiments.audit_settings import TABLE1, AuditSettings, TransferEntry
@@ -41,14 +43,18 @@ from lightning_modules.detector import write_prediction_signals
 
 
 def audit_settings(config: str | Path) -> AuditSettings:
-    """The ``audit:`` section of ``config``, validated (defaults where absent)."""
+    """The ``audit:`` section of ``config``, validated (defaults where absent); a bad section
+    raises :class:`DataError` naming the config and the key."""
     from jsonargparse import ArgumentParser
 
     section = (yaml.safe_load(Path(config).read_text()) or {}).get("audit") or {}
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(AuditSettings, "audit")
-    cfg = parser.parse_object({"audit": section})
-    return parser.instantiate_classes(cfg).audit
+    try:
+        return parser.instantiate_classes(parser.parse_object({"audit": section})).audit
+    except (ValueError, TypeError, argparse.ArgumentError) as exc:
+        why = " ".join(str(exc).split())
+        raise DataError(f"{config}: bad audit section: {why}") from None
 
 
 def _resolve(config: str) -> str:
@@ -188,6 +194,16 @@ def render_report(target_info: dict, shadow_info: dict, results: dict[str, dict]
 
 
 OWN = ("--config", "--output", "--target_run", "--shadow_run", "--rows")
+
+
+def fit_option(argv: list[str], key: str) -> str | None:
+    """The value of ``key`` among the fit arguments (``key value`` or ``key=value``), if any."""
+    for i, a in enumerate(argv):
+        if a == key and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(key + "="):
+            return a.split("=", 1)[1]
+    return None
 
 
 def _split_argv(argv: list[str]) -> tuple[list[str], list[str]]:

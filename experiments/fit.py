@@ -10,6 +10,7 @@ identities is linked from ``data.num_classes`` to ``model.init_args.num_classes`
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -26,6 +27,26 @@ from experiments.monitor import LeakageMonitor, PredictionSignals
 TENSORBOARD = "pytorch_lightning.loggers.TensorBoardLogger"
 #: where runs land unless ``--trainer.default_root_dir`` (or the logger's ``save_dir``) says
 DEFAULT_ROOT = "lightning_logs"
+
+
+#: ``--data[.init_args].<settings group>.<field> null``: jsonargparse 4.53 turns such a null into
+#: the string "None" for a field of a dataclass inside subclass-mode init_args; the dict form
+#: ``--data.<group> '{<field>: null}'`` sets None and keeps the group's other values
+NESTED_NULL = re.compile(r"^(--data(?:\.init_args)?\.(?:split|loader))\.(\w+)$")
+
+
+def nested_nulls(argv: list[str]) -> list[str]:
+    """``argv`` with each ``--data.split.X null`` (or ``loader``) in the dict form that works."""
+    out, i = [], 0
+    while i < len(argv):
+        m = NESTED_NULL.match(argv[i])
+        if m and i + 1 < len(argv) and argv[i + 1] in ("null", "None"):
+            out += [m.group(1), f"{{{m.group(2)}: null}}"]
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 def next_version(base: Path, prefix: str = "version_") -> Path:
@@ -200,7 +221,7 @@ def main(argv: list[str], from_sys: bool = False) -> None:
 
     With ``from_sys`` LightningCLI reads ``sys.argv`` (the DDP launcher re-runs that argv).
     """
-    argv = resolve_config_args(argv)
+    argv = nested_nulls(resolve_config_args(argv))
     # LightningCLI warns when given args while sys.argv holds others
     saved_argv = sys.argv
     sys.argv = saved_argv[:1] + argv if from_sys else saved_argv[:1]

@@ -58,3 +58,15 @@ def test_attack_help_has_no_dataclass_repr(capsys):
         cli.main(["attack", "--help"])
     out = capsys.readouterr().out
     assert "Settings(" not in out and "HopSkipJump boundary-distance attack" in out
+
+
+@pytest.mark.parametrize("section", ["rows: [nosuch]", "colour: red"])
+def test_a_bad_audit_section_is_one_line_and_exit_2(tmp_path, capsys, section):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(f"audit:\n  {section}\n")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["audit", "--config", str(cfg)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {cfg}: bad audit section") and "\n" not in err
+    assert not (tmp_path / "lightning_logs").exists()

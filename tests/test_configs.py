@@ -376,3 +376,12 @@ def test_grid_config_resolves_from_a_relative_path_elsewhere(tmp_path, monkeypat
     assert cfg["model.init_args.arch"] == "resnet50" and cfg["trainer.max_epochs"] == 200
     assert cfg["data.init_args.root"] == "/catalog"
     assert cfg["data.init_args.reader.class_path"] == "datamodules.catalogs.FolderReader"
+
+
+def test_null_for_a_nested_data_setting_is_none_and_keeps_the_rest():
+    cfg = _flat(_print_config("noaa_resnet50_overfit.yaml", "--data.split.group_by", "null"))
+    assert cfg["data.init_args.split.group_by"] is None
+    assert cfg["data.init_args.split.min_images"] == 3  # the group's other values stay
+    cfg = _flat(_print_config("demo.yaml", "--data.init_args.loader.cache_dir", "null"))
+    assert cfg["data.init_args.loader.cache_dir"] is None
+    assert cfg["data.init_args.loader.image_size"] == 48
