@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -67,7 +68,7 @@ class Inputs:
     out: Path
     common: dict = field(default_factory=dict)
 
-    @property
+    @cached_property
     def attack_set(self) -> dict:
         """The target's attack set, balanced when the settings ask for it."""
         att = subset(self.sig, "attack")
@@ -81,7 +82,7 @@ def _target_job(inp: Inputs, name: str, attack: str, args: dict, info: dict) -> 
         args,
         inp.attack_set,
         subset(inp.sig, "eval"),
-        {**inp.common, **info, "fit_on": "target attack set"},
+        {**inp.common, "fit_on": "target attack set", **info},
         inp.settings.balanced,
         query_seconds=inp.fwd,
     )
@@ -259,8 +260,8 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
     if (out / "ensemble" / "report.md").is_file():
         extra = "## Ensemble\n\nSee [ensemble/report.md](ensemble/report.md)."
     path = write_summary(out, results, infos, context, [Path(c) for c in s.compare], extra)
-    loggers.metrics("target", {k: context[k] for k in ("train_acc", "test_acc")})
-    loggers.metrics("target", {"overfitting_level": context["overfitting_level"]})
+    target = ("train_acc", "test_acc", "overfitting_level")
+    loggers.metrics("target", {k: context[k] for k in target})
     loggers.images("attacks", [out / "roc.png", out / "roc_loglog.png"])
     loggers.close()
     log(split_note(context["split_protocol"], context["group_by"]))

@@ -264,10 +264,9 @@ def ensemble_report(ctx, res: dict, cfg: dict, s, single: dict, results: dict) -
             f"{t['test_acc']:.3f} | {t['overfitting_level']:.3f} |"
         )
     rows = [
-        f"| ensemble `{m_info[1]['rule']}` ({res['n_subsets']} subsets) | {m['acc']:.3f} | "
+        f"| ensemble `{info['rule']}` ({res['n_subsets']} subsets) | {m['acc']:.3f} | "
         f"{m['fpr']:.3f} | {m['tpr']:.3f} | {m['auc']:.3f} |"
-        for m_info in results.values()
-        for m in [m_info[0]]
+        for m, info in results.values()
     ]
     return "\n".join(
         [
