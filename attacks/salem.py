@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from attacks.base import RegisteredAttack
+from attacks.metrics import best_threshold
 from attacks.registry import register
 from attacks.signals import membership
 
@@ -104,8 +105,6 @@ class SalemAttack(RegisteredAttack):
             torch.set_num_threads(threads)
         self.net.eval()
         if self.threshold_mode == "fit":
-            from attacks.metrics import best_threshold
-
             self._tau, _ = best_threshold(self.score(attack_signals), y.numpy())
         return self
 

@@ -20,6 +20,7 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
 from attacks.report import split_note
 from datamodules.environment import environment_versions
+from experiments.attack import main as attack_main
 from experiments.audit_settings import AuditSettings
 from experiments.config_files import config_stem, resolve_config_args
 from experiments.monitor import LeakageMonitor, PredictionSignals
@@ -166,8 +167,6 @@ class SuiteCLI(LightningCLI):
                 )
             return
         if attack_cfg and self.trainer.is_global_zero and log_dir and not self.trainer.fast_dev_run:
-            from experiments.attack import main as attack_main
-
             attack_main(resolve_config_args(["--run", log_dir, "--config", attack_cfg]))
 
 

@@ -25,6 +25,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.detection import MeanAveragePrecision
 
 from attacks.signals import save_signals
+from lightning_modules.components.defenses import apply_ssd_dropout_defense
 from lightning_modules.components.detectors import build_detector, detector_spec, set_postprocess
 from lightning_modules.dp.config import DPConfig, as_config
 from lightning_modules.dp.detection import (
@@ -132,8 +133,6 @@ class ObjectDetector(DPHooks, pl.LightningModule):
         if dropout_defense:
             if self.two_stage:
                 raise ValueError("model.dropout_defense is implemented for the SSD family only.")
-            from lightning_modules.components.defenses import apply_ssd_dropout_defense
-
             apply_ssd_dropout_defense(self.net, dropout_defense_p)
         self.dp = None
         if dp is not None:
