@@ -21,8 +21,10 @@ that thresholds them is :class:`attacks.label_only.LabelOnlyAttack`.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -278,6 +280,25 @@ def art_classifier(model: nn.Module, x_shape: tuple[int, ...], nb_classes: int):
     return clf, wrapped
 
 
+@contextmanager
+def seeded_random_states(seed: int):
+    """Within the block, ``np.random.RandomState()`` without a seed is seeded (``seed``,
+    ``seed + 1``, ...): ART's HopSkipJump draws its random start from such an unseeded state,
+    which made the reference distances differ from run to run."""
+    original = np.random.RandomState
+    counter = itertools.count(seed)
+
+    class Seeded(original):
+        def __init__(self, s=None):
+            super().__init__(next(counter) if s is None else s)
+
+    np.random.RandomState = Seeded
+    try:
+        yield
+    finally:
+        np.random.RandomState = original
+
+
 def art_distances(
     model: nn.Module,
     x: torch.Tensor,
@@ -317,11 +338,12 @@ def art_distances(
     onehot = np.eye(nb_classes, dtype=np.float32)[pred]
     dist = np.zeros(len(xn))
     queries = np.zeros(len(xn), dtype=np.int64)
-    for i in range(len(xn)):
-        wrapped.queries = 0
-        adv = hsj.generate(x=xn[i : i + 1], y=onehot[i : i + 1])
-        queries[i] = wrapped.queries
-        dist[i] = np.linalg.norm((adv - xn[i : i + 1]).reshape(1, -1), axis=1)[0]
+    with seeded_random_states(seed):
+        for i in range(len(xn)):
+            wrapped.queries = 0
+            adv = hsj.generate(x=xn[i : i + 1], y=onehot[i : i + 1])
+            queries[i] = wrapped.queries
+            dist[i] = np.linalg.norm((adv - xn[i : i + 1]).reshape(1, -1), axis=1)[0]
     return {
         "distance": dist,
         "queries": queries,
