@@ -70,3 +70,20 @@ def test_a_bad_audit_section_is_one_line_and_exit_2(tmp_path, capsys, section):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {cfg}: bad audit section") and "\n" not in err
     assert not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["attack", "--run", "{tmp}/no_run"], "--run"),
+        (["discriminate", "--run", "{tmp}/no_run", "--images", "{tmp}"], "--run"),
+        (["fit", "--config", "no_such_config.yaml"], "--config no_such_config.yaml"),
+    ],
+)
+def test_a_missing_run_or_config_is_one_line_and_exit_2(tmp_path, capsys, argv, names):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and names in err and "\n" not in err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []
