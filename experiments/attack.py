@@ -221,7 +221,7 @@ def run_context(inp: Inputs, seconds: float) -> dict:
         "signals": inp.common["signals"],
         "train_acc": train_acc,
         "test_acc": test_acc,
-        "group_by": ctx.data_args.get("split", {}).get("group_by"),
+        "group_by": ctx.data_setting("split", "group_by"),
         "split_protocol": ctx.header.get("settings", {}).get("split_protocol"),
         "seconds": seconds,
         "manifest_hash": ctx.header.get("hash"),

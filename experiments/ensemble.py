@@ -199,7 +199,7 @@ def ensemble_config(ctx, s) -> dict:
         "base": e.base,
         "epochs": e.epochs or int(ctx.config.get("trainer", {}).get("max_epochs") or 10),
         "match_steps": e.match_steps,
-        "batch_size": e.batch_size or int(ctx.data_args.get("loader", {}).get("batch_size", 32)),
+        "batch_size": e.batch_size or int(ctx.data_setting("loader", "batch_size", 32)),
         "seed": e.seed,
         "reuse": e.reuse,
     }

@@ -65,9 +65,15 @@ class RunContext:
     def model_args(self) -> dict:
         return dict(self.config["model"]["init_args"])
 
+    def data_setting(self, group: str, key: str, default=None):
+        """``data.init_args.<group>.<key>`` of the run's config; a run saved before the data
+        settings were grouped (``split``, ``loader``) has it as ``data.init_args.<key>``."""
+        args = self.data_args
+        return (args.get(group) or {}).get(key, args.get(key, default))
+
     @property
     def image_size(self) -> int:
-        return int(self.data_args.get("loader", {}).get("image_size", 224))
+        return int(self.data_setting("loader", "image_size", 224))
 
     @property
     def checkpoint(self) -> Path:

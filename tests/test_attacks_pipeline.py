@@ -199,3 +199,20 @@ def test_attack_rebuilds_defended_targets(tmp_path, extra, make_run_folder):
     sig, _ = final_signals(ctx)
     assert len(sig["index"]) == len(ctx.rows)
     assert sig["embedding"].shape[0] == len(ctx.rows)
+
+
+def test_a_run_saved_with_flat_data_settings_keeps_its_image_size(run_folder, tmp_path):
+    """Run folders written before the data settings were grouped keep working: their flat
+    ``data.init_args.image_size`` is read, not replaced by a default."""
+    import shutil
+
+    from experiments.runs import RunContext
+
+    old = tmp_path / "old_run"
+    shutil.copytree(run_folder, old, ignore=shutil.ignore_patterns("attacks", "signals"))
+    cfg = yaml.safe_load((old / "config.yaml").read_text())
+    loader = cfg["data"]["init_args"].pop("loader")
+    cfg["data"]["init_args"].update(loader)  # the old flat layout
+    (old / "config.yaml").write_text(yaml.safe_dump(cfg))
+    ctx = RunContext.open(old)
+    assert ctx.image_size == RunContext.open(run_folder).image_size == loader["image_size"]
