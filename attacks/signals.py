@@ -81,14 +81,13 @@ SETS = ("train", "attack", "eval")
 def subset(signals: dict[str, np.ndarray], set_name: str) -> dict[str, np.ndarray]:
     """The rows of one set of classifier signals: ``train``, ``attack`` or ``eval``.
 
-    Detector signals name the model's side in their ``set`` column (target | shadow): asking
-    them for a classifier set raises instead of silently returning no rows.
+    Detector signals have no sets (their ``side`` is target or shadow): asking them for one
+    raises instead of silently returning no rows.
     """
-    values = set(np.unique(signals["set"]).tolist()) if "set" in signals else set()
-    if set_name not in SETS or not values <= set(SETS):
+    if set_name not in SETS or "set" not in signals:
         raise ValueError(
-            f"subset({set_name!r}): classifier signals have sets {SETS}; these signals hold "
-            f"{sorted(values)} (detector signals: one file per side, target or shadow)."
+            f"subset({set_name!r}): classifier signals have sets {SETS}; detector signals have "
+            "none (one file per side, target or shadow)."
         )
     return select(signals, signals["set"] == set_name)
 

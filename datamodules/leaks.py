@@ -101,24 +101,24 @@ def verify_detection_split(rows: list[dict], content_hash: dict[str, str] | None
         if r["file"] in seen:
             raise SplitLeakError(f"image {r['file']!r} appears twice in the split manifest.")
         seen.add(r["file"])
-        where[r["group"]].add((r["set"], r["split"]))
+        where[r["group"]].add((r["side"], r["split"]))
     for g, buckets in where.items():
         if len(buckets) > 1:
             raise SplitLeakError(
                 f"group {g!r} is spread over {sorted(buckets)}; a group (e.g. one SynthText "
                 "background and its variants) must stay in one bucket. Re-plan the split."
             )
-    target = {r["file"] for r in rows if r["set"] == "target"}
-    shadow = {r["file"] for r in rows if r["set"] == "shadow"}
+    target = {r["file"] for r in rows if r["side"] == "target"}
+    shadow = {r["file"] for r in rows if r["side"] == "shadow"}
     if target & shadow:
         raise SplitLeakError(f"target and shadow share {len(target & shadow)} images.")
     for side in ("target", "shadow"):
         for split in ("in", "out"):
-            if not any(r["set"] == side and r["split"] == split for r in rows):
+            if not any(r["side"] == side and r["split"] == split for r in rows):
                 raise SplitLeakError(f"bucket {side}-{split} is empty; add images.")
     if content_hash is not None:
         check_byte_identity(
-            ((f"{r['set']}-{r['split']}", r["file"], content_hash[r["file"]]) for r in rows),
+            ((f"{r['side']}-{r['split']}", r["file"], content_hash[r["file"]]) for r in rows),
             "buckets",
             "Remove the duplicate or give both one group.",
         )
@@ -129,10 +129,10 @@ def verify_cross_runs(target_rows: list[dict], shadow_rows: list[dict]) -> None:
 
     Only meaningful when both runs read the same dataset; rows of different datasets never match.
     """
-    t = {(r["dataset"], r["file"]) for r in target_rows if r["set"] == "target"}
-    tg = {(r["dataset"], r["group"]) for r in target_rows if r["set"] == "target"}
-    s = {(r["dataset"], r["file"]) for r in shadow_rows if r["set"] == "shadow"}
-    sg = {(r["dataset"], r["group"]) for r in shadow_rows if r["set"] == "shadow"}
+    t = {(r["dataset"], r["file"]) for r in target_rows if r["side"] == "target"}
+    tg = {(r["dataset"], r["group"]) for r in target_rows if r["side"] == "target"}
+    s = {(r["dataset"], r["file"]) for r in shadow_rows if r["side"] == "shadow"}
+    sg = {(r["dataset"], r["group"]) for r in shadow_rows if r["side"] == "shadow"}
     if t & s or tg & sg:
         n = len(t & s) or len(tg & sg)
         raise SplitLeakError(

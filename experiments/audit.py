@@ -97,12 +97,14 @@ def check_runs(target_run: Path, shadow_run: Path) -> None:
     verify_cross_runs(t_rows, s_rows)
 
 
-def load_run_signals(run: Path, expect_set: str) -> dict[str, np.ndarray]:
-    sig = load_signals(Path(run) / "signals" / "predictions.npz")
-    if not np.all(sig["set"] == expect_set):
-        raise ValueError(
-            f"{run}: signal file holds {set(sig['set'])} rows, expected {expect_set!r}."
-        )
+def load_run_signals(run: Path, side: str) -> dict[str, np.ndarray]:
+    """The prediction signals of a detector run, all of one ``side`` (target | shadow)."""
+    path = Path(run) / "signals" / "predictions.npz"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; pass a finished detector run folder (fit writes it)")
+    sig = load_signals(path)
+    if not np.all(sig["side"] == side):
+        raise DataError(f"{path}: holds {sorted(set(sig['side']))} rows, expected {side!r}.")
     return sig
 
 

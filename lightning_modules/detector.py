@@ -353,7 +353,7 @@ def write_prediction_signals(
 
     Rows follow ``datamodule.signal_rows()`` (manifest order). Besides the arrays of
     :func:`predict_detections`: ``sample_id``, ``file``, ``group``, ``role`` (member/nonmember),
-    ``set`` (target/shadow), ``split`` (in/out). A sidecar ``predictions.json`` records the
+    ``side`` (target/shadow), ``split`` (in/out). A sidecar ``predictions.json`` records the
     architecture, dataset, classes and prediction settings. Nothing is written when ``run_dir``
     is None (e.g. under ``fast_dev_run``).
     """
@@ -363,7 +363,7 @@ def write_prediction_signals(
     sel = [rows[i] for i in arrays["index"]]
     meta = {
         f: np.array([r[f] for r in sel], dtype=str)
-        for f in ("sample_id", "file", "group", "role", "set", "split")
+        for f in ("sample_id", "file", "group", "role", "side", "split")
     }
     signals = {**meta, **arrays}
     if run_dir is None:

@@ -69,7 +69,7 @@ def detector_signals(n: int, k: int, seed: int, side: str) -> dict:
         "scores": -np.sort(-scores, axis=1).astype(np.float32),
         "n_boxes": np.full(n, k),
         "role": np.where(member, "member", "nonmember"),
-        "set": np.full(n, side),
+        "side": np.full(n, side),
     }
 
 

@@ -71,7 +71,7 @@ def test_audit_chain_end_to_end(tmp_path, monkeypatch):
     # signal files: one row per image of the role's in/out sets, padded to K = 20
     t = load_signals(out / "target" / "signals" / "predictions.npz")
     s = load_signals(out / "shadow" / "signals" / "predictions.npz")
-    assert set(t["set"]) == {"target"} and set(s["set"]) == {"shadow"}
+    assert set(t["side"]) == {"target"} and set(s["side"]) == {"shadow"}
     assert t["boxes"].shape[1:] == (20, 4) and t["scores"].shape[1] == 20
     assert set(t["role"]) == {"member", "nonmember"} and set(t["split"]) == {"in", "out"}
     assert not set(t["file"]) & set(s["file"])

@@ -104,7 +104,7 @@ def test_one_step_run(config, tmp_path, monkeypatch, dataset_root, one_step):
         assert (run / f).is_file(), f
     rows, _ = read_manifest(run)
     sig = load_signals(run / "signals" / "predictions.npz")
-    target = [r["sample_id"] for r in rows if r["set"] == "target"]
+    target = [r["sample_id"] for r in rows if r["side"] == "target"]
     assert sorted(sig["sample_id"]) == sorted(target)  # every target image once
     assert sig["scores"].shape[0] == len(target)
 

@@ -32,7 +32,7 @@ def _recs(n: int, group_size: int = 1) -> list[DetRecord]:
 def _buckets(rows):
     out = {}
     for r in rows:
-        out.setdefault((r["set"], r["split"]), set()).add(r["file"])
+        out.setdefault((r["side"], r["split"]), set()).add(r["file"])
     return out
 
 
@@ -59,7 +59,7 @@ def test_groups_stay_in_one_bucket():
     rows, _ = plan_detection_split(_recs(60, group_size=3), DetSplitSettings(seed=2), "synthtext")
     where = {}
     for r in rows:
-        where.setdefault(r["group"], set()).add((r["set"], r["split"]))
+        where.setdefault(r["group"], set()).add((r["side"], r["split"]))
     assert all(len(v) == 1 for v in where.values())
 
 
@@ -69,8 +69,8 @@ def test_sequential_first_and_next(tmp_path, write_synthtext):
     s = DetSplitSettings(seed=0, protocol="sequential", n_target=7, n_shadow=5)
     rows, info = plan_detection_split(recs, s, "synthtext")
     order = [r.file for r in recs]
-    target = [order.index(r["file"]) for r in rows if r["set"] == "target"]
-    shadow = [order.index(r["file"]) for r in rows if r["set"] == "shadow"]
+    target = [order.index(r["file"]) for r in rows if r["side"] == "target"]
+    shadow = [order.index(r["file"]) for r in rows if r["side"] == "shadow"]
     # first 7 images, finished at the background boundary (3 variants each) -> 9; then next 5 -> 6
     assert sorted(target) == list(range(9)) and sorted(shadow) == list(range(9, 15))
     assert info["n_unused"] == 3
@@ -81,18 +81,18 @@ def test_leaks_fail_loudly():
     rows, _ = plan_detection_split(_recs(20, group_size=2), DetSplitSettings(), "voc")
     bad = [dict(r) for r in rows]
     # move one image of a group to another bucket
-    i = next(k for k, r in enumerate(bad) if r["set"] == "target")
-    bad[i]["set"] = "shadow"
+    i = next(k for k, r in enumerate(bad) if r["side"] == "target")
+    bad[i]["side"] = "shadow"
     with pytest.raises(SplitLeakError, match="must stay in one bucket"):
         verify_detection_split(bad)
-    dup = rows + [dict(rows[0], set="shadow")]
+    dup = rows + [dict(rows[0], side="shadow")]
     with pytest.raises(SplitLeakError, match="appears twice"):
         verify_detection_split(dup)
     hashes = {
         r["file"]: "same" if r["file"] in (rows[0]["file"], rows[-1]["file"]) else r["file"]
         for r in rows
     }
-    if (rows[0]["set"], rows[0]["split"]) != (rows[-1]["set"], rows[-1]["split"]):
+    if (rows[0]["side"], rows[0]["split"]) != (rows[-1]["side"], rows[-1]["split"]):
         with pytest.raises(SplitLeakError, match="byte-identical"):
             verify_detection_split(rows, hashes)
     with pytest.raises(DataError, match="at least 4"):
@@ -132,7 +132,7 @@ def test_datamodule_roles_share_one_plan(tmp_path, write_voc):
     s.setup("fit")
     assert t.plan() == s.plan() and t.num_classes == 21  # VOC's 20 classes + background
     assert {r["file"] for r in t.signal_rows()}.isdisjoint({r["file"] for r in s.signal_rows()})
-    assert {r["set"] for r in s.signal_rows()} == {"shadow"}
+    assert {r["side"] for r in s.signal_rows()} == {"shadow"}
     images, targets, idx = next(iter(t.train_dataloader()))
     assert images[0].shape == (3, 32, 32) and targets[0]["boxes"].shape[1] == 4
     t.write_manifest(tmp_path / "run")
@@ -204,13 +204,22 @@ PINNED = {
 }
 
 
+#: the pins were taken when the ``side`` column was named ``set``: hash under the old name
+BEFORE_COLUMNS = ["set" if c == "side" else c for c in COLUMNS]
+
+
+def pinned_hash(rows: list[dict]) -> str:
+    """The manifest hash of ``rows`` with the ``side`` column under its old name."""
+    return manifest_hash([{**r, "set": r["side"]} for r in rows], BEFORE_COLUMNS)
+
+
 @pytest.mark.parametrize("case", sorted(PIN_CASES))
 def test_manifest_is_pinned(case):
     rows, info = plan_detection_split(
         _pin_records(), DetSplitSettings(**PIN_CASES[case]), "synthetic"
     )
     digest = hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()
-    assert (manifest_hash(rows, COLUMNS), digest) == PINNED[case]
+    assert (pinned_hash(rows), digest) == PINNED[case]
 
 
 def test_datamodule_manifest_is_pinned(tmp_path):
@@ -219,7 +228,7 @@ def test_datamodule_manifest_is_pinned(tmp_path):
     dm = DetectionDataModule(
         SyntheticVocReader(n_images=24, image_size=48), root=str(tmp_path / "d")
     )
-    assert manifest_hash(dm.plan(), COLUMNS) == (
+    assert pinned_hash(dm.plan()) == (
         "5afe64b315d89e2311e2f55af2eb4150869dc3d918ea5cda31679803cc364c68"
     )
     assert dm.class_names == ["circle", "square", "triangle", "cross"]

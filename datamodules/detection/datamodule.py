@@ -243,12 +243,12 @@ class DetectionDataModule(pl.LightningDataModule):
         self.plan()
         return list(self._classes)
 
-    def rows(self, set_name: str | None = None, split: str | None = None) -> list[dict]:
-        """Manifest rows of a bucket, in manifest order (``set_name`` None = both sets)."""
+    def rows(self, side: str | None = None, split: str | None = None) -> list[dict]:
+        """Manifest rows of a bucket, in manifest order (``side`` None = target and shadow)."""
         return [
             r
             for r in self.plan()
-            if (set_name is None or r["set"] == set_name) and (split is None or r["split"] == split)
+            if (side is None or r["side"] == side) and (split is None or r["split"] == split)
         ]
 
     def signal_rows(self) -> list[dict]:

@@ -18,7 +18,7 @@ and the reader's skip report)::
     file       image path relative to the data root
     annotation annotation path relative to the root ("gt.mat" for SynthText)
     group      images of one group share a bucket
-    set        target | shadow
+    side       target | shadow (the model that trains or is scored on the image)
     split      in | out
     role       member (in) | nonmember (out)
     n_objects  objects kept by the reader
@@ -40,7 +40,7 @@ COLUMNS = [
     "file",
     "annotation",
     "group",
-    "set",
+    "side",
     "split",
     "role",
     "n_objects",
@@ -153,7 +153,7 @@ def plan_detection_split(
                 "file": r.file,
                 "annotation": r.annotation,
                 "group": g,
-                "set": side,
+                "side": side,
                 "split": split,
                 "role": "member" if split == "in" else "nonmember",
                 "n_objects": len(r.labels),
@@ -161,7 +161,7 @@ def plan_detection_split(
         )
     counts = defaultdict(int)
     for row in rows:
-        counts[f"{row['set']}_{row['split']}"] += 1
+        counts[f"{row['side']}_{row['split']}"] += 1
     info = {
         "counts": dict(sorted(counts.items())),
         "n_rows": len(rows),
