@@ -67,12 +67,16 @@ class Inputs:
     fwd: float
     out: Path
     common: dict = field(default_factory=dict)
+    log: Callable = print
+
+    def fit_rows(self, sig: dict) -> dict:
+        """Attack-set rows to fit on, balanced when the settings ask for it."""
+        return balanced(sig, self.settings.seed) if self.settings.balanced else sig
 
     @cached_property
     def attack_set(self) -> dict:
-        """The target's attack set, balanced when the settings ask for it."""
-        att = subset(self.sig, "attack")
-        return balanced(att, self.settings.seed) if self.settings.balanced else att
+        """The target's own attack set, as :meth:`fit_rows`."""
+        return self.fit_rows(subset(self.sig, "attack"))
 
 
 def _target_job(inp: Inputs, name: str, attack: str, args: dict, info: dict) -> Job:
@@ -123,13 +127,11 @@ def salem_shadow_jobs(inp: Inputs) -> list[Job]:
             inp.ctx, sdir, arch=sh.arch, epochs=sh.epochs, seed=sh.seed, batch_size=sh.batch_size
         )
         ssig = subset(full, "attack")
-    if inp.settings.balanced:
-        ssig = balanced(ssig, inp.settings.seed)
     target_arch = inp.ctx.model_args.get("arch")
     name = "salem_shadow" if sinfo["arch"] == target_arch else f"salem_shadow_{sinfo['arch']}"
     info = {**_salem_args(inp), "fit_on": "shadow", "shadow": sinfo, "target_arch": target_arch}
     job = _target_job(inp, name, "salem", _salem_args(inp), info)
-    job.fit, job.prep_seconds = ssig, time.perf_counter() - t0
+    job.fit, job.prep_seconds = inp.fit_rows(ssig), time.perf_counter() - t0
     return [job]
 
 
@@ -157,15 +159,34 @@ def baseline_jobs(inp: Inputs) -> list[Job]:
     return jobs
 
 
-#: the attack steps in report order: name -> job builder (the ensemble is its own step)
-STEPS: dict[str, Callable[[Inputs], list[Job]] | None] = {
-    "yeom": yeom_jobs,
-    "salem": salem_jobs,
-    "salem_shadow": salem_shadow_jobs,
-    "label_only": label_only_jobs,
-    "ensemble": None,
-    "baselines": baseline_jobs,
-}
+def ensemble_step(inp: Inputs, loggers: RunLoggers) -> dict[str, tuple[dict, dict]]:
+    """The ensemble MIA (it trains its own subset targets): ``{ensemble_<rule>: (m, info)}``."""
+    if not inp.settings.ensemble.enabled:
+        return {}
+    done = ensemble_attacks(inp.ctx, inp.sig, inp.settings, inp.out, inp.fwd, inp.log)
+    for name, (m, info) in done.items():
+        log_attack(loggers, name, m, inp.out / "ensemble" / info["rule"])
+    return done
+
+
+def signal_step(builder: Callable[[Inputs], list[Job]]):
+    """A step that fits and evaluates the jobs ``builder`` makes (none when it is disabled)."""
+
+    def step(inp: Inputs, loggers: RunLoggers) -> dict[str, tuple[dict, dict]]:
+        return {job.name: run_job(job, inp, loggers) for job in builder(inp)}
+
+    return step
+
+
+#: the attack steps in report order; each returns ``{result name: (metrics, info)}``
+STEPS = (
+    signal_step(yeom_jobs),
+    signal_step(salem_jobs),
+    signal_step(salem_shadow_jobs),
+    signal_step(label_only_jobs),
+    ensemble_step,
+    signal_step(baseline_jobs),
+)
 
 
 def run_job(job: Job, inp: Inputs, loggers: RunLoggers) -> tuple[dict, dict]:
@@ -242,17 +263,12 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
         train_subsets(ctx, out / "ensemble", ensemble_config(ctx, s), s.ensemble.subsets, log)
         return {}
     sig, fwd = final_signals(ctx)
-    inp = Inputs(ctx, sig, s, fwd, out, {"signals": str(ctx.folder / "signals" / "final.npz")})
+    common = {"signals": str(ctx.folder / "signals" / "final.npz")}
+    inp = Inputs(ctx, sig, s, fwd, out, common, log)
     loggers = RunLoggers.for_run(ctx.config, ctx.folder, out)
     results, infos = {}, {}
-    for step, jobs_of in STEPS.items():
-        if step == "ensemble":
-            done = ensemble_attacks(ctx, sig, s, out, log) if s.ensemble.enabled else {}
-            for name, (m, info) in done.items():
-                log_attack(loggers, name, m, out / "ensemble" / info["rule"])
-        else:
-            done = {job.name: run_job(job, inp, loggers) for job in jobs_of(inp)}
-        for name, (m, info) in done.items():
+    for step in STEPS:
+        for name, (m, info) in step(inp, loggers).items():
             results[name], infos[name] = m, info
             log(f"attack {name}: acc {m['acc']:.3f} auc {m['auc']:.3f} fpr {m['fpr']:.3f}")
     context = run_context(inp, time.perf_counter() - t_start)

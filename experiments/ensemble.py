@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from attacks.ensemble import RULES, combine, split_identities
-from attacks.metrics import balance
 from attacks.registry import get
 from attacks.report import evaluate, write_attack
 from attacks.signals import accuracy, balanced, load_signals, membership, select, subset
@@ -100,6 +99,11 @@ def train_subsets(ctx, out_dir: Path, cfg: dict, only: list[int], log=print) -> 
     return paths
 
 
+def base_attack(cfg: dict):
+    """A fresh instance of the per-subset attack (``base``, ``base_args``)."""
+    return get(cfg.get("base", "yeom"))(**dict(cfg.get("base_args") or {}))
+
+
 def _subset_attack(ctx, out_dir: Path, cfg: dict, k: int, ids: list[str], eval_rows: list[dict]):
     """Subset ``k``'s target and attack: ``(eval scores (N,), threshold, Table 6 row)``."""
     seed = int(cfg.get("seed", 0))
@@ -107,7 +111,7 @@ def _subset_attack(ctx, out_dir: Path, cfg: dict, k: int, ids: list[str], eval_r
     att_rows = subset_attack_rows(ctx.rows, ids, seed + k)
     sid = {s: i for i, s in enumerate(sig["sample_id"])}
     att = balanced(select(sig, np.array([sid[r["sample_id"]] for r in att_rows])), seed + k)
-    attack = get(cfg.get("base", "yeom"))(**dict(cfg.get("base_args") or {})).fit(att)
+    attack = base_attack(cfg).fit(att)
     ev = select(sig, np.array([sid[r["sample_id"]] for r in eval_rows]))
     own = np.isin(sig["identity"], ids)
     tr_acc, te_acc = accuracy(sig, "train", own), accuracy(sig, "test", own)
@@ -142,11 +146,9 @@ def run_ensemble(ctx, out_dir: Path, cfg: dict, single_signals: dict, log=print)
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.get("seed", 0))
-    base = cfg.get("base", "yeom")
-    base_args = dict(cfg.get("base_args") or {})
     groups = subset_plan(ctx, cfg)
-    eval_rows = [r for r in ctx.rows if r["set"] == "eval"]
-    eval_index = np.array([i for i, r in enumerate(ctx.rows) if r["set"] == "eval"])
+    eval_index = np.flatnonzero([r["set"] == "eval" for r in ctx.rows])
+    eval_rows = [ctx.rows[i] for i in eval_index]
     scores, taus, table = [], [], []
     t0 = time.perf_counter()
     for k, ids in enumerate(groups):
@@ -167,7 +169,7 @@ def run_ensemble(ctx, out_dir: Path, cfg: dict, single_signals: dict, log=print)
         rules[rule] = {"decision": dec, "score": sc}
     per_sample = (time.perf_counter() - t0) / max(1, len(eval_rows))
     s_att = balanced(subset(single_signals, "attack"), seed)
-    single = get(base)(**base_args).fit(s_att)
+    single = base_attack(cfg).fit(s_att)
     sev = select(single_signals, np.isin(single_signals["index"], eval_index))
     return {
         "subsets": table,
@@ -184,7 +186,7 @@ def run_ensemble(ctx, out_dir: Path, cfg: dict, single_signals: dict, log=print)
         },
         "train_seconds": t_train,
         "combine_seconds_per_sample": per_sample,
-        "base": base,
+        "base": cfg.get("base", "yeom"),
         "n_subsets": len(groups),
     }
 
@@ -205,9 +207,12 @@ def ensemble_config(ctx, s) -> dict:
     }
 
 
-def ensemble_attacks(ctx, sig: dict, s, out: Path, log=print) -> dict[str, tuple[dict, dict]]:
+def ensemble_attacks(
+    ctx, sig: dict, s, out: Path, fwd: float, log=print
+) -> dict[str, tuple[dict, dict]]:
     """Run the ensemble and write ``<out>/ensemble/{<rule>/, report.md, ensemble.json}``.
 
+    ``fwd``: the target's forward time per sample (s); each subset target costs one per sample.
     Returns ``{ensemble_<rule>: (metrics, info)}`` on the evaluation set.
     """
     cfg = ensemble_config(ctx, s)
@@ -215,14 +220,12 @@ def ensemble_attacks(ctx, sig: dict, s, out: Path, log=print) -> dict[str, tuple
     res = run_ensemble(ctx, edir, cfg, sig, log=log)
     y = res["is_member"]
     ev = select(sig, np.isin(sig["index"], res["eval_index"]))
-    sel = balance(y, s.seed) if s.balanced else np.arange(len(y))
-    fwd = json.loads((ctx.folder / "signals" / "final_timing.json").read_text())
     results = {}
     for rule, r in res["rules"].items():
         # decision margin: the combined score is >= 0 exactly for members except for majority
         tau = 0.0 if rule != "majority" else (res["n_subsets"] // 2 + 1) - 0.5
         kw = dict(identity=ev["identity"], label=ev["label"], pred=ev["pred"], seed=s.seed)
-        m, _ = evaluate(r["score"], y, tau, balanced=s.balanced, **kw)
+        m, sel = evaluate(r["score"], y, tau, balanced=s.balanced, **kw)
         assert np.array_equal(r["score"][sel] >= tau, r["decision"][sel]), rule
         info = {
             "rule": rule,
@@ -231,14 +234,13 @@ def ensemble_attacks(ctx, sig: dict, s, out: Path, log=print) -> dict[str, tuple
             "epochs": cfg["epochs"],
             "train_seconds": res["train_seconds"],
             "discrimination_seconds_per_sample": res["combine_seconds_per_sample"]
-            + res["n_subsets"] * fwd["seconds_per_sample"],
+            + res["n_subsets"] * fwd,
         }
         write_attack(edir / rule, f"ensemble_{rule}", m, r["score"][sel], y[sel], info)
         results[f"ensemble_{rule}"] = (m, info)
     single = res["single"]
-    ssel = balance(single["is_member"], s.seed) if s.balanced else np.arange(len(single["score"]))
     sm, _ = evaluate(
-        single["score"][ssel], single["is_member"][ssel], single["threshold"], balanced=False
+        single["score"], single["is_member"], single["threshold"], balanced=s.balanced, seed=s.seed
     )
     (edir / "report.md").write_text(ensemble_report(ctx, res, cfg, s, sm, results))
     payload = {
