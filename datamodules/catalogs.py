@@ -169,6 +169,21 @@ class FolderReader(CatalogReader):
         return Catalog(root=root, records=records)
 
 
+def _keep_rows(rows: list[dict], column: str, value: str | None, csv_path: Path) -> list[dict]:
+    """The CSV rows whose ``column`` equals ``value`` (every row when ``value`` is None); a
+    filter that keeps nothing is an error naming the values present."""
+    if value is None:
+        return rows
+    kept = [r for r in rows if r.get(column) == value]
+    if not kept:
+        seen = sorted({r.get(column, "") for r in rows})[:20]
+        raise DataError(
+            f"{csv_path}: no rows left after data.reader.{column}={value!r}; {column} values "
+            f"present: {seen}."
+        )
+    return kept
+
+
 class NoaaReader(CatalogReader):
     """Where's Whale-do layout: ``root/metadata.csv`` (+ ``images/``).
 
@@ -186,9 +201,7 @@ class NoaaReader(CatalogReader):
         csv_path = root / "metadata.csv"
         rows = _read_csv(csv_path, ["path", "whale_id"], "NOAA Where's Whale-do")
         records = []
-        for row in rows:
-            if self.viewpoint is not None and row.get("viewpoint") != self.viewpoint:
-                continue
+        for row in _keep_rows(rows, "viewpoint", self.viewpoint, csv_path):
             source = f"{csv_path}, line {row['_line']}"
             rel = _require_exists(root, row["path"], source)
             meta = {k: v for k, v in row.items() if k != "_line"}
@@ -200,12 +213,6 @@ class NoaaReader(CatalogReader):
                     viewpoint=row.get("viewpoint") or None,
                     meta=meta,
                 )
-            )
-        if not records:
-            seen = sorted({r.get("viewpoint", "") for r in rows})
-            raise DataError(
-                f"{csv_path}: no rows left after data.reader.viewpoint={self.viewpoint!r}; "
-                f"viewpoints present: {seen}."
             )
         return Catalog(root=root, records=records)
 
@@ -233,19 +240,11 @@ class HappywhaleReader(CatalogReader):
                 "column."
             )
         records = []
-        for row in rows:
-            if species is not None and row["species"] != species:
-                continue
+        for row in _keep_rows(rows, "species", species, csv_path):
             source = f"{csv_path}, line {row['_line']}"
             rel = _require_exists(root, f"train_images/{row['image']}", source)
             meta = {k: v for k, v in row.items() if k != "_line"}
             records.append(Record(file=rel, identity=row["individual_id"], meta=meta))
-        if not records:
-            seen = sorted({r.get("species", "") for r in rows})[:20]
-            raise DataError(
-                f"{csv_path}: no rows left after data.reader.species={species!r}; species "
-                f"present: {seen}."
-            )
         return Catalog(root=root, records=records)
 
 
