@@ -1,0 +1,72 @@
+"""Output paths that never overwrite, and atomic writes (write a temp file, then rename).
+
+Every command that writes a result goes through :func:`claim`: the path is fresh, or the user
+named it with ``--output`` and asked for ``--overwrite``. Files are written with
+:func:`atomic_path` so a killed process never leaves half a file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from datamodules.errors import DataError
+
+
+def claim(path: str | Path, *, overwrite: bool = False, option: str = "--output") -> Path:
+    """Return ``path`` if nothing exists there (or ``overwrite``); else raise DataError.
+
+    The parent folder is created. ``option`` names the command-line option in the message.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise DataError(
+            f"{path}: already exists and is kept. Choose another {option} or pass --overwrite "
+            "to replace it."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def fresh_name(folder: str | Path, stem: str, suffix: str) -> Path:
+    """``folder/stem{suffix}``, or ``folder/stem-1{suffix}``, ``-2``, ... : the first unused name."""
+    folder = Path(folder)
+    candidate, k = folder / f"{stem}{suffix}", 0
+    while candidate.exists():
+        k += 1
+        candidate = folder / f"{stem}-{k}{suffix}"
+    return candidate
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success rename it onto ``path`` (``os.replace``).
+
+    On an exception the temp file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
