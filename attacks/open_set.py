@@ -152,26 +152,33 @@ class Platt:
         return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
 
 
-def fit_platt(scores: np.ndarray, is_member: np.ndarray, iters: int = 100) -> Platt:
+def fit_platt(
+    scores: np.ndarray, is_member: np.ndarray, *, balanced: bool = True, iters: int = 100
+) -> Platt:
     """Platt scaling: a logistic fit of membership on one score by Newton's method, with Platt's
     smoothed targets ``(n+ + 1) / (n+ + 2)`` and ``1 / (n- + 2)`` so separable scores still give
-    finite weights. The scores are standardised internally; returns the map on raw scores."""
+    finite weights. ``balanced`` weights each class by ``N / (2 n_class)``: the probability then
+    assumes known and new individuals equally likely a priori, whatever the set's class ratio.
+    The scores are standardised internally; returns the map on raw scores."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(is_member).astype(bool)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("fit_platt needs members and non-members")
     t = np.where(y, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    w = np.where(y, len(s) / (2 * n_pos), len(s) / (2 * n_neg)) if balanced else np.ones(len(s))
     mu, sd = float(s.mean()), float(s.std()) or 1.0
     x = np.stack([(s - mu) / sd, np.ones_like(s)], 1)
-    w = np.zeros(2)
+    coef = np.zeros(2)
     for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -500, 500)))
-        grad = x.T @ (p - t)
-        hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ coef, -500, 500)))
+        grad = x.T @ (w * (p - t))
+        hess = (x * (w * p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
         step = np.linalg.solve(hess, grad)
-        w -= step
+        coef -= step
         if np.abs(step).max() < 1e-10:
             break
-    return Platt(a=float(w[0] / sd), b=float(w[1] - w[0] * mu / sd))
+    return Platt(a=float(coef[0] / sd), b=float(coef[1] - coef[0] * mu / sd))
 
 
 # ---- encounters -----------------------------------------------------------------------------

@@ -85,16 +85,19 @@ def test_platt_scaling_is_the_logistic_fit_with_platt_targets():
     s = rng.normal(y * 1.5, 1.0) * 3 + 10  # an arbitrary scale and offset
     cal = os_.fit_platt(s, y)
     t = np.where(y == 1, 41 / 42, 1 / 62)
+    wt = np.where(y == 1, 100 / 80, 100 / 120)  # each class weighs half
 
     def nll(w):
         p = np.clip(1 / (1 + np.exp(-(w[0] * s + w[1]))), 1e-15, 1 - 1e-15)
-        return -(t * np.log(p) + (1 - t) * np.log(1 - p)).sum()
+        return -(wt * (t * np.log(p) + (1 - t) * np.log(1 - p))).sum()
 
     ref = minimize(nll, [0.0, 0.0], method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-12})
     assert nll([cal.a, cal.b]) <= ref.fun + 1e-6
     p = cal(s)
     assert cal.a > 0 and np.all((p > 0) & (p < 1))
     assert os_.auroc(p, y) == pytest.approx(os_.auroc(s, y))  # ranking kept
+    with pytest.raises(ValueError, match="members and non-members"):
+        os_.fit_platt(s, np.ones(100))
     sep = os_.fit_platt(np.r_[np.ones(5), np.zeros(5)], np.r_[np.ones(5), np.zeros(5)])
     assert np.isfinite(sep.a) and sep(np.array([1.0]))[0] == pytest.approx(6 / 7, abs=1e-3)
 
