@@ -1,9 +1,8 @@
-"""The attack pipeline on a tiny run folder built directly (no fit): discriminate with a corrupt
-image and a non-image file, and the whole `cli.py attack` with tiny budgets."""
+"""The attack pipeline on a tiny run folder built directly (no fit): the whole `cli.py attack`
+with tiny budgets (`cli.py discriminate` is tested in test_discriminate.py)."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -17,55 +16,6 @@ pytest.importorskip("art")
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory, make_run_folder) -> Path:
     return make_run_folder(tmp_path_factory.mktemp("attack_run"))
-
-
-def test_discriminate_reports_bad_files_and_scores_the_rest(run_folder, tmp_path, capsys):
-    from cli import main
-
-    src = sorted((run_folder.parent / "cat").rglob("*.jpg"))
-    imgs = tmp_path / "new"
-    (imgs / "enc_1").mkdir(parents=True)
-    for i, p in enumerate(src[:3]):
-        (imgs / "enc_1" / f"f{i}.jpg").write_bytes(p.read_bytes())
-    (imgs / "lone.jpg").write_bytes(src[10].read_bytes())
-    (imgs / "broken.jpg").write_bytes(src[11].read_bytes()[:200])  # truncated JPEG
-    (imgs / "notes.txt").write_text("not a photo")
-    out = tmp_path / "out.csv"
-    main(["discriminate", "--run", str(run_folder), "--images", str(imgs), "--out", str(out)])
-    err = capsys.readouterr().err
-    assert "broken.jpg: corrupt" in err and "notes.txt: not an image" in err
-    rows = {r["image"]: r for r in csv.DictReader(out.open())}
-    assert rows["broken.jpg"]["status"] == "corrupt"
-    assert rows["notes.txt"]["status"] == "not_an_image"
-    ok = [r for r in rows.values() if r["status"] == "ok"]
-    assert len(ok) == 4
-    for r in ok:
-        assert r["decision"] in ("known", "new")
-        assert (r["top1"] != "") == (r["decision"] == "known")
-    grp = [r for r in ok if r["group"] == "enc_1"]
-    assert len(grp) == 3 and {r["group_size"] for r in grp} == {"3"}
-    mean = sum(float(r["score"]) for r in grp) / 3
-    assert float(grp[0]["group_score"]) == pytest.approx(mean, rel=1e-4)
-    # a groups CSV overrides folders
-    gcsv = tmp_path / "groups.csv"
-    gcsv.write_text("image,group\nlone.jpg,g\nenc_1/f0.jpg,g\n")
-    main(
-        [
-            "discriminate",
-            "--run",
-            str(run_folder),
-            "--images",
-            str(imgs),
-            "--out",
-            str(out),
-            "--groups",
-            str(gcsv),
-            "--attack",
-            "baseline_nn_cosine",
-        ]
-    )
-    rows = {r["image"]: r for r in csv.DictReader(out.open())}
-    assert rows["lone.jpg"]["group"] == "g" and rows["lone.jpg"]["group_size"] == "2"
 
 
 @pytest.mark.slow

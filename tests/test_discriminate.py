@@ -219,3 +219,22 @@ def test_discriminate_does_not_import_lightning(run_folder, photos, tmp_path):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "HEAVY []" in res.stdout, res.stdout[-500:]
+
+
+def test_a_groups_csv_overrides_the_subfolders(run_folder, photos, tmp_path):
+    gcsv = tmp_path / "groups.csv"
+    gcsv.write_text("image,group\nlone.jpg,g\nenc_0/f0.jpg,g\n")
+    rows, s = run(
+        run_folder,
+        photos,
+        tmp_path / "g.csv",
+        "--groups",
+        str(gcsv),
+        "--attack",
+        "baseline_nn_cosine",
+        "--aggregate",
+        "max",
+    )
+    enc = {r["encounter"]: r for r in rows if r["level"] == "encounter"}
+    assert set(enc) == {"g"} and enc["g"]["n_photos"] == "2"
+    assert s["attack"] == "cosine" and s["aggregate"] == "max"
