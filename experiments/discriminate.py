@@ -464,7 +464,7 @@ def output_paths(ctx: RunContext, folder: Path, name: str, out, overwrite: bool)
     else:
         csv_path = fresh_name(ctx.folder / "discriminate", f"{folder.name}_{name}", ".csv")
     json_path = csv_path.with_suffix(".json")
-    claim(json_path, overwrite=overwrite or not out)
+    claim(json_path, overwrite=overwrite)
     return csv_path, json_path
 
 

@@ -238,3 +238,35 @@ def test_a_groups_csv_overrides_the_subfolders(run_folder, photos, tmp_path):
     enc = {r["encounter"]: r for r in rows if r["level"] == "encounter"}
     assert set(enc) == {"g"} and enc["g"]["n_photos"] == "2"
     assert s["attack"] == "cosine" and s["aggregate"] == "max"
+
+
+def test_an_embedding_head_run_is_scored_by_similarity(run_folder, photos, tmp_path, monkeypatch):
+    """A run whose classifier has an embedding head (``model.init_args.head``) goes through its
+    LightningModule (here a stand-in with the same ``embed``) and defaults to similarity scoring:
+    nearest training photo's cosine, mean embedding per encounter, cosine candidates."""
+    import yaml
+
+    from experiments import runs
+    from experiments.discriminate import PlainTarget, load_target
+
+    emb_run = tmp_path / "emb_run"
+    shutil.copytree(run_folder, emb_run, ignore=shutil.ignore_patterns("discriminate"))
+    cfg = yaml.safe_load((emb_run / "config.yaml").read_text())
+    cfg["model"]["init_args"]["head"] = "arcface"
+    (emb_run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    plain = {}
+
+    def lightning_model(self):  # what RunContext.model returns, without the ArcFace module
+        if "m" not in plain:
+            ctx = runs.RunContext.open(run_folder, "cpu")
+            plain["m"] = load_target(ctx)
+        return plain["m"]
+
+    monkeypatch.setattr(runs.RunContext, "model", lightning_model)
+    rows, s = run(emb_run, photos, tmp_path / "emb.csv")
+    assert isinstance(plain["m"], PlainTarget)
+    assert s["attack"] == "cosine" and s["aggregate"] == "mean_embedding"
+    enc = [r for r in rows if r["level"] == "encounter"]
+    assert len(enc) == 2 and all(r["cand1"] and r["cand1_cosine"] for r in enc)
+    for r in enc:  # the encounter's best identity holds its mean embedding's nearest photo
+        assert float(r["cand1_cosine"]) == pytest.approx(float(r["nearest_cosine"]), abs=2e-4)
