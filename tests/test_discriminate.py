@@ -270,3 +270,22 @@ def test_an_embedding_head_run_is_scored_by_similarity(run_folder, photos, tmp_p
     assert len(enc) == 2 and all(r["cand1"] and r["cand1_cosine"] for r in enc)
     for r in enc:  # the encounter's best identity holds its mean embedding's nearest photo
         assert float(r["cand1_cosine"]) == pytest.approx(float(r["nearest_cosine"]), abs=2e-4)
+
+
+@pytest.mark.parametrize("extra", [{}, {"dropout_defense": True, "preset": "regularized"}])
+def test_the_plain_target_equals_the_lightning_module(tmp_path, make_run_folder, extra):
+    import torch
+
+    from experiments.discriminate import PlainTarget, load_target
+    from experiments.runs import RunContext, load_classifier
+
+    run_folder = make_run_folder(tmp_path, n_individuals=9, model_args=extra)
+    ctx = RunContext.open(run_folder, "cpu")
+    plain = load_target(ctx)
+    ref = load_classifier(ctx.checkpoint, ctx.model_args, len(ctx.class_names)).eval()
+    assert isinstance(plain, PlainTarget)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        logits, emb = plain.logits_and_embedding(x)
+        torch.testing.assert_close(logits, ref(x))
+        torch.testing.assert_close(emb, ref.embed(x))
