@@ -289,3 +289,20 @@ def test_the_plain_target_equals_the_lightning_module(tmp_path, make_run_folder,
         logits, emb = plain.logits_and_embedding(x)
         torch.testing.assert_close(logits, ref(x))
         torch.testing.assert_close(emb, ref.embed(x))
+
+
+def test_progress_bar_only_on_a_terminal_and_not_when_quiet(monkeypatch):
+    import io
+
+    from experiments.discriminate import _progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    batches = [(np.zeros((4, 1)),), (np.zeros((2, 1)),)]
+    for tty, quiet, shown in ((True, False, True), (True, True, False), (False, False, False)):
+        err = Tty() if tty else io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        assert len(list(_progress(batches, 6, quiet))) == 2
+        assert ("6/6" in err.getvalue()) == shown
