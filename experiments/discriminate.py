@@ -261,7 +261,9 @@ def make_scorer(ctx: RunContext, sig: dict, name: str, rule: str | None) -> Scor
     if rule not in osm.AGGREGATES:
         raise DataError(f"--aggregate {rule}: choose one of {', '.join(osm.AGGREGATES)}")
     if "embedding" not in sig:
-        raise DataError(f"--run {ctx.folder}: signals/final.npz has no embeddings; delete it")
+        raise DataError(
+            f"--run {ctx.folder}: signals/final.npz has no embeddings; move it aside to re-extract"
+        )
     train = sig["split"] == "train"
     return Scorer(
         fit_attack(ctx, name),
