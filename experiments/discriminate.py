@@ -191,6 +191,21 @@ def run_encounters(ctx: RunContext, sig: dict) -> np.ndarray:
 
 
 # ---- scores at one level (photo or encounter) ------------------------------------------------
+def feature(name: str, score: np.ndarray) -> np.ndarray:
+    """A monotone rescaling of attack ``name``'s score on which a logistic fit is well specified:
+    minus the log of the loss for ``yeom`` (its score is minus a loss, which piles up near 0) and
+    for ``baseline_msp`` (the loss of the top class is ``-log max_prob``), the logit of Salem's
+    probability; cosine similarities as they are. The ranking, and so every AUROC, is unchanged."""
+    if name == "yeom":
+        return -np.log(np.maximum(-score, 1e-12))
+    if name == "baseline_msp":
+        return -np.log(np.maximum(-np.log(np.clip(score, 1e-300, 1.0)), 1e-12))
+    if name == "salem":
+        p = np.clip(score, 1e-9, 1 - 1e-9)
+        return np.log(p / (1 - p))
+    return score
+
+
 @dataclass
 class Scorer:
     """A fitted attack (raw score, higher = known), the gallery of training photos and how
@@ -205,7 +220,8 @@ class Scorer:
     by_cosine: bool = field(default=False)
 
     def photo_raw(self, sig: dict) -> np.ndarray:
-        return np.asarray(self.attack.score(sig), dtype=np.float64)
+        """The attack's score (N,) on the scale the probability is fitted on (:func:`feature`)."""
+        return feature(self.name, np.asarray(self.attack.score(sig), dtype=np.float64))
 
     def nearest(self, emb: np.ndarray) -> np.ndarray:
         """Cosine (N,) of each embedding to its nearest training photo."""

@@ -306,3 +306,17 @@ def test_progress_bar_only_on_a_terminal_and_not_when_quiet(monkeypatch):
         monkeypatch.setattr(sys, "stderr", err)
         assert len(list(_progress(batches, 6, quiet))) == 2
         assert ("6/6" in err.getvalue()) == shown
+
+
+def test_the_calibration_scale_keeps_every_ranking():
+    from experiments.discriminate import feature
+
+    loss = np.array([3.0, 1.0, 0.5, 1e-3, 0.0])
+    for name, score in (
+        ("yeom", -loss),
+        ("baseline_msp", np.exp(-loss)),
+        ("salem", np.array([0.01, 0.3, 0.5, 0.9, 1.0])),
+        ("cosine", np.array([-0.5, 0.0, 0.2, 0.9, 1.0])),
+    ):
+        f = feature(name, score)
+        assert np.all(np.isfinite(f)) and np.all(np.diff(f) > 0), name
