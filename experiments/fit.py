@@ -149,9 +149,15 @@ class SuiteCLI(LightningCLI):
     #: it wrote a checkpoint); None when it existed before (a resume) or is unknown
     new_run_dir: Path | None = None
 
+    def _parse_ckpt_path(self) -> None:
+        # the first thing after parsing (LightningCLI reads the checkpoint's hparams here): check
+        # the whole config, the checkpoint included, before anything is loaded or built
+        sub = self.config.get("subcommand")
+        check_fit_config(self.config.get(sub, self.config) if sub else self.config)
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
-        check_fit_config(cfg)
         trainer_cfg = cfg.get("trainer", {})
         if trainer_cfg.get("enable_progress_bar") is False:
             self.trainer_defaults["callbacks"] = [

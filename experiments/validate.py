@@ -89,7 +89,7 @@ def check_fit_config(cfg) -> None:
     check_arch(_get(cfg, "model"))
     ckpt = _get(cfg, "ckpt_path")
     if ckpt and ckpt not in ("last", "best", "hpc", "registry"):
-        check_checkpoint_file(Path(ckpt), option="--ckpt_path")
+        load_checkpoint(Path(ckpt), option="--ckpt_path")
 
 
 def check_folder(path: str | Path, option: str) -> Path:

@@ -20,17 +20,3 @@ class PauseAtStep(pl.Callback):
             Path(self.flag).write_text(str(self.step))
             while True:
                 time.sleep(0.05)
-
-
-class RecordBatches(pl.Callback):
-    """Append ``global_step, sample indices, torch RNG checksum`` per training batch to ``path``."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        import torch
-
-        rng = int(torch.get_rng_state().double().sum())
-        with open(self.path, "a") as fh:
-            fh.write(f"{trainer.global_step} {batch_idx} {batch[2].tolist()} {rng}\n")
