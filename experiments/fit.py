@@ -276,7 +276,7 @@ def main(argv: list[str], from_sys: bool = False) -> None:
         suite_cli(None if from_sys else argv, logger={"class_path": TENSORBOARD, "init_args": init})
         _close_process_group()
     except ArgumentError as exc:
-        raise config_key_error(str(exc)) from None
+        raise config_key_error(str(exc), argv) from None
     except DataError:
         remove_half_made(SuiteCLI.new_run_dir)
         raise

@@ -172,8 +172,9 @@ def _candidate_keys() -> list[str]:
     return sorted(n for n in names if not n.startswith("_") and n not in ("args", "kwargs"))
 
 
-def config_key_error(message: str) -> DataError:
-    """One line for a jsonargparse parse error: the key it names and the closest valid key."""
+def config_key_error(message: str, argv: list[str] = ()) -> DataError:
+    """One line for a jsonargparse parse error: the key it names (in full when ``argv`` spells
+    it out) and the closest valid key."""
     text = " ".join(message.split())
     patterns = (
         r"does not accept option '([^']+)'",
@@ -186,6 +187,8 @@ def config_key_error(message: str) -> DataError:
     if key is None:
         return DataError(f"config: {text[:300]}")
     full = f"{group.group(1)}.{key}" if group else key
+    spelled = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--")]
+    full = next((a for a in spelled if a.endswith("." + full)), full)
     leaf = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(leaf, _candidate_keys(), n=1)
     hint = f" Did you mean {full[: len(full) - len(leaf)]}{close[0]}?" if close else ""

@@ -104,7 +104,10 @@ def write_rows(root: Path, rows: list[dict]) -> None:
 
 CONFIG_CASES = {
     "misspelled_trainer_key": (["--trainer.max_epochz", "1"], ["max_epochz", "max_epochs"]),
-    "misspelled_nested_key": (["--data.init_args.loader.batch_sise", "2"], ["batch_sise"]),
+    "misspelled_nested_key": (
+        ["--data.init_args.loader.batch_sise", "2"],
+        ["data.init_args.loader.batch_sise", "loader.batch_size"],
+    ),
     "negative_batch_size": (["--data.init_args.loader.batch_size", "-1"], ["batch_size"]),
     "zero_image_size": (["--data.init_args.loader.image_size", "0"], ["image_size"]),
     "zero_max_epochs": (["--trainer.max_epochs", "0"], ["max_epochs"]),
