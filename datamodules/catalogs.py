@@ -114,6 +114,30 @@ def _require_exists(root: Path, rel: str, source: str) -> str:
     return target.relative_to(root.resolve()).as_posix()
 
 
+def refuse_duplicates(root: Path, files: list[str], sources: list[str]) -> None:
+    """Each photo listed once: refuse two entries that reach the same file (a repeated row,
+    ``./a.jpg`` next to ``a.jpg``, a symlink or hard link to a listed file, a case variant on a
+    case-insensitive file system), and empty files, naming both places.
+
+    ``files``: paths relative to ``root``; ``sources``: where each came from (file and line).
+    Byte-identical copies under different names are left to the split's content-hash check
+    (:func:`datamodules.leaks.verify_manifest`), which refuses them in two splits.
+    """
+    seen: dict[tuple[int, int], int] = {}
+    for i, rel in enumerate(files):
+        st = (root / rel).stat()
+        if st.st_size == 0:
+            raise DataError(f"{sources[i]}: image {rel!r} is an empty file. Restore or remove it.")
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            j = seen[key]
+            raise DataError(
+                f"{sources[i]}: {rel!r} is the same file as {sources[j]} ({files[j]!r}); each "
+                "photo must be listed once (it would be counted twice). Remove one of them."
+            )
+        seen[key] = i
+
+
 class CatalogReader:
     """How to read a catalog root; the config picks one by ``class_path`` (with ``init_args``).
 
@@ -161,6 +185,7 @@ class FolderReader(CatalogReader):
                         meta={"encounter": group} if group else {},
                     )
                 )
+        refuse_duplicates(root, [r.file for r in records], [str(root / r.file) for r in records])
         if not records:
             raise DataError(
                 f"data.root: {root} holds no images in the folder layout root/<individual>/*.jpg. "
@@ -200,7 +225,7 @@ class NoaaReader(CatalogReader):
         root = _check_root(root)
         csv_path = root / "metadata.csv"
         rows = _read_csv(csv_path, ["path", "whale_id"], "NOAA Where's Whale-do")
-        records = []
+        records, sources = [], []
         for row in _keep_rows(rows, "viewpoint", self.viewpoint, csv_path):
             source = f"{csv_path}, line {row['_line']}"
             rel = _require_exists(root, row["path"], source)
@@ -214,6 +239,8 @@ class NoaaReader(CatalogReader):
                     meta=meta,
                 )
             )
+            sources.append(source)
+        refuse_duplicates(root, [r.file for r in records], sources)
         return Catalog(root=root, records=records)
 
 
@@ -239,12 +266,14 @@ class HappywhaleReader(CatalogReader):
                 f"{csv_path}: data.reader.species={species!r} is set but there is no species "
                 "column."
             )
-        records = []
+        records, sources = [], []
         for row in _keep_rows(rows, "species", species, csv_path):
             source = f"{csv_path}, line {row['_line']}"
             rel = _require_exists(root, f"train_images/{row['image']}", source)
             meta = {k: v for k, v in row.items() if k != "_line"}
             records.append(Record(file=rel, identity=row["individual_id"], meta=meta))
+            sources.append(source)
+        refuse_duplicates(root, [r.file for r in records], sources)
         return Catalog(root=root, records=records)
 
 

@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FORMAT_VERSION = 1
-"""Bump when what an entry holds changes (decoding, augmentation ops, layout)."""
+FORMAT_VERSION = 2
+"""2: EXIF orientation applied, 16-bit and float modes scaled. Bump when what an entry holds changes (decoding, augmentation ops, layout)."""
 
 SUFFIX = ".npy"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
@@ -26,11 +27,13 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
 def load_rgb(path: Path) -> Image.Image:
-    """Decode an image file to RGB; a corrupt or unreadable file raises DataError naming it."""
+    """Decode an image file to 8-bit RGB as a viewer shows it: EXIF orientation applied, every
+    mode scaled to 0-255 (:func:`to_rgb`). A missing, corrupt or truncated file raises DataError
+    naming it."""
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
+            return to_rgb(im)
     except FileNotFoundError as exc:
         raise DataError(
             f"{path}: image not found. Restore it or drop it from the catalog."
@@ -40,6 +43,31 @@ def load_rgb(path: Path) -> Image.Image:
             f"{path}: unreadable or corrupt image ({exc.__class__.__name__}: {exc}). Replace the "
             "file or remove it from the catalog."
         ) from exc
+
+
+#: integer modes wider than 8 bits, by the divisor that maps their full range onto 0-255
+WIDE_INT = {"I;16": 257, "I;16B": 257, "I;16L": 257, "I;16N": 257}
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """An opened image as 8-bit RGB: EXIF orientation applied; 16-bit grey divided by 257; 32-bit
+    integer ``I`` taken as 16-bit when any value exceeds 255 (PNG decoders use it for 16-bit
+    grey); float ``F`` taken as 0-1 when its maximum is at most 1, else as 0-255; alpha (LA, PA,
+    RGBA, P with transparency) dropped, keeping the stored colours; CMYK and YCbCr converted."""
+    im = ImageOps.exif_transpose(im) or im
+    if im.mode in WIDE_INT or im.mode in ("I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        if im.mode in WIDE_INT:
+            arr = arr / WIDE_INT[im.mode]
+        elif im.mode == "I" and arr.size and arr.max() > 255:
+            arr = arr / 257
+        elif im.mode == "F" and arr.size and arr.max() <= 1.0:
+            arr = arr * 255
+        grey = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+        return grey.convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    return im.convert("RGB")
 
 
 def apply_aug(img: Image.Image, spec: str) -> Image.Image:

@@ -14,6 +14,7 @@ from datamodules.catalogs import Catalog, CatalogReader
 from datamodules.environment import default_workers, environment_versions
 from datamodules.errors import DataError
 from datamodules.image_cache import DecodeSettings, FileHasher, ImageCache
+from datamodules.image_check import check_images
 from datamodules.images import (
     ManifestDataset,
     augment_batch,
@@ -23,6 +24,7 @@ from datamodules.images import (
 )
 from datamodules.leaks import verify_manifest
 from datamodules.manifest import write_manifest
+from datamodules.sampling import EpochShuffle
 from datamodules.splits import COLUMNS, SplitSettings, plan_splits
 
 
@@ -176,13 +178,15 @@ class WhaleDataModule(pl.LightningDataModule):
         rows = self.plan()
         hashes = None
         if self.loader.verify_images:
-            hashes = {}
-            for key in sorted({(r["catalog"], r["file"]) for r in rows}):
-                path = self._roots[key[0]] / key[1]
-                hashes[key] = self._hasher(path) if path.is_file() else None
-                if hashes[key] is None:
+            keys = sorted({(r["catalog"], r["file"]) for r in rows})
+            paths = [self._roots[c] / f for c, f in keys]
+            for path in paths:
+                if not path.is_file():
                     raise DataError(f"{path}: image listed in the split but missing on disk.")
-                _check_decodes(path)
+            # every image really decoded (not Image.verify: a truncated JPEG passes that), once
+            # per file hash, in threads
+            check_images(paths, "error", hasher=self._hasher, cache_root=self.loader.cache_dir)
+            hashes = {key: self._hasher(path) for key, path in zip(keys, paths)}
         self.leak_counts = verify_manifest(rows, hashes, protocol=self.settings.split_protocol)
         self._verified = True
         return self.leak_counts
@@ -259,18 +263,27 @@ class WhaleDataModule(pl.LightningDataModule):
 
     def _loader(self, rows: list[dict], *, train: bool = False) -> DataLoader:
         workers = self.num_workers
+        dataset = self.dataset(rows, train=train)
+        sampler, generator = None, torch.Generator().manual_seed(self.settings.seed)
+        trainer = getattr(self, "trainer", None)
+        if train and (trainer is None or trainer.world_size == 1):
+            # a per-epoch seeded order that a resumed run re-enters mid-epoch (see sampling.py)
+            sampler = EpochShuffle(len(dataset), self.settings.seed, self.batch_size, generator)
+        elif train:
+            generator = None  # DDP: Lightning's DistributedSampler shuffles per epoch
         return DataLoader(
-            self.dataset(rows, train=train),
+            dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             drop_last=False,
             num_workers=workers,
             pin_memory=self.pin_memory(),
             persistent_workers=workers > 0,
             prefetch_factor=(4 if train else 2) if workers > 0 else None,
-            # evaluation loaders draw their worker seed from a generator of their own, so how
-            # often they run (e.g. leakage.every_n_epochs) never shifts the training shuffles
-            generator=None if train else torch.Generator().manual_seed(self.settings.seed),
+            # every loader draws its worker seed from a generator of its own, so how often the
+            # evaluation loaders run (e.g. leakage.every_n_epochs) never shifts the shuffles
+            generator=generator,
         )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -311,16 +324,3 @@ class WhaleDataModule(pl.LightningDataModule):
     def signal_loader(self, rows: list[dict]) -> DataLoader:
         """Deterministic, un-augmented loader over ``rows`` (no shuffling, no workers' state)."""
         return self._loader(rows)
-
-
-def _check_decodes(path: Path) -> None:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(
-            f"{path}: unreadable or corrupt image ({exc.__class__.__name__}: {exc}). Replace the "
-            "file or remove it from the catalog."
-        ) from exc

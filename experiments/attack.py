@@ -27,12 +27,14 @@ import torch
 from attacks.registry import get
 from attacks.report import evaluate, split_note, write_attack, write_summary
 from attacks.signals import accuracy, balanced, membership, subset
+from datamodules.errors import DataError
 from experiments.attack_settings import AttackSettings
 from experiments.config_files import command_parser
 from experiments.ensemble import ensemble_attacks, ensemble_config, train_subsets
 from experiments.label_only import label_only_signals
+from experiments.outputs import claim, fresh_name
 from experiments.run_loggers import RunLoggers
-from experiments.runs import RunContext, extract_distributed, final_signals
+from experiments.runs import RunContext, extract_distributed, final_signals, signal_source
 from experiments.shadow import shadow_run_signals, train_shadow
 
 
@@ -245,9 +247,41 @@ def run_context(inp: Inputs, seconds: float) -> dict:
         "group_by": ctx.data_setting("split", "group_by"),
         "split_protocol": ctx.header.get("settings", {}).get("split_protocol"),
         "seconds": seconds,
+        "checkpoint": inp.common.get("checkpoint"),
         "manifest_hash": ctx.header.get("hash"),
         "overfitting_level": train_acc - test_acc,
     }
+
+
+def check_sources(ctx: RunContext, s: AttackSettings) -> None:
+    """Refuse, before anything is written, a run whose checkpoint is gone: its cached signals
+    may belong to another model (unless ``cached_signals``), and label-only queries the model."""
+    ckpt = ctx.checkpoint
+    if ckpt.is_file():
+        signal_source(ctx)  # loads it: a truncated, corrupted or unsafe file is one line here
+        return
+    if s.label_only.enabled and s.ensemble.subsets is None:
+        raise DataError(
+            f"{ckpt}: checkpoint missing, and the label-only attack queries the model. Restore "
+            "it, or pass --label_only.enabled false."
+        )
+    if not s.cached_signals:
+        raise DataError(
+            f"{ckpt}: checkpoint missing; the attacks would score cached signals of a model that "
+            "is gone. Restore it, or pass --cached_signals true to score signals/final.npz."
+        )
+    if not (ctx.folder / "signals" / "final.npz").is_file():
+        raise DataError(f"{ckpt}: checkpoint missing and no cached signals/final.npz to score.")
+
+
+def attack_output(folder: Path, s: AttackSettings) -> Path:
+    """Where the results go: a fresh ``attacks[-K]`` folder, or the named ``output`` (refused
+    when it exists, unless ``overwrite`` or an ensemble job-array/reuse step adds to it)."""
+    if s.output is None:
+        return fresh_name(folder, "attacks", "")
+    out = folder / s.output
+    adds = s.ensemble.subsets is not None or s.ensemble.reuse
+    return claim(out, overwrite=s.overwrite or adds)
 
 
 def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=print) -> dict:
@@ -255,15 +289,20 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
     s = settings or AttackSettings()
     t_start = time.perf_counter()
     ctx = RunContext.open(run, s.device)
-    out = ctx.folder / s.output
+    check_sources(ctx, s)  # before anything is written
+    out = attack_output(ctx.folder, s)
     out.mkdir(parents=True, exist_ok=True)
+    log(f"attack results: {out}")
     (out / "attack_config.json").write_text(json.dumps(asdict(s), indent=2))
     torch.manual_seed(s.seed)
     if s.ensemble.subsets is not None:  # one job-array task: these subsets' targets, nothing else
         train_subsets(ctx, out / "ensemble", ensemble_config(ctx, s), s.ensemble.subsets, log)
         return {}
-    sig, fwd = final_signals(ctx)
-    common = {"signals": str(ctx.folder / "signals" / "final.npz")}
+    sig, fwd = final_signals(ctx, cached=s.cached_signals)
+    common = {
+        "signals": str(ctx.folder / "signals" / "final.npz"),
+        "checkpoint": signal_source(ctx),
+    }
     inp = Inputs(ctx, sig, s, fwd, out, common, log)
     loggers = RunLoggers.for_run(ctx.config, ctx.folder, out)
     results, infos = {}, {}

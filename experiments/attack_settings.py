@@ -140,7 +140,13 @@ class AttackSettings:
         seed: seed of the balancing and of the attack models.
         device: ``cpu``, ``cuda`` or None (CUDA when available).
         compare: other run folders whose ``summary.json`` joins the Figure-6 table.
-        output: results folder inside the run (default ``attacks``).
+        output: results folder inside the run. None: ``attacks``, or ``attacks-1``,
+            ``attacks-2``, ... when it exists (nothing is overwritten). A named folder that exists
+            is refused unless ``overwrite`` (ensemble job-array tasks and ``ensemble.reuse`` add
+            to it by design).
+        overwrite: let a named ``output`` that exists be written into.
+        cached_signals: score ``signals/final.npz`` even when the checkpoint it came from is gone
+            (otherwise such a run is refused; label-only always needs the checkpoint).
     """
 
     yeom: YeomSettings = field(default_factory=YeomSettings)
@@ -152,4 +158,6 @@ class AttackSettings:
     seed: int = 0
     device: str | None = None
     compare: list[str] = field(default_factory=list)
-    output: str = "attacks"
+    output: str | None = None
+    overwrite: bool = False
+    cached_signals: bool = False

@@ -15,15 +15,21 @@ import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from jsonargparse import ArgumentError
+from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers import TensorBoardLogger
 
 from attacks.report import split_note
 from datamodules.environment import environment_versions
+from datamodules.errors import DataError
 from experiments.attack import main as attack_main
 from experiments.audit_settings import AuditSettings
+from experiments.checkpoints import ResumePoint, RunCheckpoint
 from experiments.config_files import config_stem, resolve_config_args
 from experiments.monitor import LeakageMonitor, PredictionSignals
+from experiments.outputs import write_json
+from experiments.validate import check_fit_config, config_key_error
 
 TENSORBOARD = "pytorch_lightning.loggers.TensorBoardLogger"
 #: where runs land unless ``--trainer.default_root_dir`` (or the logger's ``save_dir``) says
@@ -77,7 +83,8 @@ def fit_argv(config: str, run_dir: Path, args: list[str]) -> list[str]:
 class RunFolderConfigCallback(SaveConfigCallback):
     """Save ``config.yaml`` and ``environment.json`` in the run folder, never clobbering.
 
-    A resumed run keeps the original ``config.yaml`` and writes ``config_resume_K.yaml``.
+    A resumed run keeps the original ``config.yaml`` and ``environment.json`` and writes
+    ``config_resume_K.yaml`` and ``environment-resume-K.json`` beside them.
     """
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -106,7 +113,8 @@ class RunFolderConfigCallback(SaveConfigCallback):
                 "argv": sys.argv,
                 "seed": self.config.get("seed_everything"),
             }
-            (log_dir / "environment.json").write_text(json.dumps(env, indent=2, default=str))
+            env_name = "environment.json" if k == 0 else f"environment-resume-{k}.json"
+            write_json(log_dir / env_name, env)
         self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
@@ -116,8 +124,15 @@ class SuiteCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(LeakageMonitor, "leakage")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": 0,
+                "checkpoint.save_on_train_epoch_end": True,
+                "checkpoint.enable_version_counter": False,
+            }
+        )
         parser.add_class_arguments(AuditSettings, "audit", help="detector audit (cli.py audit)")
         parser.add_argument(
             "--attack_after_fit",
@@ -129,6 +144,17 @@ class SuiteCLI(LightningCLI):
         parser.link_arguments(
             "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
         )
+
+    #: the run folder this process is about to create (removed again if the fit fails before
+    #: it wrote a checkpoint); None when it existed before (a resume) or is unknown
+    new_run_dir: Path | None = None
+
+    def _parse_ckpt_path(self) -> None:
+        # the first thing after parsing (LightningCLI reads the checkpoint's hparams here): check
+        # the whole config, the checkpoint included, before anything is loaded or built
+        sub = self.config.get("subcommand")
+        check_fit_config(self.config.get(sub, self.config) if sub else self.config)
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
@@ -147,6 +173,14 @@ class SuiteCLI(LightningCLI):
                 place_logger(
                     lg.init_args, trainer_cfg.get("default_root_dir"), cfg.get("ckpt_path")
                 )
+
+    def before_fit(self) -> None:
+        log_dir = self.trainer.log_dir
+        if self.trainer.is_global_zero and log_dir and not Path(log_dir).exists():
+            SuiteCLI.new_run_dir = Path(log_dir)
+        ckpt = self.config.get(self.subcommand, self.config).get("ckpt_path")
+        if ckpt:
+            purge_after_checkpoint(self.trainer, ckpt)
 
     def after_fit(self) -> None:
         log_dir = self.trainer.log_dir
@@ -170,6 +204,17 @@ class SuiteCLI(LightningCLI):
             attack_main(resolve_config_args(["--run", log_dir, "--config", attack_cfg]))
 
 
+def purge_after_checkpoint(trainer: pl.Trainer, ckpt_path: str) -> None:
+    """On a resume, have TensorBoard drop the events the interrupted part logged after its
+    checkpoint (its writer's ``purge_step``): the resumed part logs those steps again."""
+    import torch
+
+    step = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)["global_step"]
+    for lg in trainer.loggers:
+        if isinstance(lg, TensorBoardLogger) and lg._experiment is None:
+            lg._kwargs["purge_step"] = int(step)
+
+
 def place_logger(init_args, default_root_dir: str | None, ckpt_path: str | None) -> None:
     """Point the TensorBoard logger at the run folder: under ``default_root_dir`` when the
     logger keeps the default ``save_dir``, and back into the run folder a checkpoint came from."""
@@ -189,7 +234,7 @@ def suite_cli(args: list[str] | None, *, run: bool = True, logger: dict | None =
 
     ``args=None`` reads ``sys.argv``; ``run=False`` only instantiates (``cli.trainer``, ...).
     """
-    defaults: dict = {"callbacks": [RichProgressBar(), PredictionSignals()]}
+    defaults: dict = {"callbacks": [RichProgressBar(), PredictionSignals(), ResumePoint()]}
     if logger is not None:
         defaults["logger"] = logger
     return SuiteCLI(
@@ -200,6 +245,7 @@ def suite_cli(args: list[str] | None, *, run: bool = True, logger: dict | None =
         save_config_callback=RunFolderConfigCallback,
         seed_everything_default=0,
         trainer_defaults=defaults,
+        parser_kwargs={"exit_on_error": False},
         args=args,
         run=run,
     )
@@ -224,9 +270,25 @@ def main(argv: list[str], from_sys: bool = False) -> None:
     # LightningCLI warns when given args while sys.argv holds others
     saved_argv = sys.argv
     sys.argv = saved_argv[:1] + argv if from_sys else saved_argv[:1]
+    SuiteCLI.new_run_dir = None
     try:
         init = {"save_dir": DEFAULT_ROOT, "name": config_stem(argv), "default_hp_metric": False}
         suite_cli(None if from_sys else argv, logger={"class_path": TENSORBOARD, "init_args": init})
         _close_process_group()
+    except ArgumentError as exc:
+        raise config_key_error(str(exc), argv) from None
+    except DataError:
+        remove_half_made(SuiteCLI.new_run_dir)
+        raise
     finally:
         sys.argv = saved_argv
+
+
+def remove_half_made(run_dir: Path | None) -> None:
+    """Delete a run folder this process created when it holds no checkpoint yet (a fit that
+    failed on bad input before training): no half-made run folder is left behind."""
+    if run_dir is None or not run_dir.is_dir() or any(run_dir.glob("checkpoints/*.ckpt")):
+        return
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)

@@ -22,6 +22,8 @@ from attacks.signals import load_signals, save_signals
 from datamodules.errors import DataError
 from datamodules.images import ManifestDataset, eval_transform
 from datamodules.manifest import read_manifest
+from experiments.outputs import write_json
+from experiments.validate import check_run_folder, load_checkpoint
 from lightning_modules.extraction import extract_rows, is_rank_zero, rank_world
 
 if TYPE_CHECKING:  # Lightning is imported only when a model is rebuilt (cli.py discriminate)
@@ -41,7 +43,7 @@ class RunContext:
 
     @classmethod
     def open(cls, folder: str | Path, device: str | None = None) -> RunContext:
-        folder = Path(folder)
+        folder = check_run_folder(folder)
         if not (folder / "split_manifest.csv").is_file():
             raise DataError(
                 f"--run {folder}: not a run folder (no split_manifest.csv). Pass the folder printed by "
@@ -129,7 +131,7 @@ def load_classifier(ckpt: Path, args: dict, num_classes: int) -> ImageClassifier
     from lightning_modules.classifier import ImageClassifier
 
     model = ImageClassifier(**model_kwargs(args, num_classes, with_dp=True))
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = load_checkpoint(ckpt)
     model.load_state_dict(state["state_dict"] if "state_dict" in state else state)
     return model
 
@@ -149,18 +151,49 @@ def optimizer_factory(args: dict):
     return make
 
 
-def final_signals(ctx: RunContext, force: bool = False) -> tuple[dict, float]:
-    """``<run>/signals/final.npz`` (every manifest row, with embeddings) and the forward-pass
-    time per sample in seconds (stored in ``final_timing.json``).
+def signal_source(ctx: RunContext) -> dict | None:
+    """The checkpoint the run's signals come from: ``{"path", "sha256", "epoch", "global_step"}``
+    (None when it is gone). The sha256 is remembered per (size, mtime) like the image hashes."""
+    ckpt = ctx.checkpoint
+    if not ckpt.is_file():
+        return None
+    from datamodules.image_cache import sha256_file
 
-    Inside an initialised ``torch.distributed`` group (``cli.py attack`` under ``torchrun``) every
-    rank must call it: each scores its shard of the rows, every rank gets all of them back, and
-    rank 0 alone writes the two files (the time is then wall time over all rows, all ranks).
+    st = ckpt.stat()
+    key = (str(ckpt), st.st_size, st.st_mtime_ns)
+    if key not in _SOURCES:
+        state = load_checkpoint(ckpt)
+        _SOURCES[key] = {
+            "path": str(ckpt),
+            "sha256": sha256_file(ckpt),
+            "epoch": state.get("epoch"),
+            "global_step": state.get("global_step"),
+        }
+    return _SOURCES[key]
+
+
+_SOURCES: dict[tuple, dict] = {}
+
+
+def final_signals(ctx: RunContext, force: bool = False, cached: bool = False) -> tuple[dict, float]:
+    """``<run>/signals/final.npz`` (every manifest row, with embeddings) and the forward-pass
+    time per sample in seconds (stored in ``final_timing.json`` with the checkpoint they came
+    from, :func:`signal_source`).
+
+    The cached file is reused only while it records the current checkpoint's sha256; a changed
+    checkpoint (a resumed or retrained run) recomputes it. ``cached``: reuse it even when the
+    checkpoint is gone. Inside an initialised ``torch.distributed`` group (``cli.py attack``
+    under ``torchrun``) every rank must call it: each scores its shard of the rows, every rank
+    gets all of them back, and rank 0 alone writes the two files.
     """
     path = ctx.folder / "signals" / "final.npz"
     timing = path.with_name("final_timing.json")
+    source = signal_source(ctx)
     if path.is_file() and timing.is_file() and not force:
-        return load_signals(path), json.loads(timing.read_text())["seconds_per_sample"]
+        info = json.loads(timing.read_text())
+        recorded = (info.get("checkpoint") or {}).get("sha256")
+        if (source is None and cached) or (source and recorded == source["sha256"]):
+            return load_signals(path), info["seconds_per_sample"]
     t0 = time.perf_counter()
     model = ctx.model()
     sig = extract_rows(model, ctx.rows, ctx.loader, ctx.device, embed=getattr(model, "embed", None))
@@ -168,8 +201,13 @@ def final_signals(ctx: RunContext, force: bool = False) -> tuple[dict, float]:
     world = rank_world()[1]
     if is_rank_zero():
         save_signals(path, sig)
-        info = {"seconds_per_sample": per, "device": ctx.device, "world_size": world}
-        timing.write_text(json.dumps(info))
+        info = {
+            "seconds_per_sample": per,
+            "device": ctx.device,
+            "world_size": world,
+            "checkpoint": source,
+        }
+        write_json(timing, info)
     if world > 1:
         torch.distributed.barrier()  # the files exist for every rank once it returns
     return sig, per

@@ -29,9 +29,9 @@ from datamodules.detection.records import (
     ReadReport,
     check_box,
     check_policy,
+    checked_size,
     finish,
     handle,
-    image_size,
     require_root,
 )
 from datamodules.errors import DataError, resolve_inside
@@ -135,8 +135,7 @@ def _read_inria(
                 if not img_path.is_file():
                     raise Bad("missing image", f"{img_path}: listed in {pos_lst} but missing.")
                 _, w, h, boxes = parse_inria_annotation(ann_path, policy, report)
-                if w <= 0 or h <= 0:
-                    w, h = image_size(img_path)
+                w, h = checked_size(img_path, w, h, ann_path)
                 if len(boxes) == 0:
                     report.note("image", "no objects", str(ann_path))
                     continue

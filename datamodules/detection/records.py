@@ -208,6 +208,19 @@ def image_size(path: Path) -> tuple[int, int]:
         raise Bad("unreadable image", f"{path}: unreadable image ({exc}).") from exc
 
 
+def checked_size(img_path: Path, w: int, h: int, ann_path: Path) -> tuple[int, int]:
+    """The image's (width, height): the annotation's, which must match the file's header, or the
+    file's when the annotation gives none (``w`` or ``h`` <= 0). A mismatch raises ``Bad``."""
+    iw, ih = image_size(img_path)
+    if w > 0 and h > 0 and (w, h) != (iw, ih):
+        raise Bad(
+            "size mismatch",
+            f"{ann_path}: annotated size {w}x{h} but {img_path.name} is {iw}x{ih}; the boxes "
+            "would be misplaced. Fix the annotation or the image.",
+        )
+    return iw, ih
+
+
 def finish(records: list[DetRecord], source: str) -> list[DetRecord]:
     if not records:
         raise DataError(

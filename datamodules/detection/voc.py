@@ -23,9 +23,9 @@ from datamodules.detection.records import (
     ReadReport,
     check_box,
     check_policy,
+    checked_size,
     finish,
     handle,
-    image_size,
     require_root,
 )
 from datamodules.errors import DataError, resolve_inside
@@ -194,8 +194,7 @@ def _read_voc(
                     w, h, boxes, names, diff = parse_annotation(
                         xml_path, str(xml_path), policy, report, accept
                     )
-                    if w <= 0 or h <= 0:
-                        w, h = image_size(img_path)
+                    w, h = checked_size(img_path, w, h, xml_path)
                     if not names and not keep_empty:
                         raise Bad("no objects", f"{xml_path}: no usable objects.")
                 except Bad as exc:

@@ -1,0 +1,195 @@
+"""User-input checks every command runs before it trains or writes anything.
+
+Each check raises :class:`datamodules.errors.DataError` with one line naming the key or file and
+the fix; ``cli.py`` prints it and exits 2. ``fit`` runs :func:`check_fit_config` on the parsed
+config before any class is instantiated (so before the trainer and the run folder exist);
+``attack``, ``defend``, ``study`` and ``audit`` call :func:`check_run_folder`,
+:func:`check_folder` and :func:`load_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+from datamodules.errors import DataError
+
+#: config keys (dotted, as in the YAML) that must hold a positive integer when set
+POSITIVE = (
+    "data.init_args.loader.batch_size",
+    "data.init_args.loader.image_size",
+    "data.init_args.loader.eval_batch_size",
+    "data.init_args.reader.init_args.image_size",
+    "data.init_args.reader.init_args.n_individuals",
+    "data.init_args.reader.init_args.encounters_per_individual",
+    "data.init_args.reader.init_args.photos_per_encounter",
+    "data.init_args.batch_size",
+    "data.init_args.image_size",
+    "leakage.every_n_epochs",
+)
+
+
+def _get(cfg, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        if node is None:
+            return None
+        node = node.get(part) if hasattr(node, "get") else getattr(node, part, None)
+    return node
+
+
+def check_positive(cfg, keys=POSITIVE) -> None:
+    """Every set key of ``keys`` holds an integer >= 1."""
+    for key in keys:
+        value = _get(cfg, key)
+        if value is None or isinstance(value, bool):
+            continue
+        if not isinstance(value, int) or value < 1:
+            raise DataError(f"{key}={value!r}: must be a positive integer (1 or more).")
+
+
+def check_trainer(trainer) -> None:
+    """``max_epochs`` is -1 (no limit), None or >= 1; ``max_steps`` -1 or >= 1."""
+    if trainer is None:
+        return
+    epochs, steps = _get(trainer, "max_epochs"), _get(trainer, "max_steps")
+    if epochs is not None and epochs != -1 and epochs < 1:
+        raise DataError(f"trainer.max_epochs={epochs!r}: must be 1 or more (-1: no limit).")
+    if steps is not None and steps != -1 and steps < 1:
+        raise DataError(f"trainer.max_steps={steps!r}: must be 1 or more (-1: no limit).")
+
+
+def check_arch(model) -> None:
+    """``model.init_args.arch`` names a torchvision classifier or a registered detector."""
+    arch = _get(model, "init_args.arch")
+    class_path = str(_get(model, "class_path") or "")
+    if not isinstance(arch, str):
+        return
+    if "detector" in class_path.lower():
+        from lightning_modules.components.detectors import detector_names
+
+        known = list(detector_names())
+    else:
+        from torchvision import models
+
+        known = models.list_models(module=models)
+    if arch not in known:
+        close = difflib.get_close_matches(arch, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else f" Choose one of {', '.join(known)}."
+        raise DataError(f"model.init_args.arch={arch!r}: unknown architecture.{hint}")
+
+
+def check_fit_config(cfg) -> None:
+    """The ``fit``/``validate``/``test``/``predict`` config, before anything is instantiated."""
+    check_positive(cfg)
+    check_trainer(_get(cfg, "trainer"))
+    check_arch(_get(cfg, "model"))
+    ckpt = _get(cfg, "ckpt_path")
+    if ckpt and ckpt not in ("last", "best", "hpc", "registry"):
+        load_checkpoint(Path(ckpt), option="--ckpt_path")
+
+
+def check_folder(path: str | Path, option: str) -> Path:
+    """``path`` is an existing folder."""
+    path = Path(path)
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise DataError(f"{option} {path}: {what}. Pass an existing folder.")
+    return path
+
+
+def check_run_folder(path: str | Path, option: str = "--run") -> Path:
+    """``path`` is a run folder ``cli.py fit`` made (it has ``config.yaml``)."""
+    path = check_folder(path, option)
+    if not (path / "config.yaml").is_file():
+        raise DataError(
+            f"{option} {path}: not a run folder (no config.yaml). Pass the folder printed by "
+            "`python cli.py fit`, e.g. lightning_logs/demo/version_0."
+        )
+    return path
+
+
+def check_checkpoint_file(path: Path, option: str = "checkpoint") -> Path:
+    """``path`` exists and is a whole torch zip archive (a truncated file is refused)."""
+    if not path.is_file():
+        raise DataError(f"{option} {path}: checkpoint not found. Pass an existing .ckpt file.")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataError(
+            f"{path}: truncated or corrupted checkpoint ({exc}). Resume from another checkpoint "
+            "or retrain."
+        ) from None
+    if bad is not None:
+        raise DataError(
+            f"{path}: corrupted checkpoint (member {bad} fails its CRC). Resume from another "
+            "checkpoint or retrain."
+        )
+    return path
+
+
+def load_checkpoint(path: str | Path, option: str = "checkpoint") -> dict:
+    """``torch.load(path, weights_only=True)`` with one line for a missing, truncated, corrupted
+    or unsafe file (never torch's advice to unpickle it with ``weights_only=False``)."""
+    import torch
+
+    path = check_checkpoint_file(Path(path), option)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DataError(
+            f"{path}: the checkpoint holds objects other than tensors and plain values; it is "
+            "refused rather than unpickled. Use a checkpoint written by `cli.py fit`."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: unreadable checkpoint ({first}). Use another one.") from None
+
+
+def _candidate_keys() -> list[str]:
+    """Option names of the fit config (leaf names), for suggestions."""
+    import dataclasses
+    import inspect
+
+    import pytorch_lightning as pl
+
+    from datamodules.whale import LoaderSettings, SplitSettings, WhaleDataModule
+    from experiments.checkpoints import RunCheckpoint
+    from experiments.monitor import LeakageMonitor
+    from lightning_modules.classifier import ImageClassifier
+
+    names: set[str] = {"seed_everything", "ckpt_path", "attack_after_fit", "init_args"}
+    for fn in (pl.Trainer, RunCheckpoint, LeakageMonitor, WhaleDataModule):
+        names |= set(inspect.signature(fn).parameters)
+    names |= set(inspect.signature(ImageClassifier).parameters)
+    for dc in (LoaderSettings, SplitSettings):
+        names |= {f.name for f in dataclasses.fields(dc)}
+    names |= {"trainer", "model", "data", "checkpoint", "leakage", "audit", "optimizer"}
+    return sorted(n for n in names if not n.startswith("_") and n not in ("args", "kwargs"))
+
+
+def config_key_error(message: str, argv: list[str] = ()) -> DataError:
+    """One line for a jsonargparse parse error: the key it names (in full when ``argv`` spells
+    it out) and the closest valid key."""
+    text = " ".join(message.split())
+    patterns = (
+        r"does not accept option '([^']+)'",
+        r"unrecognized arguments: --?([^\s=]+)",
+        r"Key \"([^\"]+)\"",
+        r"NestedArg\(key='([^']+)'",
+    )
+    key = next((m.group(1) for p in patterns if (m := re.search(p, text))), None)
+    group = re.search(r"Group '([^']+)'", text)
+    if key is None:
+        return DataError(f"config: {text[:300]}")
+    full = f"{group.group(1)}.{key}" if group else key
+    spelled = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--")]
+    full = next((a for a in spelled if a.endswith("." + full)), full)
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, _candidate_keys(), n=1)
+    hint = f" Did you mean {full[: len(full) - len(leaf)]}{close[0]}?" if close else ""
+    return DataError(f"config key {full!r} is not an option.{hint} (cli.py fit --help lists them)")

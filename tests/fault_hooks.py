@@ -1,0 +1,22 @@
+"""A callback the fault-injection tests add to a fit they kill: it writes a flag file and stops
+the process at the start of a chosen training step, so the kill lands at a known place."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+class PauseAtStep(pl.Callback):
+    """At the start of the batch that makes ``global_step == step``, write ``flag`` and sleep."""
+
+    def __init__(self, step: int, flag: str):
+        self.step, self.flag = step, flag
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            Path(self.flag).write_text(str(self.step))
+            while True:
+                time.sleep(0.05)

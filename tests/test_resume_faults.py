@@ -1,0 +1,119 @@
+"""Fault injection: a fit killed (SIGKILL) or interrupted (SIGINT) in the middle of an epoch and
+resumed from ``<run>/checkpoints/last.ckpt`` ends exactly where an uninterrupted fit ends."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attacks.signals import load_signals
+
+REPO = Path(__file__).resolve().parents[1]
+#: 3 training batches per epoch; checkpoints every 2 steps and at each epoch's end
+EXTRA = [
+    "--data.init_args.loader.batch_size",
+    "2",
+    "--checkpoint.every_n_train_steps",
+    "2",
+    "--trainer.log_every_n_steps",
+    "1",
+]
+TAGS = ("train/loss_step", "train/loss_epoch", "leak/gap", "val/acc", "epoch")
+
+
+def fit(tiny_args, tmp: Path, *extra: str) -> subprocess.Popen:
+    args = [*tiny_args(tmp, epochs=2), *EXTRA, *extra]
+    return subprocess.Popen(
+        [sys.executable, "cli.py", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"OMP_NUM_THREADS": "1", **__import__("os").environ},
+    )
+
+
+def finish(proc: subprocess.Popen) -> None:
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_args):
+    tmp = tmp_path_factory.mktemp("ref")
+    finish(fit(tiny_args, tmp))
+    return tmp / "logs" / "run" / "version_0"
+
+
+def interrupted(tmp: Path, tiny_args, sig: int) -> tuple[Path, dict[str, str]]:
+    """Fit until the start of step 4 (a step checkpoint 1 batch into epoch 1), deliver ``sig``,
+    and return the run folder and the hashes of what the first part wrote."""
+    flag = tmp / "paused"
+    hook = {
+        "class_path": "tests.fault_hooks.PauseAtStep",
+        "init_args": {"step": 4, "flag": str(flag)},
+    }
+    proc = fit(tiny_args, tmp, f"--trainer.callbacks+={json.dumps(hook)}")
+    deadline = time.monotonic() + 600
+    while not flag.exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    try:
+        proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+    run = tmp / "logs" / "run" / "version_0"
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 4 and ckpt["epoch"] == 1  # inside epoch 1 (3 batches each)
+    kept = ["config.yaml", "environment.json", "split_manifest.csv", "signals/epoch=000.npz"]
+    kept += [p.name for p in run.glob("events.out.tfevents.*")]
+    return run, {name: digest(run / name) for name in kept}
+
+
+def same_signals(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f") for k in a
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
+def test_resume_mid_epoch_equals_uninterrupted(tmp_path, tiny_args, scalars, uninterrupted, sig):
+    run, before = interrupted(tmp_path, tiny_args, sig)
+    finish(fit(tiny_args, tmp_path, "--ckpt_path", str(run / "checkpoints" / "last.ckpt")))
+    assert not (run.parent / "version_1").exists()  # the same run folder
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    for name, sha in before.items():  # nothing the first part wrote was lost or changed
+        assert digest(run / name) == sha, name
+    assert (run / "environment-resume-1.json").is_file()
+    assert (run / "config_resume_1.yaml").is_file()
+    ref = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)
+    got = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert got["global_step"] == ref["global_step"] == 6
+    for key, value in ref["state_dict"].items():
+        assert torch.equal(got["state_dict"][key], value), key
+    for tag in TAGS:
+        got_s, ref_s = scalars(run, tag), scalars(uninterrupted, tag)
+        assert got_s == ref_s, tag
+    steps = [s for s, _ in scalars(run, "train/loss_step")]
+    assert steps == sorted(set(steps)) == list(range(6))  # no step logged twice
+    for name in ("epoch=000.npz", "epoch=001.npz"):
+        assert same_signals(
+            load_signals(run / "signals" / name), load_signals(uninterrupted / "signals" / name)
+        ), name
