@@ -36,18 +36,22 @@ CLIP = (-2.0, 2.0)
 
 class Float32Model(nn.Module):
     """Casts inputs to float32 (ART's HopSkipJump hands float64 arrays) and counts queries
-    (images) and calls (forward passes)."""
+    (images), calls (forward passes) and the seconds spent inside the model."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
         self.queries = 0
         self.calls = 0
+        self.seconds = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
         self.queries += int(x.shape[0])
         self.calls += 1
-        return self.model(x.float())
+        out = self.model(x.float())
+        self.seconds += time.perf_counter() - t0
+        return out
 
 
 class _Oracle:
@@ -352,8 +356,9 @@ def art_distances(
     Exactly the distance computation of ART's ``LabelOnlyDecisionBoundary`` (HopSkipJump
     ``generate``, L2 norm of ``x_adv - x``, 0 where the prediction differs from ``y``) with ``y``
     = the target's predicted label. Returns the fields of :func:`hsj_distances`; ``queries`` is
-    measured per sample by running samples one by one through the counting wrapper, and
-    ``calls`` (N,) counts ART's forward passes per sample.
+    measured per sample by running samples one by one through the counting wrapper, which also
+    gives ``calls`` (N,), ART's forward passes per sample, and ``model_seconds`` (N,), the time
+    spent inside the model.
     """
     from art.attacks.evasion.hop_skip_jump import HopSkipJump
 
@@ -376,16 +381,18 @@ def art_distances(
     dist = np.zeros(len(xn))
     queries = np.zeros(len(xn), dtype=np.int64)
     calls = np.zeros(len(xn), dtype=np.int64)
+    model_s = np.zeros(len(xn))
     with seeded_random_states(seed):
         for i in range(len(xn)):
-            wrapped.queries = wrapped.calls = 0
+            wrapped.queries, wrapped.calls, wrapped.seconds = 0, 0, 0.0
             adv = hsj.generate(x=xn[i : i + 1], y=onehot[i : i + 1])
-            queries[i], calls[i] = wrapped.queries, wrapped.calls
+            queries[i], calls[i], model_s[i] = wrapped.queries, wrapped.calls, wrapped.seconds
             dist[i] = np.linalg.norm((adv - xn[i : i + 1]).reshape(1, -1), axis=1)[0]
     return {
         "distance": dist,
         "queries": queries,
         "calls": calls,
+        "model_seconds": model_s,
         "pred": pred,
         "success": dist > 0,
         "iterations": np.full(len(xn), max_iter),
