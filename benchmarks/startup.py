@@ -13,7 +13,9 @@ encounter sub-folders, then times, as a user runs them, each in a fresh Python p
   attack`` leaves it); the cold call, which extracts them, is timed once and reported apart.
 
 The commands alternate within each repetition, so every figure sees the same machine load; the
-medians (with min and max) are reported. Writes ``startup_cli_help.json`` and
+medians (with min and max) of the wall time are reported, and of the children's CPU time (user +
+system), which on a machine shared with other jobs is close to what the wall time would be idle
+(the value stays the wall time). Writes ``startup_cli_help.json`` and
 ``startup_discriminate.json`` (``--out`` names the first; the second goes next to it).
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -42,14 +45,20 @@ from benchmarks.common import (  # noqa: E402
 DISCRIMINATE_RESULT = "startup_discriminate.json"
 
 
-def timed(cmd: list[str], env: dict) -> float:
-    """Wall seconds of ``cmd`` run from the repository root (fails loudly on a non-zero exit)."""
-    t0 = time.perf_counter()
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def timed(cmd: list[str], env: dict) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of ``cmd`` run from the repository root (fails
+    loudly on a non-zero exit)."""
+    t0, c0 = time.perf_counter(), _children_cpu()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, _children_cpu() - c0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return dt
+    return dt, cpu
 
 
 def commands(run: Path, photos: Path, out_dir: Path) -> dict[str, callable]:
@@ -78,12 +87,18 @@ def measure(reps: int, n_photos: int, env: dict) -> dict:
         photos = photo_folder(tmp / "cat", tmp / "photos", n_photos)
         cmds = commands(run, photos, tmp)
         cold = timed(cmds["discriminate"](), env)  # extracts and saves signals/final.npz
-        times: dict[str, list[float]] = {k: [] for k in cmds}
+        times: dict[str, list[tuple[float, float]]] = {k: [] for k in cmds}
         for _ in range(reps):
             for name, make in cmds.items():
                 times[name].append(timed(make(), env))
-    out = {name: median_spread(v) for name, v in times.items()}
-    out["discriminate_cold"] = {"seconds": cold, "note": "first call: extracts final signals"}
+    out = {name: median_spread([w for w, _ in v]) for name, v in times.items()}
+    for name, v in times.items():
+        out[name]["cpu"] = median_spread([c for _, c in v])
+    out["discriminate_cold"] = {
+        "seconds": cold[0],
+        "cpu_seconds": cold[1],
+        "note": "first call: extracts final signals",
+    }
     out["photos"] = n_photos
     return out
 
@@ -100,7 +115,10 @@ def main(argv: list[str] | None = None) -> dict:
     r = measure(a.reps, a.photos, env)
     for name in ("python_pass", "import_torch", "cli_help", "discriminate"):
         m = r[name]
-        print(f"{name:14s} median {m['median']:.3f} s  (min {m['min']:.3f}, max {m['max']:.3f})")
+        print(
+            f"{name:14s} median {m['median']:.3f} s  (min {m['min']:.3f}, max {m['max']:.3f}); "
+            f"CPU {m['cpu']['median']:.3f} s"
+        )
     print(f"discriminate, cold (extracts final signals): {r['discriminate_cold']['seconds']:.2f} s")
     out = Path(a.out) if a.out else ROOT / "benchmarks" / "results" / "startup_cli_help.json"
     kw = {"threads": a.threads, "device": "cpu"}

@@ -153,7 +153,7 @@ def test_scale_growth_math():
     sizes = [size(100, 2.0, 2.0), size(1000, 20.0, 200.0)]
     exps = scale.growth(sizes)
     assert exps["lin"][0] == pytest.approx(1.0) and exps["quad"][0] == pytest.approx(2.0)
-    assert [b.split(" ")[0] for b in scale.flagged(sizes, exps)] == ["quad"]
+    assert [b.split(" ")[0] for b in scale.flagged(sizes, exps, "seconds")] == ["quad"]
     table = scale.markdown(sizes, exps)
     assert "| quad | 2.00 s, 1 MiB | 200.00 s, 1 MiB | 2.00 |" in table
     assert scale.step_name(["ensemble_any", "ensemble_mean_score"]) == "ensemble"
