@@ -95,7 +95,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "resnet50_train_throughput.json",
         smoke=("--steps", "1", "--warmup", "1", "--image-size", "32", "--batch-size", "2"),
     ),
-    Benchmark("scale.py", "scale.json", smoke=("--sizes", "8", "16")),
+    Benchmark("scale.py", "scale.json", smoke=("--sizes", "12", "24")),
 )
 
 #: the GPU figures (``--gpu-checks``; benchmarks/gpu_checks.sh runs them on CUDA)

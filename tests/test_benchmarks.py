@@ -170,7 +170,7 @@ def test_scale_tiny(tmp_path):
     threads = torch.get_num_threads()
     try:
         rec = scale.main(
-            ["--sizes", "6", "12", "--no-tracemalloc", "--threads", "1"]
+            ["--sizes", "12", "24", "--no-tracemalloc", "--threads", "1"]
             + ["--out", str(tmp_path / "scale.json")]
         )
     finally:
