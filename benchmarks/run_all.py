@@ -230,7 +230,8 @@ def markdown(rows: list[tuple[str, ...]], records: list[dict], total: float) -> 
     lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows]
     lines.append(f"\nAll scripts: {total:.0f} s.")
     for rec in records:
-        table = (rec.get("details") or {}).get("markdown") if isinstance(rec, dict) else None
+        details = rec.get("details") if isinstance(rec, dict) else None
+        table = details.get("markdown") if isinstance(details, dict) else None
         if table:
             lines += ["", f"### {rec['name']}", "", table]
     return "\n".join(lines) + "\n"

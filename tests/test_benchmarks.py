@@ -102,7 +102,8 @@ def test_run_all_smoke_and_gpu_selection(tmp_path):
     assert cmd[cmd.index("--device") + 1] == "cpu"
     sh = (BENCH / "gpu_checks.sh").read_text()
     assert "--gpu-checks" in sh and "--device cuda" in sh
-    page = run_all.markdown([("x", "1", "s", "< 2", "yes")], [{"name": "s", "details": {}}], 3.0)
+    records = [{"name": "s", "details": {}}, {"name": "t", "details": [1, 2]}]
+    page = run_all.markdown([("x", "1", "s", "< 2", "yes")], records, 3.0)
     assert "| x | 1 | s | < 2 | yes |" in page
 
 
