@@ -19,11 +19,17 @@ class MaxSoftmaxBaseline(ThresholdAttack):
         return np.asarray(signals["max_prob"], dtype=np.float64)
 
 
-def nn_cosine_scores(gallery: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Max cosine similarity of each query embedding (N, D) to the gallery (M, D): (N,)."""
+def nn_cosine_scores(gallery: np.ndarray, queries: np.ndarray, block: int = 2048) -> np.ndarray:
+    """Max cosine similarity of each query embedding (N, D) to the gallery (M, D): (N,).
+
+    Queries go ``block`` at a time, so the similarity matrix held at once is (block, M), not
+    (N, M): time grows as N x M (every query meets every gallery photo), memory only as M."""
     g = gallery / (np.linalg.norm(gallery, axis=1, keepdims=True) + 1e-12)
     q = queries / (np.linalg.norm(queries, axis=1, keepdims=True) + 1e-12)
-    return (q @ g.T).max(1)
+    out = np.empty(len(q), dtype=np.result_type(q, g))
+    for i in range(0, len(q), block):
+        out[i : i + block] = (q[i : i + block] @ g.T).max(1)
+    return out
 
 
 @register("baseline_nn_cosine")

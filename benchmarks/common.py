@@ -167,3 +167,73 @@ def goal_met(value: float, goal: str) -> bool | None:
                 "<": value < bound,
             }[op]
     return None
+
+
+def tiny_run_folder(
+    tmp: str | Path,
+    *,
+    n_individuals: int = 12,
+    encounters: int = 2,
+    photos: int = 3,
+    size: int = 32,
+    arch: str = "resnet18",
+) -> Path:
+    """A finished-looking run folder (``config.yaml``, split manifest, ``checkpoints/last.ckpt``)
+    of an untrained, seeded classifier on generated synthetic whales under ``tmp``; no training.
+
+    The same recipe as the test suite's ``make_run_folder`` fixture (public names only); the
+    generated catalog is ``tmp/cat``, the run ``tmp/run``."""
+    import yaml
+
+    from datamodules.catalogs import SyntheticWhalesReader
+    from datamodules.whale import LoaderSettings, WhaleDataModule
+    from lightning_modules.classifier import ImageClassifier
+
+    tmp = Path(tmp)
+    dm = WhaleDataModule(
+        SyntheticWhalesReader(
+            n_individuals=n_individuals,
+            encounters_per_individual=encounters,
+            photos_per_encounter=photos,
+            image_size=size,
+        ),
+        root=str(tmp / "cat"),
+        loader=LoaderSettings(image_size=size, batch_size=16, cache_dir=None),
+    )
+    run = tmp / "run"
+    run.mkdir(parents=True)
+    dm.write_manifest(run)
+    margs = {"arch": arch, "preset": "overfit"}
+    torch.manual_seed(0)
+    model = ImageClassifier(num_classes=dm.num_classes, **margs)
+    (run / "checkpoints").mkdir()
+    torch.save({"state_dict": model.state_dict()}, run / "checkpoints" / "last.ckpt")
+    cfg = {
+        "data": {"init_args": {"loader": {"image_size": size, "batch_size": 16}}},
+        "model": {"init_args": margs},
+        "trainer": {"max_epochs": 1},
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return run
+
+
+def photo_folder(catalog: str | Path, dest: str | Path, n: int, per_group: int = 5) -> Path:
+    """Copy the first ``n`` photos (sorted) of ``catalog`` into ``dest``, ``per_group`` per
+    sub-folder (one sub-folder = one encounter for ``discriminate``); returns ``dest``."""
+    import shutil
+
+    dest = Path(dest)
+    photos = sorted(p for p in Path(catalog).rglob("*.jpg"))[:n]
+    for i, p in enumerate(photos):
+        sub = dest / f"enc_{i // per_group}"
+        sub.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, sub / f"photo_{i:03d}.jpg")
+    return dest
+
+
+def median_spread(values: Sequence[float]) -> dict:
+    """``{"median", "min", "max", "n"}`` of timings in seconds."""
+    vals = sorted(float(v) for v in values)
+    mid = len(vals) // 2
+    med = vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+    return {"median": med, "min": vals[0], "max": vals[-1], "n": len(vals)}

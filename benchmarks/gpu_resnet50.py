@@ -13,7 +13,7 @@ with its own fresh model, ``--warmup`` untimed steps and ``--steps`` timed ones:
 * baseline: fp32, contiguous (NCHW), eager.
 
 Prints img/s of both and their ratio; the JSON's ``value`` is the fast setting's img/s. Goal:
->= 3,000 img/s on one H100 at 224 px (``--full`` or ``--device cuda``: 224 px, batch 256, 10
+>= 3,000 img/s on one data-centre GPU (H100, H200) at 224 px (``--full`` or ``--device cuda``: 224 px, batch 256, 10
 warm-up and 30 timed steps). On a CPU the default is a small smoke run (64 px, batch 8, 1 + 3
 steps) that only checks the script: the goal applies to the GPU run. Writes
 ``benchmarks/results/resnet50_train_throughput.json`` (the GPU's name in ``machine`` on CUDA).
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importa
 from benchmarks.common import add_common_args, apply_threads, sync, write_result  # noqa: E402
 from lightning_modules.components.classifier import build_classifier  # noqa: E402
 
-GOAL = ">= 3000 img/s on one H100 (224 px, bf16, channels_last)"
+GOAL = ">= 3000 img/s on one GPU (H100/H200 class; 224 px, bf16, channels_last)"
 FULL = {"image_size": 224, "batch_size": 256, "warmup": 10, "steps": 30}
 SMALL = {"image_size": 64, "batch_size": 8, "warmup": 1, "steps": 3}
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if not cuda:
         details["note"] = (
-            "CPU run: the goal applies to one H100 GPU at 224 px, batch 256 "
+            "CPU run: the goal applies to one H100/H200-class GPU at 224 px, batch 256 "
             "(python benchmarks/gpu_resnet50.py --device cuda); this run only checks the script"
         )
     result = write_result(

@@ -1,13 +1,17 @@
 """Run every benchmark, then print the figures against their goals.
 
-    python benchmarks/run_all.py [--full] [--only fit_throughput ...] [--device cuda]
-        [--threads N] [--out-dir benchmarks/results] [--omp-wait-policy passive]
+    python benchmarks/run_all.py [--full | --smoke] [--only fit_throughput ... | --gpu-checks]
+        [--device cuda] [--threads N] [--out-dir benchmarks/results] [--omp-wait-policy passive]
 
 Each script of :data:`BENCHMARKS` runs in its own process (this Python), with ``--full`` passed
 through when given (real sizes; hours on a CPU) and ``--out`` pointing into ``--out-dir``. The
 default sizes take a few minutes on 2 CPU cores. After each script the time it took is printed;
 at the end a table ``name | value | unit | goal | met?`` is read back from the result files, and
-``run_all.json`` records the per-script times (its ``value``: the total, goal < 600 s).
+``run_all.json`` records the per-script times (its ``value``: the total, goal < 900 s) and
+``summary.md`` the same table in markdown (plus the scale benchmark's stage x size table).
+``--smoke`` runs every script at a tiny size (each :class:`Benchmark`'s ``smoke`` arguments) to
+check that it runs; ``--gpu-checks`` selects the GPU figures (:data:`GPU_CHECKS`, what
+``benchmarks/gpu_checks.sh`` runs with ``--device cuda``).
 
 ``OMP_WAIT_POLICY`` is set to ``PASSIVE`` for the children unless already set (or
 ``--omp-wait-policy keep``): with the default active spinning, 2 OpenMP threads on 2 cores that
@@ -37,26 +41,70 @@ from benchmarks.common import RESULTS, goal_met, write_result  # noqa: E402
 
 @dataclass(frozen=True)
 class Benchmark:
-    """One figure: its script (in ``benchmarks/``), its result file and its extra arguments."""
+    """One script (in ``benchmarks/``): its result file, any further result files it writes next
+    to it, its extra arguments and the arguments of a tiny smoke run (``--smoke``)."""
 
     script: str
     result: str
     args: tuple[str, ...] = field(default_factory=tuple)
+    smoke: tuple[str, ...] = field(default_factory=tuple)
+    extra: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def key(self) -> str:
         return Path(self.script).stem
 
+    @property
+    def results(self) -> tuple[str, ...]:
+        return (self.result, *self.extra)
+
 
 #: Every benchmark, in the order run_all runs them (the one list to extend).
 BENCHMARKS: tuple[Benchmark, ...] = (
-    Benchmark("fit_throughput.py", "fit_throughput_vs_raw_loop.json"),
-    Benchmark("monitor_overhead.py", "leakage_monitor_overhead.json"),
-    Benchmark("attack_discrimination.py", "attack_discrimination_vs_forward.json"),
-    Benchmark("label_only_vs_art.py", "label_only_vs_art.json"),
-    Benchmark("canvas_render.py", "canvas_render.json"),
-    Benchmark("dp_throughput.py", "dp_throughput.json"),
-    Benchmark("gpu_resnet50.py", "resnet50_train_throughput.json"),
+    Benchmark(
+        "startup.py",
+        "startup_cli_help.json",
+        smoke=("--reps", "1"),
+        extra=("startup_discriminate.json",),
+    ),
+    Benchmark("fit_throughput.py", "fit_throughput_vs_raw_loop.json", smoke=("--epochs", "1")),
+    Benchmark(
+        "monitor_overhead.py",
+        "leakage_monitor_overhead.json",
+        smoke=("--epochs", "1", "--rounds", "1"),
+    ),
+    Benchmark(
+        "attack_discrimination.py",
+        "attack_discrimination_vs_forward.json",
+        smoke=("--n", "8", "--repeats", "1", "--train-epochs", "1"),
+    ),
+    Benchmark(
+        "label_only_vs_art.py",
+        "label_only_vs_art.json",
+        smoke=("--n", "8", "--n_cal", "4", "--reps", "1", "--max_iter", "1", "--init_eval", "4"),
+        extra=("label_only_vs_floor.json",),
+    ),
+    Benchmark("canvas_render.py", "canvas_render.json", smoke=("--n", "4", "--repeats", "1")),
+    Benchmark(
+        "dp_throughput.py",
+        "dp_throughput.json",
+        smoke=("--n", "32", "--epochs", "1", "--image-size", "32"),
+    ),
+    Benchmark(
+        "gpu_resnet50.py",
+        "resnet50_train_throughput.json",
+        smoke=("--steps", "1", "--warmup", "1", "--image-size", "32", "--batch-size", "2"),
+    ),
+    Benchmark("scale.py", "scale.json", smoke=("--sizes", "12", "24")),
+)
+
+#: the GPU figures (``--gpu-checks``; benchmarks/gpu_checks.sh runs them on CUDA)
+GPU_CHECKS = (
+    "gpu_resnet50",
+    "label_only_vs_art",
+    "canvas_render",
+    "dp_throughput",
+    "monitor_overhead",
 )
 
 
@@ -68,6 +116,8 @@ def accepts(script: Path, flag: str) -> bool:
 def command(b: Benchmark, a: argparse.Namespace, out_dir: Path) -> list[str]:
     script = HERE / b.script
     cmd = [sys.executable, str(script), *b.args, "--out", str(out_dir / b.result)]
+    if getattr(a, "smoke", False):
+        cmd += list(b.smoke)
     if a.full:
         if accepts(script, "--full"):
             cmd.append("--full")
@@ -87,7 +137,8 @@ def fmt(value) -> str:
 
 def met(record: dict) -> str:
     goal = str(record.get("goal", ""))
-    if "H100" in goal and not str(record.get("device", "")).startswith("cuda"):
+    gpu_goal = "GPU" in goal or "H100" in goal or "H200" in goal
+    if gpu_goal and not str(record.get("device", "")).startswith("cuda"):
         return "n/a (CPU run)"
     ok = goal_met(float(record["value"]), goal)
     return "?" if ok is None else ("yes" if ok else "NO")
@@ -104,11 +155,15 @@ def table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true", help="real sizes (slow on a CPU)")
     ap.add_argument(
         "--only", nargs="+", default=None, help=f"run only these: {[b.key for b in BENCHMARKS]}"
+    )
+    ap.add_argument("--gpu-checks", action="store_true", help=f"run only {list(GPU_CHECKS)}")
+    ap.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: checks that every script runs, no figure"
     )
     ap.add_argument("--device", default=None, help="passed to every script (default: theirs)")
     ap.add_argument("--threads", type=int, default=None, help="passed to every script")
@@ -121,19 +176,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--timeout", type=float, default=None, help="seconds per script")
     a = ap.parse_args(argv)
-    known = {b.key: b for b in BENCHMARKS}
+    known = {b.key for b in BENCHMARKS}
+    if a.gpu_checks:
+        a.only = list(GPU_CHECKS) if not a.only else a.only
     if a.only:
         unknown = [k for k in a.only if k.removesuffix(".py") not in known]
         if unknown:
-            ap.error(f"--only {unknown}: choose from {list(known)}")
-    todo = [b for b in BENCHMARKS if not a.only or b.key in {k.removesuffix(".py") for k in a.only}]
-    out_dir = Path(a.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    if a.omp_wait_policy != "keep" and "OMP_WAIT_POLICY" not in os.environ:
-        env["OMP_WAIT_POLICY"] = a.omp_wait_policy.upper()
+            ap.error(f"--only {unknown}: choose from {sorted(known)}")
+    return a
+
+
+def run_scripts(todo: list[Benchmark], a: argparse.Namespace, out_dir: Path, env: dict):
+    """Run each script in its own process; returns ``[{script, seconds, returncode}]``."""
     log: list[dict] = []
-    t_all = time.perf_counter()
     for i, b in enumerate(todo, 1):
         cmd = command(b, a, out_dir)
         shown = " ".join(["python", f"benchmarks/{b.script}", *cmd[2:]])
@@ -147,33 +202,74 @@ def main(argv: list[str] | None = None) -> int:
         log.append({"script": b.script, "seconds": round(dt, 1), "returncode": rc})
         status = "ok" if rc == 0 else f"FAILED ({rc})"
         print(f"[{i}/{len(todo)}] {b.script}: {status} in {dt:.1f} s", flush=True)
-    total = time.perf_counter() - t_all
+    return log
 
-    rows, crashed = [], []
+
+def collect(todo: list[Benchmark], log: list[dict], out_dir: Path):
+    """Table rows from the result files, the records, and the scripts that crashed."""
+    rows, records, crashed = [], [], []
     for b, entry in zip(todo, log):
-        path = out_dir / b.result
         if entry["returncode"] != 0:
             crashed.append(b.script)
             rows.append((b.key, "CRASHED", "", "", ""))
             continue
-        try:
-            rec = json.loads(path.read_text())
-            rows.append((rec["name"], fmt(rec["value"]), rec["unit"], rec["goal"], met(rec)))
-        except (OSError, ValueError, KeyError) as exc:
-            crashed.append(b.script)
-            rows.append((b.key, f"no result ({exc.__class__.__name__})", "", "", ""))
+        for name in b.results:
+            try:
+                rec = json.loads((out_dir / name).read_text())
+                rows.append((rec["name"], fmt(rec["value"]), rec["unit"], rec["goal"], met(rec)))
+                records.append(rec)
+            except (OSError, ValueError, KeyError) as exc:
+                crashed.append(b.script)
+                rows.append((b.key, f"no result ({exc.__class__.__name__})", "", "", ""))
+    return rows, records, crashed
+
+
+def markdown(rows: list[tuple[str, ...]], records: list[dict], total: float) -> str:
+    """The results page's table: figure, measured, unit, goal, met, plus the scale table."""
+    lines = ["| figure | measured | unit | goal | met |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows]
+    lines.append(f"\nAll scripts: {total:.0f} s.")
+    for rec in records:
+        details = rec.get("details") if isinstance(rec, dict) else None
+        table = details.get("markdown") if isinstance(details, dict) else None
+        if table:
+            lines += ["", f"### {rec['name']}", "", table]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    wanted = {k.removesuffix(".py") for k in a.only or []}
+    todo = [b for b in BENCHMARKS if not wanted or b.key in wanted]
+    out_dir = Path(a.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if a.omp_wait_policy != "keep" and "OMP_WAIT_POLICY" not in os.environ:
+        env["OMP_WAIT_POLICY"] = a.omp_wait_policy.upper()
+    t_all = time.perf_counter()
+    log = run_scripts(todo, a, out_dir, env)
+    total = time.perf_counter() - t_all
+    rows, records, crashed = collect(todo, log, out_dir)
     print("\nper-script time:")
     for entry in log:
         print(f"  {entry['script']:28s} {entry['seconds']:7.1f} s  rc={entry['returncode']}")
     print(f"  {'total':28s} {total:7.1f} s")
     print()
     print(table(rows))
+    page = out_dir / "summary.md"
+    page.write_text(markdown(rows, records, total))
+    print(f"wrote {page}")
     write_result(
         "run_all",
         round(total, 1),
         "s (wall time of all benchmarks, default sizes unless --full)",
-        "< 600 (2 CPU cores)",
-        {"scripts": log, "omp_wait_policy": env.get("OMP_WAIT_POLICY"), "full": a.full},
+        "< 900 (2 CPU cores)",
+        {
+            "scripts": log,
+            "omp_wait_policy": env.get("OMP_WAIT_POLICY"),
+            "full": a.full,
+            "smoke": a.smoke,
+        },
         argv,
         out_dir / "run_all.json",
         device=a.device or "cpu",

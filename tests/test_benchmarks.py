@@ -82,5 +82,113 @@ def test_gpu_resnet50_tiny(tmp_path):
     assert saved["name"] == "resnet50_train_throughput" and saved["value"] > 0
     assert saved["details"]["fast"]["bf16"] and saved["details"]["fast"]["channels_last"]
     assert not saved["details"]["baseline_fp32_contiguous"]["bf16"]
-    assert "H100" in saved["goal"] and "note" in saved["details"]
+    assert "GPU" in saved["goal"] and "note" in saved["details"]
     assert rec["value"] == saved["value"]
+
+
+def test_run_all_smoke_and_gpu_selection(tmp_path):
+    """Every script has smoke arguments, --gpu-checks picks the GPU figures, and the commands
+    carry the smoke arguments and the device (the GPU script, benchmarks/gpu_checks.sh, runs
+    run_all with --gpu-checks --device cuda)."""
+    from benchmarks import run_all
+
+    assert all(b.smoke for b in run_all.BENCHMARKS)
+    a = run_all.parse(["--gpu-checks", "--smoke", "--device", "cpu", "--out-dir", str(tmp_path)])
+    assert sorted(a.only) == sorted(run_all.GPU_CHECKS)
+    assert set(run_all.GPU_CHECKS) <= {b.key for b in run_all.BENCHMARKS}
+    lo = next(b for b in run_all.BENCHMARKS if b.key == "label_only_vs_art")
+    cmd = run_all.command(lo, a, tmp_path)
+    assert cmd[-len(lo.smoke) - 2 : -2] == list(lo.smoke) or set(lo.smoke) <= set(cmd)
+    assert cmd[cmd.index("--device") + 1] == "cpu"
+    sh = (BENCH / "gpu_checks.sh").read_text()
+    assert "--gpu-checks" in sh and "--device cuda" in sh
+    records = [{"name": "s", "details": {}}, {"name": "t", "details": [1, 2]}]
+    page = run_all.markdown([("x", "1", "s", "< 2", "yes")], records, 3.0)
+    assert "| x | 1 | s | < 2 | yes |" in page
+
+
+def test_label_only_floor_tiny(tmp_path):
+    """Our search against the forward floor, and against ART with the per-call figures, on a tiny
+    model (the GPU check runs the same code with --device cuda)."""
+    import torch
+    from torch import nn
+
+    from benchmarks import label_only_vs_art as lo
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.Flatten(), nn.Linear(64, 3)).eval()
+        x = torch.rand(8, 3, 8, 8) * 4 - 2
+        hsj = dict(max_iter=2, init_eval=4, max_eval=8, init_size=5, chunk=16)
+        fl = lo.ours_vs_floor(model, x, hsj, reps=2, seed=0)
+        assert fl["ratio_to_floor"] > 0 and fl["floor_qps"] >= fl["floor_qps_contiguous"]
+        assert len(fl["ratio_to_floor_range"]) == 2 and fl["result"]["queries"].sum() > 0
+        m = torch.tensor([1, 0] * 4).numpy()
+        r = lo.compare(model, x[:4], m[:4], x[4:], m[4:], 3, {**hsj, "chunk": 16})
+        ov = r["art_overhead"]
+        assert ov["art_calls_per_sample"] > 0 and 0 < ov["art_model_time_share"] <= 1
+        assert ov["ceiling_speedup"] > 0 and r["floor"]["ratio_to_floor"] > 0
+        rec = lo.write_floor(r["floor"], r, [], tmp_path / "lo.json", {"threads": 1})
+    finally:
+        torch.set_num_threads(threads)
+    assert rec["name"] == "label_only_vs_forward_floor"
+    assert json.loads((tmp_path / lo.FLOOR_RESULT).read_text())["goal"] == ">= 0.8"
+
+
+def test_scale_growth_math():
+    """Growth exponents by each stage's units, and the super-linear flag."""
+    from benchmarks import scale
+
+    def size(n, t_lin, t_quad):
+        return {
+            "individuals": n,
+            "photos": 8 * n,
+            "stages": {
+                "lin": {"seconds": t_lin, "units": 8 * n, "peak_rss_mb": 1.0},
+                "quad": {"seconds": t_quad, "units": 8 * n, "peak_rss_mb": 1.0},
+            },
+        }
+
+    sizes = [size(100, 2.0, 2.0), size(1000, 20.0, 200.0)]
+    exps = scale.growth(sizes)
+    assert exps["lin"][0] == pytest.approx(1.0) and exps["quad"][0] == pytest.approx(2.0)
+    assert [b.split(" ")[0] for b in scale.flagged(sizes, exps, "seconds")] == ["quad"]
+    table = scale.markdown(sizes, exps)
+    assert "| quad | 2.00 s, 1 MiB | 200.00 s, 1 MiB | 2.00 |" in table
+    assert scale.step_name(["ensemble_any", "ensemble_mean_score"]) == "ensemble"
+    assert scale.step_name(["yeom"]) == "yeom"
+
+
+@pytest.mark.slow
+def test_scale_tiny(tmp_path):
+    """The scale benchmark end to end at two tiny catalog sizes (every stage runs)."""
+    import torch
+
+    from benchmarks import scale
+
+    threads = torch.get_num_threads()
+    try:
+        rec = scale.main(
+            ["--sizes", "12", "24", "--no-tracemalloc", "--threads", "1"]
+            + ["--out", str(tmp_path / "scale.json")]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    stages = rec["details"]["sizes"][0]["stages"]
+    for name in ("read_plan", "decode_cache", "train_epoch", "monitor_pass", "final_signals"):
+        assert stages[name]["seconds"] > 0, name
+    assert {"attack_yeom", "attack_salem", "attack_label_only", "attack_ensemble"} <= set(stages)
+    assert "discriminate" in stages and "| read_plan |" in rec["details"]["markdown"]
+
+
+def test_startup_helpers(tmp_path):
+    """The run folder and photo folder the start-up benchmark times discriminate on."""
+    from benchmarks import common
+
+    run = common.tiny_run_folder(tmp_path, n_individuals=6, encounters=2, photos=2, size=16)
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "split_manifest.csv").is_file()
+    photos = common.photo_folder(tmp_path / "cat", tmp_path / "photos", 7, per_group=5)
+    assert len(list(photos.rglob("*.jpg"))) == 7 and len(list(photos.iterdir())) == 2
+    assert common.median_spread([3, 1, 2, 10]) == {"median": 2.5, "min": 1, "max": 10, "n": 4}
