@@ -36,12 +36,12 @@ import csv
 import importlib
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -49,10 +49,12 @@ from attacks import open_set as osm
 from attacks.signals import balanced, membership, subset
 from attacks.uncertainty import bootstrap_ci
 from datamodules.errors import DataError
+from datamodules.image_check import check_images
 from datamodules.images import eval_transform, load_rgb
 from experiments.config_files import command_parser
 from experiments.outputs import atomic_path, claim, fresh_name, write_json
 from experiments.runs import RunContext, final_signals
+from experiments.validate import load_checkpoint
 from lightning_modules.components.classifier import PRESETS, build_classifier
 from lightning_modules.components.defenses import apply_dropout_defense
 from lightning_modules.extraction import extract_arrays
@@ -106,7 +108,7 @@ def load_target(ctx: RunContext) -> nn.Module:
     args = dict(ctx.model_args)
     if args.get("dp") or is_embedding_target(args) or args.get("weights_path"):
         return ctx.model()
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = load_checkpoint(ckpt, "--run")
     hp = {**args, **(state.get("hyper_parameters") or {})}
     cfg = dict(PRESETS[hp.get("preset") or "overfit"])
     cfg.update({k: hp[k] for k in ("batchnorm", "dropout") if hp.get(k) is not None})
@@ -144,25 +146,19 @@ def scan(
     not decode is ``corrupt``, or raises DataError with ``unreadable="error"``.
     """
     skip = {q.resolve() for q in (skip or set())}
-    good, bad = [], {}
+    images, bad = [], {}
     for p in sorted(q for q in folder.rglob("*") if q.is_file()):
         if p.name.startswith(".") or p.resolve() in skip:
             continue
         if p.suffix.lower() not in IMAGE_EXT:
             bad[p] = "not_an_image"
             continue
-        try:
-            with Image.open(p) as im:
-                im.load()
-            good.append(p)
-        except Exception as exc:  # PIL raises many types for broken files
-            if unreadable == "error":
-                raise DataError(
-                    f"{p}: unreadable image ({exc.__class__.__name__}); replace or remove it, "
-                    "or pass --unreadable skip"
-                ) from None
-            bad[p] = "corrupt"
-    return good, bad
+        images.append(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the skipped files are listed in the CSV instead
+        good, unreadable_files = check_images(images, unreadable)
+    bad.update(dict.fromkeys(unreadable_files, "corrupt"))
+    return good, dict(sorted(bad.items()))
 
 
 def groups_for(paths: list[Path], folder: Path, groups_csv: Path | None) -> dict[Path, str]:
