@@ -76,6 +76,19 @@ class RunContext:
         return int(self.data_setting("loader", "image_size", 224))
 
     @property
+    def resize(self) -> str:
+        """The run's ``data.loader.resize`` (``squash`` for runs saved before it existed)."""
+        return str(self.data_setting("loader", "resize", "squash"))
+
+    @property
+    def pad_value(self) -> int:
+        return int(self.data_setting("loader", "pad_value", 0))
+
+    def transform(self):
+        """The run's evaluation transform: PIL in, normalised float32 ``(3, S, S)`` out."""
+        return eval_transform(self.image_size, self.resize, self.pad_value)
+
+    @property
     def checkpoint(self) -> Path:
         return self.folder / "checkpoints" / "last.ckpt"
 
@@ -87,7 +100,7 @@ class RunContext:
         return self._model
 
     def loader(self, rows: list[dict], batch_size: int = 64) -> DataLoader:
-        ds = ManifestDataset(rows, self.roots, eval_transform(self.image_size))
+        ds = ManifestDataset(rows, self.roots, self.transform())
         return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
 
     def images(self, rows: list[dict]) -> torch.Tensor:
@@ -106,6 +119,8 @@ ARCH_KEYS = (
     "channels_last",
     "dropout_defense",
     "dropout_defense_p",
+    "head",
+    "arcface",
 )
 
 
