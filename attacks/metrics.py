@@ -8,8 +8,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import torch
-from torchmetrics.functional.classification import binary_auroc, binary_roc
 
 
 def balance(is_member: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -69,6 +67,9 @@ def _ranks(scores: np.ndarray) -> np.ndarray:
 
 def roc(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ROC curve ``(fpr, tpr)`` from torchmetrics, as float64 arrays starting at (0, 0)."""
+    import torch  # torch and torchmetrics on first use: signal files load without them
+    from torchmetrics.functional.classification import binary_roc
+
     fpr, tpr, _ = binary_roc(
         torch.as_tensor(_ranks(scores)),
         torch.as_tensor(np.asarray(is_member, dtype=np.int64)),
@@ -78,6 +79,9 @@ def roc(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def auc(scores: np.ndarray, is_member: np.ndarray) -> float:
     """Area under the ROC curve (torchmetrics); 0.5 when one class is absent."""
+    import torch
+    from torchmetrics.functional.classification import binary_auroc
+
     y = np.asarray(is_member, dtype=np.int64)
     if y.min() == y.max():
         return 0.5

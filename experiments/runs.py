@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import yaml
@@ -21,8 +22,10 @@ from attacks.signals import load_signals, save_signals
 from datamodules.errors import DataError
 from datamodules.images import ManifestDataset, eval_transform
 from datamodules.manifest import read_manifest
-from lightning_modules.classifier import ImageClassifier
 from lightning_modules.extraction import extract_rows, is_rank_zero, rank_world
+
+if TYPE_CHECKING:  # Lightning is imported only when a model is rebuilt (cli.py discriminate)
+    from lightning_modules.classifier import ImageClassifier
 
 
 @dataclass

@@ -11,22 +11,13 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_modules.components.classifier import build_classifier
+from lightning_modules.components.classifier import PRESETS, build_classifier
 from lightning_modules.components.defenses import apply_dropout_defense
 from lightning_modules.components.metric_head import ArcFaceSettings, as_arcface
 from lightning_modules.dp.config import DPConfig, as_config
 from lightning_modules.dp.training import DPHooks, DPTraining, unwrap
 
 OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
-
-#: The whale paper's two training settings (section 4.3). ``weight_decay`` is applied per
-#: parameter group, so it holds whatever the optimizer's own default is. The paper writes a weight
-#: decay of 0.5 for the regularized setting; with SGD that would shrink every weight towards zero
-#: within a few steps, so we read it as the usual 5e-4.
-PRESETS = {
-    "overfit": {"batchnorm": False, "dropout": 0.0, "weight_decay": 0.0},
-    "regularized": {"batchnorm": True, "dropout": 0.5, "weight_decay": 5e-4},
-}
 
 
 class ImageClassifier(DPHooks, pl.LightningModule):

@@ -21,6 +21,15 @@ from lightning_modules.components.metric_head import ArcFaceHead, ArcFaceSetting
 #: ``model.head``: a linear softmax classifier, or the angular-margin embedding head
 HEADS = ("softmax", "arcface")
 
+#: The whale paper's two training settings (section 4.3). ``weight_decay`` is applied per
+#: parameter group, so it holds whatever the optimizer's own default is. The paper writes a weight
+#: decay of 0.5 for the regularized setting; with SGD that would shrink every weight towards zero
+#: within a few steps, so we read it as the usual 5e-4.
+PRESETS = {
+    "overfit": {"batchnorm": False, "dropout": 0.0, "weight_decay": 0.0},
+    "regularized": {"batchnorm": True, "dropout": 0.5, "weight_decay": 5e-4},
+}
+
 
 class ClassifierNet(nn.Module):
     """``logits = head(features(x))``; x: (B, 3, H, W) float, logits: (B, C)."""
