@@ -141,6 +141,8 @@ def model_kwargs(args: dict, num_classes: int, *, with_dp: bool = False) -> dict
 def load_classifier(ckpt: Path, args: dict, num_classes: int) -> ImageClassifier:
     """Rebuild the classifier (its DP wrapping included) and load ``ckpt`` with
     ``torch.load(weights_only=True)``."""
+    from lightning_modules.classifier import ImageClassifier  # Lightning only when rebuilding
+
     model = ImageClassifier(**model_kwargs(args, num_classes, with_dp=True))
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     model.load_state_dict(state["state_dict"] if "state_dict" in state else state)
