@@ -102,6 +102,10 @@ class SplitSettings:
             (ISO ``YYYY-MM-DD``, or any text that sorts in time order).
         time_cutoff: with ``split_protocol: time``, the first date of the query period (None:
             the date below which ``photo_fractions[0]`` of the photos lie).
+        holdout_groups: with ``split_protocol: photo`` and ``group_by``, this many whole groups
+            (encounters, seeded) of each ID1 individual go to ``test`` before its other photos
+            are split by photo; the member test photos are then of two kinds, from encounters
+            seen in training and from new encounters, and the attack report shows both.
     """
 
     seed: int = 0
@@ -116,6 +120,7 @@ class SplitSettings:
     balance_nonmembers: bool = True
     time_column: str = "date"
     time_cutoff: str | None = None
+    holdout_groups: int = 0
 
 
 def _check_fractions(fr, key: str) -> tuple[float, float, float]:
@@ -258,10 +263,20 @@ def _need_three_photos(ident: str, recs: list[Record]) -> None:
 
 
 def _photo_protocol(p: _Planner, ident: str, recs: list[Record], rng) -> list[dict]:
-    """Split the original photos by seeded rank, then augment inside each split."""
+    """Split the original photos by seeded rank, then augment inside each split; with
+    ``holdout_groups``, that many whole groups go to test first (at least 3 photos stay)."""
     _need_three_photos(ident, recs)
-    splits = _split_by_rank(rng.permutation(len(recs)), p.photo_fractions)
-    return _augment_each_split(p, recs, {r.file: sp for r, sp in zip(recs, splits)}, rng)
+    split_of: dict[str, str] = {}
+    if p.s.holdout_groups and p.s.group_by:
+        groups = sorted({group_key(r, p.s.group_by) for r in recs})
+        for g in rng.permutation(groups)[: min(p.s.holdout_groups, len(groups) - 1)]:
+            held = [r for r in recs if group_key(r, p.s.group_by) == g]
+            if len(recs) - len(split_of) - len(held) >= 3:
+                split_of.update({r.file: "test" for r in held})
+    rest = [r for r in recs if r.file not in split_of]
+    splits = _split_by_rank(rng.permutation(len(rest)), p.photo_fractions)
+    split_of.update({r.file: sp for r, sp in zip(rest, splits)})
+    return _augment_each_split(p, recs, split_of, rng)
 
 
 def _group_protocol(p: _Planner, ident: str, recs: list[Record], rng) -> list[dict]:

@@ -275,3 +275,51 @@ def test_time_protocol_on_a_noaa_catalog_is_in_the_manifest(tmp_path, noaa_catal
         "whale008",
     }
     assert {r["split"] for r in rows if r["role"] == "member"} == {"train", "val", "test"}
+
+
+# ---- photo split with held-out encounters, and the report's encounter figures ----------------
+def test_holdout_groups_sends_whole_encounters_to_test():
+    cat = _dated_catalog()
+    recs = [r for r in cat.records if r.identity in ("w0", "w1", "w2")] * 1
+    more = [
+        Record(f"x{i}_{e}_{f}.jpg", f"x{i}", f"x{i}-{e}", None, {})
+        for i in range(6)
+        for e in range(4)
+        for f in range(3)
+    ]
+    cat = Catalog(cat.root, recs + more)
+    s = SplitSettings(group_by="encounter", split_protocol="photo", holdout_groups=1)
+    rows, _ = plan_splits(cat, s)
+    members = [r for r in rows if r["role"] == "member"]
+    for ident in {r["identity"] for r in members}:
+        mine = [r for r in members if r["identity"] == ident]
+        by_group: dict[str, set] = {}
+        for r in mine:
+            by_group.setdefault(r["group"], set()).add(r["split"])
+        assert {"test"} in by_group.values()  # one encounter went to test whole
+        assert {r["split"] for r in mine} == {"train", "val", "test"}
+    plain, _ = plan_splits(cat, SplitSettings(group_by="encounter", split_protocol="photo"))
+    assert plain != rows
+
+
+def test_encounter_figures_split_member_photos_by_encounter():
+    from attacks.report import encounter_table
+    from experiments.attack import encounter_figures
+
+    rows = [
+        {"group": "a", "split": "train"},
+        {"group": "a", "split": "test"},  # seen encounter
+        {"group": "b", "split": "test"},  # held-out encounter
+        {"group": "b", "split": "test"},
+        {"group": "n1", "split": "eval"},
+        {"group": "n2", "split": "eval"},
+    ]
+    ev = {"index": np.arange(1, 6), "role": np.array(["member"] * 3 + ["nonmember"] * 2)}
+    scores = np.array([0.9, 0.2, 0.6, 0.5, 0.1])
+    f = encounter_figures(scores, ev, rows)
+    assert (f["n_seen_encounter_photos"], f["n_new_encounter_photos"]) == (1, 2)
+    assert f["auc_seen_encounter"] == 1.0  # 0.9 above both non-members
+    assert f["auc_new_encounter"] == 0.75  # 0.2 and 0.6 against 0.5 and 0.1: 3 of 4 pairs
+    assert f["auc_encounter_level"] == 0.5  # encounter b mean 0.4: above n2 (0.1), below n1
+    assert "held out" in encounter_table({"yeom": f})
+    assert encounter_figures(scores, {"role": ev["role"]}, rows) == {}
