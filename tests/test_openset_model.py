@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -323,3 +325,22 @@ def test_encounter_figures_split_member_photos_by_encounter():
     assert f["auc_encounter_level"] == 0.5  # encounter b mean 0.4: above n2 (0.1), below n1
     assert "held out" in encounter_table({"yeom": f})
     assert encounter_figures(scores, {"role": ev["role"]}, rows) == {}
+
+
+@pytest.mark.slow
+def test_openset_table_runs_on_a_tiny_noaa_catalog(tmp_path, noaa_catalog):
+    from experiments.openset_table import main
+
+    root = noaa_catalog(tmp_path / "cat", n_ind=12, n_enc=3, per_enc=2)
+    out = tmp_path / "table"
+    args = ["--root", str(root), "--out", str(out), "--protocols", "group", "--epochs", "1"]
+    args += ["--image_size", "16", "--n_boot", "20", "--cache_dir", str(tmp_path / "cache")]
+    main([*args, "--targets", "softmax-letterbox", "arcface-letterbox"])
+    res = json.loads((out / "table.json").read_text())["results"]
+    assert [r["target"] for r in res] == ["softmax-letterbox", "arcface-letterbox"]
+    assert set(res[1]["attacks"]) == {"yeom", "salem", "baseline_msp", "baseline_nn_cosine"}
+    m = res[0]["attacks"]["baseline_nn_cosine"]
+    assert m["n_known"] > 0 and m["n_new"] > 0 and len(m["auroc"]) == 3
+    assert "| group | arcface-letterbox | baseline_nn_cosine |" in (out / "table.md").read_text()
+    with pytest.raises(SystemExit, match="already exists"):
+        main(args)

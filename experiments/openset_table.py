@@ -18,7 +18,7 @@ known whales; ID3: whales never seen) give:
 Intervals are 95% bootstrap intervals resampled by individual (:func:`attacks.uncertainty.
 bootstrap_ci`). Run (about 20-40 min on 2 CPU cores)::
 
-    nice -n 5 python -m benchmarks.openset_table --root ../shared/data/beluga_whaledo_dev \
+    nice -n 5 python -m experiments.openset_table --root ../shared/data/beluga_whaledo_dev \
         --out /tmp/openset_table
 
 It writes ``table.md``, ``table.json`` and each target's ``signals_*.npz`` and
@@ -264,7 +264,9 @@ def table(results: list[dict]) -> str:
 def main(argv=None) -> None:
     args = parse(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=False)
+    if out.exists():
+        raise SystemExit(f"--out {out}: already exists; give a new folder (nothing overwritten).")
+    out.mkdir(parents=True)
     results = []
     for protocol in args.protocols:
         for target in args.targets:
