@@ -304,6 +304,34 @@ def timing_table(results: dict[str, dict], infos: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
+def encounter_table(rows: dict[str, dict]) -> str:
+    """Markdown: per attack, AUC on all evaluation photos beside AUC with only the member photos
+    of encounters seen in training, only those of held-out encounters, and per encounter
+    (``experiments.attack.encounter_figures``); empty when no attack has these figures."""
+    rows = {k: v for k, v in rows.items() if v}
+    if not rows:
+        return ""
+    any_row = next(iter(rows.values()))
+    lines = [
+        "## Photo split and encounter-grouped figures",
+        "",
+        f"Member test photos: {any_row['n_seen_encounter_photos']} from encounters that also "
+        f"gave training photos, {any_row['n_new_encounter_photos']} from encounters held out "
+        f"whole; {any_row['n_nonmember_photos']} photos of new individuals. A photo split "
+        "measures the first kind (a near-duplicate of a training photo is easy to recognise); "
+        "an ecologist meets the second: a known whale seen again on a new day. AUCs over all "
+        "evaluation rows (not subsampled).",
+        "",
+        "| attack | AUC all photos | AUC seen-encounter members | AUC new-encounter members "
+        "| AUC per encounter (new encounters) |",
+        "|---|---|---|---|---|",
+    ]
+    keys = ("auc_photos", "auc_seen_encounter", "auc_new_encounter", "auc_encounter_level")
+    for name, m in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(m.get(k)) for k in keys) + " |")
+    return "\n".join(lines)
+
+
 def write_summary(
     attacks_dir: Path,
     results: dict[str, dict],

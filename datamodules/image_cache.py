@@ -8,7 +8,8 @@ result every epoch. :class:`ImageCache` keeps that result as a uint8 ``(3, S, S)
 
 ``key`` is the sha256 of the image file's sha256, the manifest augmentation spec (the ``~k``
 uniqueness suffix dropped, as it changes nothing) and the :class:`DecodeSettings` (image size,
-resize interpolation and antialias, :data:`FORMAT_VERSION`). Changing a photo gives it a new hash,
+resize mode (``squash`` or ``letterbox``) and pad value, interpolation and antialias,
+:data:`FORMAT_VERSION`). Changing a photo gives it a new hash,
 changing a setting gives every photo a new key: either way a new entry is built on first use and
 the stale one is simply never read again (:func:`prune` deletes such leftovers).
 
@@ -57,6 +58,8 @@ class DecodeSettings:
     interpolation: str = "bilinear"
     antialias: bool = True
     version: int = FORMAT_VERSION
+    resize: str = "squash"
+    pad_value: int = 0
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Image decoding, the manifest's deterministic augmentation ops, and the manifest dataset.
 
 The pipeline has two stages. The deterministic one (decode, manifest aug such as ``rot90``, resize
-to ``S x S``) gives a uint8 ``(3, S, S)`` tensor (:func:`decode_resized`) and is what
+to ``S x S``, squashed or letterboxed) gives a uint8 ``(3, S, S)`` tensor (:func:`decode_resized`) and is what
 :class:`~datamodules.image_cache.ImageCache` stores. The cheap one runs on that tensor each time:
 :func:`normalize_transform`, or the random train augmentation either per sample on the CPU
 (:func:`augment_transform`) or batch-wise on the batch's device (:func:`augment_batch`).
@@ -9,6 +9,7 @@ to ``S x S``) gives a uint8 ``(3, S, S)`` tensor (:func:`decode_resized`) and is
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -92,12 +93,22 @@ def apply_aug(img: Image.Image, spec: str) -> Image.Image:
     return img
 
 
-def eval_transform(image_size: int) -> v2.Compose:
-    """Resize to a square of ``image_size`` px and normalise; output float32 (3, S, S)."""
+def eval_transform(image_size: int, resize: str = "squash", pad_value: int = 0) -> v2.Compose:
+    """Resize to a square of ``image_size`` px (``resize``: ``squash`` or ``letterbox`` on
+    ``pad_value``, as :func:`resize_uint8`) and normalise; PIL in, float32 ``(3, S, S)`` out."""
+    if resize == "squash":
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize((image_size, image_size), antialias=True),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(MEAN, STD),
+            ]
+        )
+    settings = DecodeSettings(image_size, resize=resize, pad_value=pad_value)
     return v2.Compose(
         [
-            v2.ToImage(),
-            v2.Resize((image_size, image_size), antialias=True),
+            functools.partial(resize_uint8, settings=settings),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(MEAN, STD),
         ]
@@ -110,17 +121,42 @@ CROP_SCALE = (0.8, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 
 
+#: ``data.loader.resize`` modes: stretch to the square, or keep the aspect ratio and pad
+RESIZE_MODES = ("squash", "letterbox")
+
+
+def letterbox_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """``(h', w')`` of an ``h x w`` image scaled so its longer side is ``size`` (each >= 1 px)."""
+    scale = size / max(h, w)
+    return max(1, min(size, round(h * scale))), max(1, min(size, round(w * scale)))
+
+
 def resize_uint8(img: Image.Image, settings: DecodeSettings) -> torch.Tensor:
-    """PIL image -> uint8 ``(3, S, S)`` tensor, resized as :func:`eval_transform` does."""
+    """PIL image -> uint8 ``(3, S, S)`` tensor.
+
+    ``settings.resize``: ``squash`` stretches the image to ``S x S`` (as :func:`eval_transform`);
+    ``letterbox`` scales its longer side to ``S``, keeping the aspect ratio, and centres it on an
+    ``S x S`` canvas of ``settings.pad_value`` (0-255, every channel).
+    """
+    if settings.resize not in RESIZE_MODES:
+        raise DataError(
+            f"data.loader.resize={settings.resize!r}: choose one of {list(RESIZE_MODES)}."
+        )
     x = TF.pil_to_tensor(img)
     s = settings.image_size
+    h, w = (s, s) if settings.resize == "squash" else letterbox_size(*x.shape[-2:], s)
     x = TF.resize(
         x,
-        [s, s],
+        [h, w],
         interpolation=InterpolationMode(settings.interpolation),
         antialias=settings.antialias,
     )
-    return x.contiguous()
+    if (h, w) == (s, s):
+        return x.contiguous()
+    out = torch.full((x.shape[0], s, s), int(settings.pad_value), dtype=torch.uint8)
+    top, left = (s - h) // 2, (s - w) // 2
+    out[:, top : top + h, left : left + w] = x
+    return out
 
 
 def decode_resized(path: Path, aug: str, settings: DecodeSettings) -> torch.Tensor:
@@ -206,7 +242,8 @@ class ManifestDataset(Dataset):
     :func:`eval_transform`). With ``image_size``, the image is first resized to a uint8
     ``(3, S, S)`` tensor (:func:`decode_resized`), read from / written to ``cache`` when given
     (keyed by the file's sha256 from ``hasher``), and ``transform`` gets that tensor (e.g.
-    :func:`normalize_transform`); ``transform=None`` returns it as is.
+    :func:`normalize_transform`); ``transform=None`` returns it as is. The resize follows the
+    cache's settings, else ``decode`` (e.g. ``letterbox``), else a squash to ``image_size``.
     """
 
     def __init__(
@@ -218,6 +255,7 @@ class ManifestDataset(Dataset):
         image_size: int | None = None,
         cache: ImageCache | None = None,
         hasher: FileHasher | None = None,
+        decode: DecodeSettings | None = None,
     ):
         self.rows = rows
         self.roots = {k: Path(v) for k, v in roots.items()}
@@ -228,6 +266,8 @@ class ManifestDataset(Dataset):
                     f"image cache is for {cache.settings.image_size} px, dataset for {image_size} px."
                 )
             self.settings: DecodeSettings | None = cache.settings
+        elif decode is not None:
+            self.settings = decode
         else:
             self.settings = DecodeSettings(image_size) if image_size is not None else None
         self.cache = cache

@@ -16,7 +16,13 @@ the unit and the order:
 * ``group``: split whole groups (``group_by``), then augment inside each split (default with
   group_by);
 * ``paper``: augment first, then split by picture, as the paper describes, so copies of one
-  original can land in train and test (the manifest's ``file`` column names the original).
+  original can land in train and test (the manifest's ``file`` column names the original);
+* ``time``: the season-by-season scenario (after wildlife-datasets' time-cutoff splits). Photos
+  dated before ``time_cutoff`` build the catalog, later ones are the queries. Individuals seen
+  before the cutoff are ID1: their earlier photos are ``train``, their later encounters (whole
+  groups) go to ``val`` or ``test``; an ID1 individual never seen again has train photos only.
+  Individuals first seen on or after the cutoff are the new ones, shuffled by seed into ID2 and
+  ID3. Eligibility needs ``min_images`` photos and (unless set) one group.
 
 With ``group_by`` set, the group column is recorded and used for eligibility under every protocol,
 so all three protocols see the same individuals and the same ID1/ID2/ID3 for one seed.
@@ -92,6 +98,14 @@ class SplitSettings:
             (ID3).
         balance_nonmembers: a non-member individual contributes as many photos (seeded choice)
             as a target individual contributes to val, as in the paper's Table 3.
+        time_column: with ``split_protocol: time``, the metadata column holding each photo's date
+            (ISO ``YYYY-MM-DD``, or any text that sorts in time order).
+        time_cutoff: with ``split_protocol: time``, the first date of the query period (None:
+            the date below which ``photo_fractions[0]`` of the photos lie).
+        holdout_groups: with ``split_protocol: photo`` and ``group_by``, this many whole groups
+            (encounters, seeded) of each ID1 individual go to ``test`` before its other photos
+            are split by photo; the member test photos are then of two kinds, from encounters
+            seen in training and from new encounters, and the attack report shows both.
     """
 
     seed: int = 0
@@ -104,6 +118,9 @@ class SplitSettings:
     split_protocol: str | None = None
     nonmember_use: str = "attack"
     balance_nonmembers: bool = True
+    time_column: str = "date"
+    time_cutoff: str | None = None
+    holdout_groups: int = 0
 
 
 def _check_fractions(fr, key: str) -> tuple[float, float, float]:
@@ -246,10 +263,20 @@ def _need_three_photos(ident: str, recs: list[Record]) -> None:
 
 
 def _photo_protocol(p: _Planner, ident: str, recs: list[Record], rng) -> list[dict]:
-    """Split the original photos by seeded rank, then augment inside each split."""
+    """Split the original photos by seeded rank, then augment inside each split; with
+    ``holdout_groups``, that many whole groups go to test first (at least 3 photos stay)."""
     _need_three_photos(ident, recs)
-    splits = _split_by_rank(rng.permutation(len(recs)), p.photo_fractions)
-    return _augment_each_split(p, recs, {r.file: sp for r, sp in zip(recs, splits)}, rng)
+    split_of: dict[str, str] = {}
+    if p.s.holdout_groups and p.s.group_by:
+        groups = sorted({group_key(r, p.s.group_by) for r in recs})
+        for g in rng.permutation(groups)[: min(p.s.holdout_groups, len(groups) - 1)]:
+            held = [r for r in recs if group_key(r, p.s.group_by) == g]
+            if len(recs) - len(split_of) - len(held) >= 3:
+                split_of.update({r.file: "test" for r in held})
+    rest = [r for r in recs if r.file not in split_of]
+    splits = _split_by_rank(rng.permutation(len(rest)), p.photo_fractions)
+    split_of.update({r.file: sp for r, sp in zip(rest, splits)})
+    return _augment_each_split(p, recs, split_of, rng)
 
 
 def _group_protocol(p: _Planner, ident: str, recs: list[Record], rng) -> list[dict]:
@@ -280,8 +307,70 @@ def _paper_protocol(p: _Planner, ident: str, recs: list[Record], rng) -> list[di
     return [{**r, "split": sp, "set": SPLIT_TO_SET[sp]} for r, sp in zip(pool, splits)]
 
 
+def _when(rec: Record, s: SplitSettings) -> str:
+    """The photo's date (``time_column``); a missing one is a DataError naming the file."""
+    value = rec.meta.get(s.time_column) or ""
+    if not value:
+        raise DataError(
+            f"{rec.file}: no {s.time_column!r} value; split_protocol 'time' needs a date for "
+            "every photo (set data.split.time_column to the catalog's date column)."
+        )
+    return str(value)
+
+
+def _time_protocol(p: _Planner, ident: str, recs: list[Record], rng) -> list[dict]:
+    """Photos before the cutoff to train; later groups (``group_by``, else photos) to val or
+    test, each to the side with fewer photos so far (ties by seed)."""
+    cut = p.s.time_cutoff
+    later: dict[str, list[Record]] = defaultdict(list)
+    split_of = {}
+    for r in recs:
+        if _when(r, p.s) < cut:
+            split_of[r.file] = "train"
+        else:
+            later[group_key(r, p.s.group_by) or r.file].append(r)
+    have = {"val": 0, "test": 0}
+    for g in rng.permutation(sorted(later)):
+        side = min(have, key=lambda k: (have[k], rng.random()))
+        have[side] += len(later[g])
+        split_of.update({r.file: side for r in later[g]})
+    return _augment_each_split(p, recs, split_of, rng)
+
+
+def _time_cutoff(records: list[Record], s: SplitSettings, fractions) -> str:
+    """``time_cutoff``, or the date below which ``fractions[0]`` of the photos lie."""
+    if s.time_cutoff:
+        return str(s.time_cutoff)
+    dates = sorted(_when(r, s) for r in records)
+    return dates[min(len(dates) - 1, int(round(fractions[0] * len(dates))))]
+
+
+def _time_identity_sets(
+    main: dict[str, list[Record]], s: SplitSettings, id_fr
+) -> tuple[list[str], list[str], list[str]]:
+    """ID1: individuals seen before the cutoff; the rest (first seen later) shuffled by seed into
+    ID2 and ID3 in the ratio of ``identity_fractions[1:]``."""
+    known = sorted(k for k, recs in main.items() if min(_when(r, s) for r in recs) < s.time_cutoff)
+    new = sorted(set(main) - set(known))
+    np.random.default_rng(s.seed).shuffle(new)
+    n2 = round(len(new) * id_fr[1] / (id_fr[1] + id_fr[2]))
+    n2 = min(max(1, n2), len(new) - 1) if len(new) >= 2 else 0
+    if not known or len(new) < 2:
+        raise DataError(
+            f"data.split.time_cutoff={s.time_cutoff!r}: {len(known)} individuals seen before it "
+            f"and {len(new)} first seen on or after it; the time protocol needs at least one and "
+            "two. Move the cutoff (data.split.time_cutoff)."
+        )
+    return known, new[:n2], new[n2:]
+
+
 #: split protocol -> planner of one ID1 individual's rows ``(planner, identity, records, rng)``
-PROTOCOLS = {"photo": _photo_protocol, "group": _group_protocol, "paper": _paper_protocol}
+PROTOCOLS = {
+    "photo": _photo_protocol,
+    "group": _group_protocol,
+    "paper": _paper_protocol,
+    "time": _time_protocol,
+}
 
 
 def _resolve(settings: SplitSettings) -> SplitSettings:
@@ -301,7 +390,9 @@ def _resolve(settings: SplitSettings) -> SplitSettings:
 
 
 def _min_groups(s: SplitSettings) -> int:
-    return s.min_groups if s.min_groups is not None else (3 if s.group_by else 1)
+    if s.min_groups is not None:
+        return s.min_groups
+    return 3 if s.group_by and s.split_protocol != "time" else 1
 
 
 def _eligible(cat: Catalog, s: SplitSettings) -> tuple[dict[str, list[Record]], dict[str, str]]:
@@ -420,7 +511,13 @@ def plan_splits(
     id_fr = _check_fractions(s.identity_fractions, "data.split.identity_fractions")
     ph_fr = _check_fractions(s.photo_fractions, "data.split.photo_fractions")
     main, excluded = _eligible(catalog, s)
-    id1, id2, id3 = _identity_sets(catalog, sorted(main), s, id_fr, external is not None)
+    if s.split_protocol == "time":
+        if external is not None:
+            raise DataError("data.split.split_protocol='time' does not take a nonmember catalog.")
+        s = replace(s, time_cutoff=_time_cutoff([r for v in main.values() for r in v], s, ph_fr))
+        id1, id2, id3 = _time_identity_sets(main, s, id_fr)
+    else:
+        id1, id2, id3 = _identity_sets(catalog, sorted(main), s, id_fr, external is not None)
     targets = None
     if s.images_per_identity:
         targets = [max(1, math.ceil(s.images_per_identity * f)) for f in ph_fr]
@@ -449,6 +546,8 @@ def plan_splits(
         "excluded_external_individuals": ext_excluded,
         "class_names": sorted(id1),
     }
+    if s.split_protocol == "time":
+        info["time_cutoff"] = s.time_cutoff
     return rows, info
 
 

@@ -16,6 +16,7 @@ from datamodules.errors import DataError
 from datamodules.image_cache import DecodeSettings, FileHasher, ImageCache
 from datamodules.image_check import check_images
 from datamodules.images import (
+    RESIZE_MODES,
     ManifestDataset,
     augment_batch,
     augment_transform,
@@ -24,6 +25,7 @@ from datamodules.images import (
 )
 from datamodules.leaks import verify_manifest
 from datamodules.manifest import write_manifest
+from datamodules.samplers import IndividualEncounterSampler
 from datamodules.sampling import EpochShuffle
 from datamodules.splits import COLUMNS, SplitSettings, plan_splits
 
@@ -34,7 +36,17 @@ class LoaderSettings:
 
     Args:
         image_size: square input size in pixels.
+        resize: ``squash`` stretches each photo to the square (its aspect ratio is lost);
+            ``letterbox`` scales the longer side to ``image_size`` and pads the rest with
+            ``pad_value``, so a 3:1 beluga crop keeps its shape and marks (the whale configs'
+            default).
+        pad_value: grey level 0-255 of the letterbox padding.
         batch_size: training batch size.
+        sampler: order of the training photos: ``shuffle`` (uniform), or ``individuals``: runs of
+            ``m_per_individual`` photos of one individual from different encounters where it has
+            them (:class:`~datamodules.samplers.IndividualEncounterSampler`), so each batch holds
+            ``batch_size / m_per_individual`` individuals (for ``model.head: arcface``).
+        m_per_individual: photos per individual in a run of the ``individuals`` sampler.
         eval_batch_size: batch size of the evaluation and signal loaders (``None``:
             max(batch_size, 64)).
         num_workers: loader workers (``None``: 0 on <=2 cores, else min(8, cores - 1)). With
@@ -58,7 +70,11 @@ class LoaderSettings:
     """
 
     image_size: int = 224
+    resize: str = "squash"
+    pad_value: int = 0
     batch_size: int = 32
+    sampler: str = "shuffle"
+    m_per_individual: int = 4
     eval_batch_size: int | None = None
     num_workers: int | None = None
     train_augment: bool = False
@@ -117,6 +133,15 @@ class WhaleDataModule(pl.LightningDataModule):
             photo_fractions=tuple(split.photo_fractions),
             split_protocol=split.split_protocol or ("group" if split.group_by else "photo"),
         )
+        if loader.sampler not in ("shuffle", "individuals"):
+            raise DataError(
+                f"data.loader.sampler={loader.sampler!r}: choose 'shuffle' or 'individuals'."
+            )
+        if loader.resize not in RESIZE_MODES or not 0 <= int(loader.pad_value) <= 255:
+            raise DataError(
+                f"data.loader.resize={loader.resize!r}, pad_value={loader.pad_value!r}: choose "
+                f"resize from {list(RESIZE_MODES)} and a pad_value in 0-255."
+            )
         self.loader = loader
         self.image_size = loader.image_size
         self.batch_size = loader.batch_size
@@ -248,7 +273,7 @@ class WhaleDataModule(pl.LightningDataModule):
     def dataset(self, rows: list[dict], *, train: bool = False) -> ManifestDataset:
         """``rows`` as served by the loaders: resized through the cache, then normalised (and, for
         training with ``train_augment``, augmented on the CPU, or left uint8 for the device)."""
-        settings = DecodeSettings(self.image_size)
+        settings = self.decode_settings
         cache_dir = self.loader.cache_dir
         cache = ImageCache(cache_dir, settings) if cache_dir else None
         if train and self.device_augment:
@@ -258,7 +283,20 @@ class WhaleDataModule(pl.LightningDataModule):
         else:
             tf = normalize_transform()
         return ManifestDataset(
-            rows, self.roots, tf, image_size=self.image_size, cache=cache, hasher=self._hasher
+            rows,
+            self.roots,
+            tf,
+            image_size=self.image_size,
+            cache=cache,
+            hasher=self._hasher,
+            decode=settings,
+        )
+
+    @property
+    def decode_settings(self) -> DecodeSettings:
+        """The deterministic resize of every loader (and the image cache's key)."""
+        return DecodeSettings(
+            self.image_size, resize=self.loader.resize, pad_value=self.loader.pad_value
         )
 
     def _loader(self, rows: list[dict], *, train: bool = False) -> DataLoader:
@@ -266,7 +304,9 @@ class WhaleDataModule(pl.LightningDataModule):
         dataset = self.dataset(rows, train=train)
         sampler, generator = None, torch.Generator().manual_seed(self.settings.seed)
         trainer = getattr(self, "trainer", None)
-        if train and (trainer is None or trainer.world_size == 1):
+        if train and self.loader.sampler == "individuals":
+            sampler = IndividualEncounterSampler(rows, self.loader.m_per_individual)
+        elif train and (trainer is None or trainer.world_size == 1):
             # a per-epoch seeded order that a resumed run re-enters mid-epoch (see sampling.py)
             sampler = EpochShuffle(len(dataset), self.settings.seed, self.batch_size, generator)
         elif train:

@@ -22,10 +22,13 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from attacks.metrics import auc
+from attacks.open_set import aggregate
 from attacks.registry import get
-from attacks.report import evaluate, split_note, write_attack, write_summary
+from attacks.report import encounter_table, evaluate, split_note, write_attack, write_summary
 from attacks.signals import accuracy, balanced, membership, subset
 from datamodules.errors import DataError
 from experiments.attack_settings import AttackSettings
@@ -213,6 +216,7 @@ def run_job(job: Job, inp: Inputs, loggers: RunLoggers) -> tuple[dict, dict]:
     )
     info = {
         **job.info,
+        "by_encounter": encounter_figures(sc, ev, inp.ctx.rows),
         "train_seconds": t_fit + job.prep_seconds,
         "score_seconds_per_sample": per,
         "discrimination_seconds_per_sample": per + job.query_seconds,
@@ -223,6 +227,41 @@ def run_job(job: Job, inp: Inputs, loggers: RunLoggers) -> tuple[dict, dict]:
     write_attack(folder, job.name, m, sc[sel], membership(ev)[sel], info, arrays)
     log_attack(loggers, job.name, m, folder)
     return m, info
+
+
+def encounter_figures(scores: np.ndarray, ev: dict, rows: list[dict]) -> dict:
+    """AUCs of the evaluation rows with the member photos split by encounter: from encounters
+    that also gave training photos (``seen``), from encounters held out whole (``new``), and
+    per encounter (mean score of each held-out member encounter and each non-member encounter).
+    Empty when the manifest records no groups (``group_by`` off) or rows lack ``index``."""
+    if "index" not in ev:
+        return {}
+    group = np.array([rows[int(i)]["group"] for i in ev["index"]], dtype=str)
+    if not group.size or not all(group):
+        return {}
+    trained = {r["group"] for r in rows if r["split"] == "train"}
+    member = membership(ev).astype(bool)
+    seen = member & np.isin(group, list(trained))
+    new = member & ~seen
+
+    def auc_of(keep: np.ndarray) -> float:
+        y = member[keep]
+        return auc(scores[keep], y) if 0 < y.sum() < len(y) else float("nan")
+
+    enc = new | ~member
+    names, mean = aggregate(scores[enc], group[enc], "mean")
+    enc_member = np.isin(names, group[new])
+    return {
+        "n_seen_encounter_photos": int(seen.sum()),
+        "n_new_encounter_photos": int(new.sum()),
+        "n_nonmember_photos": int((~member).sum()),
+        "auc_photos": auc_of(np.ones_like(member)),
+        "auc_seen_encounter": auc_of(seen | ~member),
+        "auc_new_encounter": auc_of(new | ~member),
+        "auc_encounter_level": auc(mean, enc_member)
+        if 0 < enc_member.sum() < len(names)
+        else float("nan"),
+    }
 
 
 def log_attack(loggers: RunLoggers, name: str, metrics: dict, folder: Path) -> None:
@@ -311,9 +350,9 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
             results[name], infos[name] = m, info
             log(f"attack {name}: acc {m['acc']:.3f} auc {m['auc']:.3f} fpr {m['fpr']:.3f}")
     context = run_context(inp, time.perf_counter() - t_start)
-    extra = ""
+    extra = encounter_table({k: i.get("by_encounter") or {} for k, i in infos.items()})
     if (out / "ensemble" / "report.md").is_file():
-        extra = "## Ensemble\n\nSee [ensemble/report.md](ensemble/report.md)."
+        extra += "\n\n## Ensemble\n\nSee [ensemble/report.md](ensemble/report.md)."
     path = write_summary(out, results, infos, context, [Path(c) for c in s.compare], extra)
     target = ("train_acc", "test_acc", "overfitting_level")
     loggers.metrics("target", {k: context[k] for k in target})

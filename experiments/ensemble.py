@@ -74,9 +74,19 @@ def subset_signals(ctx, out_dir: Path, cfg: dict, k: int, ids: list[str]):
         batch_size=int(cfg.get("batch_size", 32)),
         seed=seed + k,
         device=ctx.device,
+        resize=ctx.resize,
+        pad_value=ctx.pad_value,
     )
     sig = extract_signals(
-        model, uniq, ctx.roots, ctx.image_size, device=ctx.device, embed=False, path=path
+        model,
+        uniq,
+        ctx.roots,
+        ctx.image_size,
+        device=ctx.device,
+        embed=False,
+        path=path,
+        resize=ctx.resize,
+        pad_value=ctx.pad_value,
     )
     return sig, secs, epochs, train_rows
 

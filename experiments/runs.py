@@ -81,6 +81,19 @@ class RunContext:
         return int(self.data_setting("loader", "image_size", 224))
 
     @property
+    def resize(self) -> str:
+        """The run's ``data.loader.resize`` (``squash`` for runs saved before it existed)."""
+        return str(self.data_setting("loader", "resize", "squash"))
+
+    @property
+    def pad_value(self) -> int:
+        return int(self.data_setting("loader", "pad_value", 0))
+
+    def transform(self):
+        """The run's evaluation transform: PIL in, normalised float32 ``(3, S, S)`` out."""
+        return eval_transform(self.image_size, self.resize, self.pad_value)
+
+    @property
     def checkpoint(self) -> Path:
         return self.folder / "checkpoints" / "last.ckpt"
 
@@ -92,7 +105,7 @@ class RunContext:
         return self._model
 
     def loader(self, rows: list[dict], batch_size: int = 64) -> DataLoader:
-        ds = ManifestDataset(rows, self.roots, eval_transform(self.image_size))
+        ds = ManifestDataset(rows, self.roots, self.transform())
         return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
 
     def images(self, rows: list[dict]) -> torch.Tensor:
@@ -111,6 +124,8 @@ ARCH_KEYS = (
     "channels_last",
     "dropout_defense",
     "dropout_defense_p",
+    "head",
+    "arcface",
 )
 
 
@@ -128,7 +143,7 @@ def model_kwargs(args: dict, num_classes: int, *, with_dp: bool = False) -> dict
 def load_classifier(ckpt: Path, args: dict, num_classes: int) -> ImageClassifier:
     """Rebuild the classifier (its DP wrapping included) and load ``ckpt`` with
     ``torch.load(weights_only=True)``."""
-    from lightning_modules.classifier import ImageClassifier
+    from lightning_modules.classifier import ImageClassifier  # Lightning only when rebuilding
 
     model = ImageClassifier(**model_kwargs(args, num_classes, with_dp=True))
     state = load_checkpoint(ckpt)

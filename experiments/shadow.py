@@ -90,6 +90,8 @@ def train_shadow(
         batch_size=batch_size,
         seed=seed,
         device=ctx.device,
+        resize=ctx.resize,
+        pad_value=ctx.pad_value,
     )
     rows = relabel(rows, known)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -100,6 +102,8 @@ def train_shadow(
         ctx.image_size,
         device=ctx.device,
         path=out_dir / "shadow_signals.npz",
+        resize=ctx.resize,
+        pad_value=ctx.pad_value,
     )
     with (out_dir / "shadow_manifest.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -126,7 +130,15 @@ def shadow_run_signals(shadow_run: str | Path, out_dir: Path, device: str | None
     if path.is_file():
         sig = load_signals(path)
     else:
-        sig = extract_signals(ctx.model(), ctx.rows, ctx.roots, ctx.image_size, device=ctx.device)
+        sig = extract_signals(
+            ctx.model(),
+            ctx.rows,
+            ctx.roots,
+            ctx.image_size,
+            device=ctx.device,
+            resize=ctx.resize,
+            pad_value=ctx.pad_value,
+        )
         save_signals(path, sig)
     info = {"source": f"run {Path(shadow_run).resolve()}", "arch": ctx.model_args.get("arch")}
     return subset(sig, "attack"), info

@@ -36,16 +36,18 @@ def train_classifier(
     batch_size: int = 32,
     seed: int = 0,
     device: str = "cpu",
+    resize: str = "squash",
+    pad_value: int = 0,
 ) -> tuple[ImageClassifier, float]:
     """Train a fresh :class:`ImageClassifier` over ``identities`` on ``train_rows`` by the run's
-    recipe (arch, preset, optimizer). Returns ``(model in eval mode, seconds)``."""
+    recipe (arch, preset, optimizer) and its resize (``resize``, ``pad_value``). Returns ``(model in eval mode, seconds)``."""
     pl.seed_everything(seed, workers=True, verbose=False)
     rows = relabel(train_rows, identities)
     model = ImageClassifier(
         **model_kwargs(model_args, len(identities)), optimizer=optimizer_factory(model_args)
     )
     loader = DataLoader(
-        ManifestDataset(rows, roots, eval_transform(image_size)),  # no augmentation
+        ManifestDataset(rows, roots, eval_transform(image_size, resize, pad_value)),  # no aug
         batch_size=batch_size,
         shuffle=True,
         num_workers=0,
@@ -74,13 +76,15 @@ def extract_signals(
     device: str = "cpu",
     embed: bool = True,
     path: Path | None = None,
+    resize: str = "squash",
+    pad_value: int = 0,
 ) -> dict[str, np.ndarray]:
     """Signal arrays (see :mod:`attacks.signals`) of ``model`` over ``rows``, with embeddings.
 
     ``rows`` must carry ``label`` in this model's label space (-1 for individuals it never saw).
-    Saved to ``path`` when given.
+    Saved to ``path`` when given. ``resize``/``pad_value`` as the model's run was trained.
     """
-    ds = ManifestDataset(rows, roots, eval_transform(image_size))
+    ds = ManifestDataset(rows, roots, eval_transform(image_size, resize, pad_value))
     loader = DataLoader(ds, batch_size=64, shuffle=False, num_workers=0)
     arrays = extract_arrays(
         model, loader, device, embed=getattr(model, "embed", None) if embed else None

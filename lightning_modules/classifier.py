@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_modules.components.classifier import PRESETS, build_classifier
 from lightning_modules.components.defenses import apply_dropout_defense
+from lightning_modules.components.metric_head import ArcFaceSettings, as_arcface
 from lightning_modules.dp.config import DPConfig, as_config
 from lightning_modules.dp.training import DPHooks, DPTraining, unwrap
 
@@ -38,6 +39,12 @@ class ImageClassifier(DPHooks, pl.LightningModule):
             ``dropout_defense_p``) before the last two (linear) layers, see
             :mod:`lightning_modules.components.defenses`.
         dp: DP-SGD settings (:class:`~lightning_modules.dp.config.DPConfig`); None trains without DP.
+        head: ``softmax`` (cross-entropy on linear logits) or ``arcface`` (angular-margin loss
+            on a normalised embedding; ``forward`` gives scaled cosine logits, ``embed`` the
+            unit-length embedding, which the nearest-neighbour attack compares with the gallery
+            of training photos).
+        arcface: the ArcFace head's settings
+            (:class:`~lightning_modules.components.metric_head.ArcFaceSettings`).
     """
 
     def __init__(
@@ -56,10 +63,16 @@ class ImageClassifier(DPHooks, pl.LightningModule):
         dropout_defense: bool = False,
         dropout_defense_p: float = 0.5,
         dp: DPConfig | None = None,
+        head: str = "softmax",
+        arcface: ArcFaceSettings = ArcFaceSettings(),
     ):
         super().__init__()
         if preset not in PRESETS:
             raise ValueError(f"model.preset={preset!r}: choose one of {list(PRESETS)}.")
+        if head == "arcface" and (dp is not None or dropout_defense):
+            raise ValueError(
+                "model.head=arcface does not combine with model.dp or dropout_defense."
+            )
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         cfg = dict(PRESETS[preset])
         for key, value in (
@@ -76,7 +89,10 @@ class ImageClassifier(DPHooks, pl.LightningModule):
             batchnorm=cfg["batchnorm"],
             dropout=cfg["dropout"],
             weights_path=weights_path,
+            head=head,
+            arcface=as_arcface(arcface),
         )
+        self.head_kind = head
         if dropout_defense:
             apply_dropout_defense(self.net, num_classes, dropout_defense_p)
         self.dp = DPTraining(as_config(dp), "ImageClassifier") if dp is not None else None
@@ -108,7 +124,7 @@ class ImageClassifier(DPHooks, pl.LightningModule):
         return unwrap(self.net)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate embedding (B, D)."""
+        """Penultimate embedding (B, D); unit-length with ``head: arcface``."""
         return self.plain_net.embed(x)
 
     def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,13 +134,20 @@ class ImageClassifier(DPHooks, pl.LightningModule):
         emb = self.plain_net.embed(x)
         return self.plain_net.head(emb), emb
 
-    def _step(self, batch, stage: str, metric: MulticlassAccuracy) -> torch.Tensor:
-        x, y, _ = batch
+    def _logits_and_loss(self, x, y, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, C) and the batch loss: cross-entropy (per-sample for DP-SGD training) or,
+        with ``head: arcface``, the angular-margin loss of the embedding."""
+        if self.head_kind == "arcface":
+            logits, emb = self.logits_and_embedding(x)
+            return logits, self.plain_net.head.loss(emb, y)
         logits = self(x)
         if stage == "train" and self.dp is not None:  # DP-SGD clips per-sample losses' gradients
-            loss = self.dp.per_sample_loss(F.cross_entropy(logits, y, reduction="none"))
-        else:
-            loss = F.cross_entropy(logits, y)
+            return logits, self.dp.per_sample_loss(F.cross_entropy(logits, y, reduction="none"))
+        return logits, F.cross_entropy(logits, y)
+
+    def _step(self, batch, stage: str, metric: MulticlassAccuracy) -> torch.Tensor:
+        x, y, _ = batch
+        logits, loss = self._logits_and_loss(x, y, stage)
         metric(logits, y)
         on_step = stage == "train"
         self.log(

@@ -287,7 +287,9 @@ def test_manifest_is_pinned(case):
 
 
 def test_protocols_are_one_function_each():
-    assert set(PROTOCOLS) == {"photo", "group", "paper"} and all(map(callable, PROTOCOLS.values()))
+    assert set(PROTOCOLS) == {"photo", "group", "paper", "time"} and all(
+        map(callable, PROTOCOLS.values())
+    )
 
 
 def test_datamodule_manifest_is_pinned(tmp_path):

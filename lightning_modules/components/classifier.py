@@ -3,6 +3,9 @@
 ``build_classifier`` takes any torchvision classification architecture by name, trained from
 scratch (``weights=None``), and returns a :class:`ClassifierNet`: a ``features`` trunk producing the
 penultimate embedding (B, D) and a ``head`` (optional dropout + linear) producing logits (B, C).
+With ``head="arcface"`` the trunk ends in a linear neck and an L2 normalisation (the embedding is
+unit-length) and the head is :class:`~lightning_modules.components.metric_head.ArcFaceHead`
+(scaled cosine logits).
 """
 
 from __future__ import annotations
@@ -12,6 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchvision import models
+
+from lightning_modules.components.metric_head import ArcFaceHead, ArcFaceSettings, arcface_neck
+
+#: ``model.head``: a linear softmax classifier, or the angular-margin embedding head
+HEADS = ("softmax", "arcface")
 
 #: The whale paper's two training settings (section 4.3). ``weight_decay`` is applied per
 #: parameter group, so it holds whatever the optimizer's own default is. The paper writes a weight
@@ -75,6 +83,8 @@ def build_classifier(
     batchnorm: bool = True,
     dropout: float = 0.0,
     weights_path: str | None = None,
+    head: str = "softmax",
+    arcface: ArcFaceSettings | None = None,
 ) -> ClassifierNet:
     """A torchvision classifier by name, from scratch, split into trunk and head.
 
@@ -87,29 +97,22 @@ def build_classifier(
         dropout: dropout probability before the final linear layer (0 disables it).
         weights_path: optional local state dict (e.g. ImageNet weights you have on disk), loaded
             with ``weights_only=True`` into the backbone before the head is resized.
+        head: ``softmax`` (linear logits) or ``arcface`` (normalised embedding of
+            ``arcface.embedding_dim`` and scaled cosine logits).
+        arcface: settings of the ArcFace head (defaults when None).
     """
-    known = models.list_models(module=models)
-    if arch not in known:
-        raise ValueError(
-            f"model.arch={arch!r} is not a torchvision classification model; choose one of "
-            f"{', '.join(sorted(known))}."
-        )
-    if weights_path is not None:
-        net = models.get_model(arch, weights=None)
-        path = Path(weights_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model.weights_path: {path} not found.")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        net.load_state_dict(state)
-    else:
-        net = models.get_model(arch, weights=None, num_classes=num_classes)
+    if head not in HEADS:
+        raise ValueError(f"model.head={head!r}: choose one of {list(HEADS)}.")
+    net = _backbone(arch, num_classes, weights_path)
     name, linear = _last_linear(net)
     embed_dim = linear.in_features
     _set_module(net, name, nn.Identity())
     if not batchnorm:
         strip_batchnorm(net)
+    if head == "arcface":
+        settings = arcface or ArcFaceSettings()
+        trunk = nn.Sequential(net, arcface_neck(embed_dim, settings, dropout))
+        return ClassifierNet(trunk, ArcFaceHead(num_classes, settings), settings.embedding_dim)
     head_layers: list[nn.Module] = []
     if dropout > 0:
         head_layers.append(nn.Dropout(dropout))
@@ -122,3 +125,24 @@ def build_classifier(
         )
     head_layers.append(fc)
     return ClassifierNet(net, nn.Sequential(*head_layers), embed_dim)
+
+
+def _backbone(arch: str, num_classes: int, weights_path: str | None) -> nn.Module:
+    """The torchvision model ``arch``: from scratch, or with a local state dict loaded."""
+    known = models.list_models(module=models)
+    if arch not in known:
+        raise ValueError(
+            f"model.arch={arch!r} is not a torchvision classification model; choose one of "
+            f"{', '.join(sorted(known))}."
+        )
+    if weights_path is None:
+        return models.get_model(arch, weights=None, num_classes=num_classes)
+    net = models.get_model(arch, weights=None)
+    path = Path(weights_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.weights_path: {path} not found.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    net.load_state_dict(state)
+    return net
