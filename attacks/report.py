@@ -101,45 +101,103 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, loglo
     return path
 
 
-#: the per-epoch curves of :func:`plot_leakage`: (metric key, label, on the right-hand axis)
+#: the per-epoch curves of :func:`plot_leakage` besides the attacks': (key, label, style,
+#: on the right-hand axis)
 LEAKAGE_CURVES = (
-    ("leak/train_acc", "train accuracy", False),
-    ("leak/test_acc", "test accuracy", False),
-    ("leak/gap", "gap (train - test)", False),
-    ("attack/auc", "Yeom attack AUC", False),
-    ("attack/tpr@1%fpr", "Yeom TPR at 1% FPR", False),
-    ("leak/kl", "KL members || non-members (nats)", True),
+    ("leak/train_acc", "train accuracy", ("k", "-"), False),
+    ("leak/test_acc", "test accuracy", ("grey", "-"), False),
+    ("leak/gap", "gap (train - test)", ("k", ":"), False),
+    ("leak/kl", "KL members || non-members (nats)", ("saddlebrown", "-."), True),
+    ("leak/kl_null", "KL permutation null (nats)", ("tan", "-."), True),
 )
 
 
-def plot_leakage(epochs: list[int], rows: list[dict], path: Path, title: str = "") -> Path:
-    """Overfitting against leakage over epochs: accuracies, gap, attack AUC and TPR at 1% FPR
-    (left axis, 0-1) and the members/non-members KL (right axis, nats). ``rows[i]`` holds the
-    metrics (:func:`attacks.leakage.leakage_metrics`) of ``epochs[i]``."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    right = ax.twinx()
-    for i, (key, label, on_right) in enumerate(LEAKAGE_CURVES):
-        ys = [r.get(key, float("nan")) for r in rows]
-        if all(y != y for y in ys):
+def _series(rows: list[dict], key: str) -> list[float]:
+    return [float(r.get(key, float("nan"))) for r in rows]
+
+
+def same_score_groups(rows: list[dict], stems) -> list[list[str]]:
+    """Attack stems grouped when their per-epoch AUC and TPR series coincide (identical
+    rankings, e.g. ``yeom`` and ``msp``), so their curves are drawn once and labelled together
+    instead of one hiding the other; stems with no values are left out."""
+    groups: list[tuple[tuple, list[str]]] = []
+    for stem in stems:
+        key = tuple(
+            np.round(_series(rows, f"leak/{stem}_{m}"), 9).tolist() for m in ("auc", "tpr@1%fpr")
+        )
+        if all(v != v for v in key[0]):
             continue
-        (right if on_right else ax).plot(
-            epochs, ys, label=label, color=f"C{i}", ls="--" if on_right else "-", marker="."
+        for k, names in groups:
+            if np.allclose(np.array(k, float), np.array(key, float), equal_nan=True):
+                names.append(stem)
+                break
+        else:
+            groups.append((key, [stem]))
+    return [names for _, names in groups]
+
+
+def _leakage_fig(epochs: list[int], rows: list[dict], title: str):
+    """The combined overfitting-vs-leakage chart (a matplotlib figure)."""
+    from attacks.leakage import CHEAP_ATTACKS
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    right = ax.twinx()
+    for key, label, (color, ls), on_right in LEAKAGE_CURVES:
+        ys = _series(rows, key)
+        if not all(y != y for y in ys):
+            (right if on_right else ax).plot(epochs, ys, ls, color=color, label=label, lw=1.2)
+    for i, names in enumerate(same_score_groups(rows, CHEAP_ATTACKS)):
+        name, color = " = ".join(names), f"C{i}"
+        ax.plot(
+            epochs,
+            _series(rows, f"leak/{names[0]}_auc"),
+            "-",
+            color=color,
+            marker=".",
+            label=f"{name} AUC",
+        )
+        ax.plot(
+            epochs,
+            _series(rows, f"leak/{names[0]}_tpr@1%fpr"),
+            "--",
+            color=color,
+            marker="x",
+            ms=3,
+            label=f"{name} TPR@1%FPR",
         )
     ax.axhline(0.5, color="grey", lw=0.6, ls=":")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy / AUC / TPR")
+    ax.set_ylabel("accuracy / gap / AUC / TPR")
     right.set_ylabel("KL (nats)")
     handles, labels = (
         a + b for a, b in zip(ax.get_legend_handles_labels(), right.get_legend_handles_labels())
     )
-    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3, frameon=False)
-    fig.subplots_adjust(bottom=0.3)
+    fig.legend(handles, labels, fontsize=6.5, loc="lower center", ncol=3, frameon=False)
     ax.set_title(title or "overfitting vs leakage", fontsize=9)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.tight_layout(rect=(0, 0.26, 1, 1))
+    return fig
+
+
+def plot_leakage(epochs: list[int], rows: list[dict], path: Path, title: str = "") -> Path:
+    """Overfitting against leakage over epochs, one chart: train and test accuracy, gap, every
+    cheap attack's AUC (solid) and TPR at 1% FPR (dashed) on the left axis (0-1), the
+    members/non-members KL and its permutation null on the right axis (nats). ``rows[i]`` holds
+    the metrics (:func:`attacks.leakage.leakage_metrics`) of ``epochs[i]``. Writes ``path``."""
+    fig = _leakage_fig(epochs, rows, title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def leakage_image(epochs: list[int], rows: list[dict], title: str = "") -> np.ndarray:
+    """The :func:`plot_leakage` chart as an RGB array (H, W, 3) uint8 (for TensorBoard)."""
+    fig = _leakage_fig(epochs, rows, title)
+    fig.set_dpi(80)
+    fig.canvas.draw()
+    img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return img
 
 
 def plot_hist(scores: np.ndarray, is_member: np.ndarray, tau: float, path: Path, title: str):

@@ -56,6 +56,29 @@ def test_run_folder_holds_everything(demo_run, scalars):
     assert (run / "leakage.png").is_file()  # the overfitting-vs-leakage chart of the whole fit
 
 
+def test_monitor_scores_every_cheap_attack_into_tensorboard(demo_run, scalars):
+    """Every cheap attack per epoch (both levels), the KL null, the custom-scalars layout, one
+    image per monitored epoch and the metrics JSON beside each signal file."""
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run = demo_run
+    for stem in ("yeom", "yeom_true", "msp", "entropy", "nn_cosine"):
+        for metric in ("auc", "adv", "tpr@1%fpr", "acc"):
+            assert len(scalars(run, f"leak/{stem}_{metric}")) == 2, (stem, metric)
+    assert len(scalars(run, "leak/kl_null")) == 2 and len(scalars(run, "leak/kl_photo_null")) == 2
+    # yeom (loss_pred) and max softmax rank photos identically
+    assert scalars(run, "leak/yeom_auc") == scalars(run, "leak/msp_auc")
+    acc = EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    assert "custom_scalars__config__" in acc.Tags()["tensors"]
+    assert len(acc.Images("leak/overfitting_vs_leakage")) == 2
+    m = json.loads((run / "signals" / "epoch=001.json").read_text())
+    assert m["leak/yeom_auc"] == pytest.approx(scalars(run, "leak/yeom_auc")[-1][1], abs=1e-6)
+    assert "embedding" not in load_signals(run / "signals" / "epoch=001.npz")  # not asked to
+
+
 def test_resume_continues_without_duplicated_epochs(demo_run, scalars, tiny_args):
     tmp, run = demo_run
     before = scalars(run, "leak/gap")
@@ -96,7 +119,7 @@ def test_ddp_two_cpu_processes_write_each_sample_once(tmp_path, run_cli, scalars
         assert list(sig["sample_id"]) == [r["sample_id"] for r in rows], epoch
     # written by rank 0 only, and once: no second run folder, event file or leftover temp file
     assert sorted(p.name for p in (run / "signals").iterdir()) == [
-        f"epoch={e:03d}.npz" for e in range(epochs)
+        f"epoch={e:03d}.{ext}" for e in range(epochs) for ext in ("json", "npz")
     ]
     assert [p.name for p in (tmp_path / "logs" / "ddp").iterdir()] == ["version_0"]
     assert len(glob.glob(str(run / "events.out.tfevents.*"))) == 1  # rank 0 logs only
