@@ -25,10 +25,10 @@ SHOWN = (
     "acc",
     "balanced_acc",
     "precision",
-    "recall",
     "tpr",
     "fpr",
     "auc",
+    "advantage",
     "tpr@1%fpr",
     "tpr@0.1%fpr",
     "baks",
@@ -48,12 +48,13 @@ def evaluate(
     pred: np.ndarray | None = None,
     balanced: bool = True,
     seed: int = 0,
+    name: str = "",
 ) -> tuple[dict, np.ndarray]:
     """Metrics (``attack/*`` keys without the prefix) on the evaluation set at frozen ``tau``.
 
     With ``balanced`` the larger class is subsampled (seeded) so members and non-members count
-    equally. Returns ``(metrics, selected indices)``; warnings about low-FPR reliability are kept
-    in ``metrics["warnings"]``.
+    equally. Returns ``(metrics, selected indices)``; warnings (about low-FPR reliability), each
+    naming the attack ``name`` and each once, are kept in ``metrics["warnings"]``.
     """
     y = np.asarray(is_member).astype(np.int64)
     sel = balance(y, seed) if balanced else np.arange(len(y))
@@ -63,7 +64,7 @@ def evaluate(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        m = threshold_metrics(np.asarray(scores)[sel], y[sel], tau)
+        m = threshold_metrics(np.asarray(scores)[sel], y[sel], tau, name=name)
         m.update(
             open_set_metrics(
                 np.asarray(scores)[sel],
@@ -74,26 +75,68 @@ def evaluate(
                 pred=pick(pred),
             )
         )
-    m["warnings"] = [str(w.message) for w in caught]
+    m["warnings"] = list(dict.fromkeys(str(w.message) for w in caught))
     m["balanced"] = balanced
     return m, sel
 
 
-def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, loglog: bool) -> Path:
-    """ROC curves ``{name: (fpr, tpr)}``; log-log axes show the low-FPR regime."""
-    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+def curve_auc(f: np.ndarray, t: np.ndarray) -> float:
+    """Area under a ROC curve given by its points (trapezoids; = the AUC of its scores)."""
+    return float(np.sum(np.diff(f) * (t[1:] + t[:-1]) / 2)) if len(f) > 1 else float("nan")
+
+
+def same_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, list[str]]:
+    """Curve names grouped when their ROC points coincide (identical rankings): ``{first name:
+    [names]}``, so a curve hidden under another is labelled with it instead."""
+    groups: dict[str, list[str]] = {}
     for name, (f, t) in curves.items():
-        ax.plot(f, t, label=name, drawstyle="steps-post")
-    lim = 1e-3 if loglog else 0.0
-    ax.plot([max(lim, 1e-4), 1], [max(lim, 1e-4), 1], "k:", lw=0.8, label="chance")
+        for first, names in groups.items():
+            f0, t0 = curves[first]
+            if len(f0) == len(f) and np.allclose(f0, f) and np.allclose(t0, t):
+                names.append(name)
+                break
+        else:
+            groups[name] = [name]
+    return groups
+
+
+def roc_lines(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], loglog: bool
+) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], float]:
+    """What :func:`plot_roc` draws: ``([(label, fpr, tpr)], smallest FPR shown)``. Labels carry
+    the AUC and every name of coinciding curves; on log-log axes each curve starts at its
+    smallest measurable FPR (its first non-zero FPR step, 1 / its non-members)."""
+    lines, floor = [], 1.0
+    for first, names in same_curves(curves).items():
+        f, t = (np.asarray(a, dtype=np.float64) for a in curves[first])
+        label = f"{' = '.join(names)} (AUC {curve_auc(f, t):.3f})"
+        if loglog:
+            pos = f[f > 0]
+            if not len(pos):
+                continue
+            floor = min(floor, pos.min())
+            keep = f >= pos.min()
+            f, t = f[keep], t[keep]
+        lines.append((label, f, t))
+    return lines, (floor if loglog else 0.0)
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, loglog: bool) -> Path:
+    """ROC curves ``{name: (fpr, tpr)}`` (see :func:`roc_lines`); log-log axes show the
+    low-FPR regime down to the smallest measurable FPR."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    lines, floor = roc_lines(curves, loglog)
+    for label, f, t in lines:
+        ax.plot(f, t, label=label, drawstyle="steps-post")
+    ax.plot([floor, 1], [floor, 1], "k:", lw=0.8, label="chance")
     if loglog:
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlim(1e-3, 1)
-        ax.set_ylim(1e-3, 1.02)
-    ax.set_xlabel("false positive rate")
+        ax.set_xlim(floor, 1)
+        ax.set_ylim(floor, 1.02)
+    ax.set_xlabel("false positive rate" + (f" (from 1/{round(1 / floor)})" if loglog else ""))
     ax.set_ylabel("true positive rate")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=6.5, loc="lower right")
     ax.set_title("ROC" + (" (log-log)" if loglog else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -200,15 +243,26 @@ def leakage_image(epochs: list[int], rows: list[dict], title: str = "") -> np.nd
     return img
 
 
-def plot_hist(scores: np.ndarray, is_member: np.ndarray, tau: float, path: Path, title: str):
-    """Member vs non-member score histograms with the frozen threshold."""
+#: signal fields that are losses: an attack on one scores the negated loss, reported as a loss
+LOSS_SIGNALS = ("loss_pred", "loss_true")
+
+
+def plot_hist(
+    scores: np.ndarray,
+    is_member: np.ndarray,
+    tau: float,
+    path: Path,
+    title: str,
+    xlabel: str = "membership score (higher = member)",
+):
+    """Member vs non-member histograms of ``scores`` with the frozen threshold ``tau``."""
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(is_member).astype(bool)
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     edges = np.histogram_bin_edges(s[np.isfinite(s)], bins=30)
     ax.hist(s[y], edges, alpha=0.6, label=f"members ({y.sum()})")
     ax.hist(s[~y], edges, alpha=0.6, label=f"non-members ({(~y).sum()})")
     ax.axvline(tau, color="k", ls="--", lw=1, label=f"threshold {tau:.3g}")
-    ax.set_xlabel("membership score (higher = member)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("samples")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
@@ -271,7 +325,19 @@ def write_attack(
     f, t = roc(scores, is_member) if len(np.unique(is_member)) == 2 else (np.zeros(1), np.zeros(1))
     plot_roc({name: (f, t)}, out_dir / "roc.png", loglog=False)
     plot_roc({name: (f, t)}, out_dir / "roc_loglog.png", loglog=True)
-    plot_hist(scores, is_member, metrics["threshold"], out_dir / "hist.png", name)
+    loss = info.get("signal") in LOSS_SIGNALS  # Yeom: the score is a negated loss
+    if loss:
+        metrics = {**metrics, "loss_threshold": -metrics["threshold"]}
+        plot_hist(
+            -np.asarray(scores),
+            is_member,
+            -metrics["threshold"],
+            out_dir / "hist.png",
+            name,
+            xlabel=f"{info['signal']} (nats, lower = member)",
+        )
+    else:
+        plot_hist(scores, is_member, metrics["threshold"], out_dir / "hist.png", name)
     np.savez(
         out_dir / "scores.npz",
         score=np.asarray(scores, dtype=np.float64),
@@ -296,7 +362,12 @@ def write_attack(
         metrics_table({name: metrics}),
         "",
         f"Members: {metrics['n_members']}, non-members: {metrics['n_nonmembers']}. "
-        f"Threshold on the score: {metrics['threshold']:.6g}.",
+        + (
+            f"Threshold on the loss `{info['signal']}`: {metrics['loss_threshold']:.6g} nats "
+            "(member iff loss <= threshold)."
+            if loss
+            else f"Threshold on the score: {metrics['threshold']:.6g}."
+        ),
         "",
     ]
     for w in metrics.get("warnings", []):

@@ -56,7 +56,7 @@ class LeakageMonitor(pl.Callback):
             (``None``: every row). A pass costs about one forward per scored row, i.e. roughly
             a third of a training step; with the paper's split there are ~5 signal rows per
             training photo, so an uncapped pass costs ~1.7 training epochs. Capping bounds the
-            overhead on large catalogs (the paper configs use 2,000); the final extraction
+            overhead on large catalogs (the paper configs use 4,096); the final extraction
             (``cli.py attack``) scores every row.
         seed: seed of the ``max_rows`` sample.
         attacks: the cheap attacks scored each pass (stems of
