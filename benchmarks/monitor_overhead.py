@@ -78,18 +78,24 @@ class Alternate(pl.Callback):
     def __init__(self, monitor: LeakageMonitor):
         self.monitor = monitor
         self.with_pass: list[bool] = []
+        self.pass_s: list[float] = []
+        self.figure_s: list[float] = []
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         on = trainer.current_epoch % 2 == 1
         self.with_pass.append(on)
         if not on:
             return
+        t0 = time.perf_counter()
         self.monitor.on_train_epoch_end(trainer, pl_module)
+        t1 = time.perf_counter()
         if self.monitor.history:
             epochs, rows = zip(*self.monitor.history)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 leakage_image(list(epochs), list(rows), "overfitting vs leakage")
+        self.pass_s.append(time.perf_counter() - t0)
+        self.figure_s.append(time.perf_counter() - t1)
 
 
 def one_run(data_args, model_args, data_dir, pairs: int, device: str, max_rows) -> dict:
@@ -107,7 +113,13 @@ def one_run(data_args, model_args, data_dir, pairs: int, device: str, max_rows) 
     if n_files != len(with_m) + (1 if alt.with_pass[0] else 0):
         raise RuntimeError(f"monitor wrote {n_files} signal files for {len(with_m)} passes")
     p = statistics.median(with_m) / statistics.median(without) - 1
-    return {"with": with_m, "without": without, "pass_overhead": p}
+    return {
+        "with": with_m,
+        "without": without,
+        "pass_overhead": p,
+        "pass_s": alt.pass_s,
+        "figure_s": alt.figure_s,
+    }
 
 
 def scale_settings(scale: str, full: bool) -> tuple[dict, dict, dict]:
@@ -122,6 +134,10 @@ def scale_settings(scale: str, full: bool) -> tuple[dict, dict, dict]:
 def measure_scale(scale: str, a: argparse.Namespace) -> dict:
     """Every run of one scale, printed, and its summary (median and spread)."""
     data_args, model_args, mon = scale_settings(scale, a.full)
+    if a.every is not None:
+        mon["every_n_epochs"] = a.every
+    if a.max_rows is not None:
+        mon["max_rows"] = a.max_rows or None
     t0 = time.perf_counter()
     dm = make_datamodule(data_args, a.data_dir)
     n_train, n_probe = len(dm.rows("train")), len(dm.signal_rows())
@@ -139,7 +155,8 @@ def measure_scale(scale: str, a: argparse.Namespace) -> dict:
         print(
             f"[{scale}] run {r + 1}: epochs with pass {_fmt(res['with'])}, without "
             f"{_fmt(res['without'])}: pass {res['pass_overhead']:+.1%} of an epoch, "
-            f"amortised {res['amortised']:+.1%}"
+            f"amortised {res['amortised']:+.1%}; inside: pass {_fmt(res['pass_s'])}, of which "
+            f"the TensorBoard figure {_fmt(res['figure_s'])}"
         )
     amort = [r["amortised"] for r in runs]
     passes = [r["pass_overhead"] for r in runs]
@@ -175,6 +192,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--runs", type=int, default=3, help="fits per scale (median and spread)")
     ap.add_argument(
         "--pairs", type=int, default=2, help="timed (with, without) epoch pairs per fit"
+    )
+    ap.add_argument(
+        "--every", type=int, default=None, help="every_n_epochs to amortise over (all scales)"
+    )
+    ap.add_argument(
+        "--max-rows", type=int, default=None, help="LeakageMonitor max_rows (all scales; 0: all)"
     )
     ap.add_argument("--data-dir", default=str(ROOT / "data_cache"), help="synthetic catalog cache")
     add_common_args(ap)
