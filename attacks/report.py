@@ -208,7 +208,7 @@ def _leakage_fig(epochs: list[int], rows: list[dict], title: str):
             label=f"{name} TPR@1%FPR",
         )
     ax.axhline(0.5, color="grey", lw=0.6, ls=":")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(min(-0.02, np.nanmin(_series(rows, "leak/gap") + [0.0]) - 0.02), 1.02)
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy / gap / AUC / TPR")
     right.set_ylabel("KL (nats)")
@@ -218,7 +218,7 @@ def _leakage_fig(epochs: list[int], rows: list[dict], title: str):
     fig.legend(handles, labels, fontsize=6.5, loc="lower center", ncol=3, frameon=False)
     ax.set_title(title or "overfitting vs leakage", fontsize=9)
     # a fixed layout (tight_layout would measure every text: slow for a per-epoch image)
-    fig.subplots_adjust(left=0.09, right=0.9, top=0.93, bottom=0.36)
+    fig.subplots_adjust(left=0.09, right=0.9, top=0.93, bottom=0.3)
     return fig
 
 
