@@ -93,6 +93,20 @@ def test_resume_continues_without_duplicated_epochs(demo_run, scalars, tiny_args
     assert (run / "config.yaml").is_file() and (run / "config_resume_1.yaml").is_file()
 
 
+@pytest.mark.slow
+def test_monitor_label_only_opt_in_under_a_query_budget(tmp_path, tiny_args, scalars):
+    """With ``leakage.label_only`` the monitor runs the boundary search on a few attack- and
+    evaluation-set rows each pass and logs the label-only attack beside the others."""
+    budget = "{max_per_role: 2, max_queries: 30, max_iter: 1, init_eval: 5, init_size: 5}"
+    cli.main(tiny_args(tmp_path, epochs=1, name="lo") + ["--leakage.label_only", budget])
+    run = tmp_path / "logs" / "lo" / "version_0"
+    assert len(scalars(run, "leak/label_only_auc")) == 1
+    sig = load_signals(run / "signals" / "epoch=000.npz")
+    measured = np.isfinite(sig["boundary_distance"])
+    assert measured.sum() == 8  # 2 per role in the attack and in the evaluation set
+    assert set(sig["set"][measured]) == {"attack", "eval"}
+
+
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_write_each_sample_once(tmp_path, run_cli, scalars, tiny_args):
