@@ -1,5 +1,5 @@
-"""Open-set baselines scored like attacks: maximum softmax probability and nearest-neighbour
-cosine similarity to the training photos' embeddings."""
+"""Open-set baselines scored like attacks: maximum softmax probability, softmax entropy and
+nearest-neighbour cosine similarity to the training photos' embeddings."""
 
 from __future__ import annotations
 
@@ -19,16 +19,27 @@ class MaxSoftmaxBaseline(ThresholdAttack):
         return np.asarray(signals["max_prob"], dtype=np.float64)
 
 
-def nn_cosine_scores(gallery: np.ndarray, queries: np.ndarray, block: int = 2048) -> np.ndarray:
-    """Max cosine similarity of each query embedding (N, D) to the gallery (M, D): (N,).
+@register("baseline_entropy")
+class EntropyBaseline(ThresholdAttack):
+    """Score = minus the softmax entropy (``entropy``, nats): confident photos are members."""
 
-    Queries go ``block`` at a time, so the similarity matrix held at once is (block, M), not
-    (N, M): time grows as N x M (every query meets every gallery photo), memory only as M."""
-    g = gallery / (np.linalg.norm(gallery, axis=1, keepdims=True) + 1e-12)
-    q = queries / (np.linalg.norm(queries, axis=1, keepdims=True) + 1e-12)
-    out = np.empty(len(q), dtype=np.result_type(q, g))
-    for i in range(0, len(q), block):
-        out[i : i + block] = (q[i : i + block] @ g.T).max(1)
+    requires = ("entropy",)
+
+    def raw_score(self, signals: dict) -> np.ndarray:
+        return -np.asarray(signals["entropy"], dtype=np.float64)
+
+
+def nn_cosine_scores(gallery: np.ndarray, queries: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Max cosine similarity of each query embedding (N, D) to the gallery (M, D): (N,) float64.
+
+    Float32 matrix products over ``chunk`` queries at a time (memory ``chunk * M`` floats)."""
+    g = np.asarray(gallery, dtype=np.float32)
+    q = np.asarray(queries, dtype=np.float32)
+    g = g / (np.linalg.norm(g, axis=1, keepdims=True) + 1e-12)
+    q = q / (np.linalg.norm(q, axis=1, keepdims=True) + 1e-12)
+    out = np.empty(len(q), dtype=np.float64)
+    for i in range(0, len(q), chunk):
+        out[i : i + chunk] = (q[i : i + chunk] @ g.T).max(1)
     return out
 
 

@@ -1,6 +1,18 @@
-"""Per-epoch leakage summary of one signal file: accuracies, overfitting gap, KL, threshold attack.
+"""Per-epoch leakage summary of one signal file: accuracies, overfitting gap, KL against its
+permutation null, and every cheap attack (no training) at both audit levels.
 
 Pure numpy over the arrays of :mod:`attacks.signals`; the leakage monitor logs its output.
+
+Audit levels:
+
+* **identity level** (the whale question): members are photos of individuals the target knows
+  (ID1), non-members photos of individuals it never saw (ID2 in the attack set, ID3 in the
+  evaluation set); label-free signals. The threshold is fitted on the (balanced) attack set and
+  frozen for the (balanced) evaluation set.
+* **sample level** (the classic audit, the one DP protects): members are the target's training
+  photos (ID1-train), non-members held-out photos of the same individuals with their true labels
+  (ID1-val, ID1-test). The threshold is fitted on ID1-val against one half of the training photos
+  and frozen for ID1-test against the other half.
 """
 
 from __future__ import annotations
@@ -9,22 +21,101 @@ import warnings
 
 import numpy as np
 
-from attacks.metrics import histogram_kl, threshold_metrics
-from attacks.signals import accuracy, balanced, membership, subset
-from attacks.yeom import YeomAttack
+from attacks.dp_audit import best_epsilon_lower_bound, confusion
+from attacks.metrics import histogram_kl, kl_permutation_null, threshold_metrics
+from attacks.registry import get
+from attacks.signals import accuracy, balanced, membership, select, subset
+
+#: the cheap attacks the leakage monitor scores: metric stem -> (registered attack, level).
+#: ``yeom`` and ``msp`` rank photos identically (loss_pred = -log max softmax): their curves
+#: coincide and the figure labels them together. ``label_only`` is scored only when the signals
+#: carry ``boundary_distance`` (opt-in: it queries the model).
+CHEAP_ATTACKS = {
+    "yeom": ("yeom", "identity"),
+    "yeom_true": ("yeom_true", "sample"),
+    "msp": ("baseline_msp", "identity"),
+    "entropy": ("baseline_entropy", "identity"),
+    "nn_cosine": ("baseline_nn_cosine", "identity"),
+    "label_only": ("label_only", "identity"),
+}
+
+#: the per-attack metrics logged as ``leak/<stem>_<metric>``
+ATTACK_METRICS = ("auc", "adv", "tpr@1%fpr", "acc")
 
 
-def leakage_metrics(signals: dict, *, kl_bins: int = 20, seed: int = 0) -> dict[str, float]:
+def level_sets(signals: dict, level: str, seed: int = 0) -> tuple[dict, dict] | None:
+    """``(fit rows, evaluation rows)`` of one audit level (see the module docstring), both
+    balanced between members and non-members; None when a side lacks members or non-members."""
+    if level == "identity":
+        att, ev = subset(signals, "attack"), subset(signals, "eval")
+    else:
+        split, has = signals["split"], signals["label"] >= 0
+        train = np.flatnonzero(split == "train")
+        half = np.zeros(len(split), dtype=bool)
+        half[np.random.default_rng(seed).permutation(train)[: len(train) // 2]] = True
+        sig = dict(signals)
+        sig["role"] = np.where(split == "train", "member", "nonmember")
+        att = select(sig, ((split == "val") & has) | half)
+        ev = select(sig, ((split == "test") & has) | ((split == "train") & ~half))
+    for rows in (att, ev):
+        if len(np.unique(membership(rows))) < 2:
+            return None
+    return att, ev
+
+
+def attack_metrics(
+    stem: str, signals: dict, sets: tuple[dict, dict], seed: int = 0
+) -> tuple[dict[str, float], tuple[int, int, int, int]] | None:
+    """One cheap attack fitted on ``sets[0]``, scored on ``sets[1]`` (balanced): its
+    ``leak/<stem>_*`` metrics (plus the ``attack/*`` headline for ``yeom``) and the confusion
+    counts at the frozen threshold; None when the signals lack a field it reads."""
+    name, _ = CHEAP_ATTACKS[stem]
+    att, ev = sets
+    if stem == "label_only":  # only the rows whose boundary distance was measured
+        if "boundary_distance" not in signals:
+            return None
+        att, ev = (select(s, np.isfinite(s["boundary_distance"])) for s in (att, ev))
+        if min(len(np.unique(membership(s))) for s in (att, ev)) < 2:
+            return None
+    cls = get(name)
+    if not set(cls.requires) <= set(signals):
+        return None
+    attack = cls.for_run(signals).fit(balanced(att, seed))
+    ev = balanced(ev, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few rows per epoch: low-FPR figures are coarse
+        m = threshold_metrics(attack.score(ev), membership(ev), attack.score_threshold)
+    out = {f"leak/{stem}_{k}": float(m[k if k != "adv" else "advantage"]) for k in ATTACK_METRICS}
+    if stem == "yeom":
+        out.update({f"attack/{k}": float(m[k]) for k in ("acc", "auc", "tpr@1%fpr", "fpr")})
+    return out, confusion(attack.score(ev), membership(ev), attack.score_threshold)
+
+
+def leakage_metrics(
+    signals: dict,
+    *,
+    kl_bins: int = 20,
+    seed: int = 0,
+    attacks: tuple[str, ...] | None = None,
+    delta: float | None = None,
+) -> dict[str, float]:
     """Metrics logged every monitored epoch.
 
     * ``leak/train_acc``, ``leak/val_acc``, ``leak/test_acc``: eval-mode top-1 accuracy on ID1.
     * ``leak/gap``: overfitting level, train minus test accuracy.
     * ``leak/kl``: KL(members || non-members) of the predicted-label cross-entropy on the
-      evaluation set (ID1-test vs ID3), identity level, label-free (see ``histogram_kl``).
-    * ``leak/kl_photo``: KL(train || test) of the true-label cross-entropy on ID1 (photo level).
-    * ``attack/acc``, ``attack/auc``, ``attack/tpr@1%fpr``, ``attack/fpr``: the Yeom threshold
-      attack on ``loss_pred``, threshold chosen on the (balanced) attack set, scored on the
-      (balanced) evaluation set.
+      evaluation set (ID1-test vs ID3), identity level (see ``histogram_kl``), and
+      ``leak/kl_null``: the same KL under a permutation null at the same sample sizes
+      (:func:`attacks.metrics.kl_permutation_null`), the floor a KL must clear.
+    * ``leak/kl_photo`` and ``leak/kl_photo_null``: KL(train || test) of the true-label
+      cross-entropy on ID1 (sample level) and its null.
+    * ``leak/<stem>_{auc,adv,tpr@1%fpr,acc}`` for every attack of ``attacks`` (default: all of
+      :data:`CHEAP_ATTACKS` the signals allow): AUC, attacker advantage (max TPR - FPR), TPR at
+      1% FPR and accuracy at the frozen threshold, on the balanced evaluation rows.
+    * ``attack/acc``, ``attack/auc``, ``attack/tpr@1%fpr``, ``attack/fpr``: the headline, Yeom
+      on ``loss_pred`` at the identity level.
+    * ``leak/eps_lb`` (with ``delta``, for DP runs): the empirical lower bound on epsilon of the
+      best sample-level attack at its frozen threshold (:mod:`attacks.dp_audit`, 95%).
     """
     out = {
         "leak/train_acc": accuracy(signals, "train"),
@@ -34,24 +125,23 @@ def leakage_metrics(signals: dict, *, kl_bins: int = 20, seed: int = 0) -> dict[
     out["leak/gap"] = out["leak/train_acc"] - out["leak/test_acc"]
     ev = subset(signals, "eval")
     mem = membership(ev).astype(bool)
-    out["leak/kl"] = histogram_kl(ev["loss_pred"][mem], ev["loss_pred"][~mem], bins=kl_bins)
     tr = signals["loss_true"][signals["split"] == "train"]
     te = signals["loss_true"][signals["split"] == "test"]
-    out["leak/kl_photo"] = histogram_kl(tr, te, bins=kl_bins)
-    att = subset(signals, "attack")
-    if len(np.unique(membership(att))) < 2 or len(np.unique(membership(ev))) < 2:
-        return out
-    att, ev = balanced(att, seed), balanced(ev, seed)
-    attack = YeomAttack().fit(att)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        m = threshold_metrics(attack.score(ev), membership(ev), attack.score_threshold)
-    out.update(
-        {
-            "attack/acc": m["acc"],
-            "attack/auc": m["auc"],
-            "attack/tpr@1%fpr": m["tpr@1%fpr"],
-            "attack/fpr": m["fpr"],
-        }
-    )
+    for key, (p, q) in {
+        "leak/kl": (ev["loss_pred"][mem], ev["loss_pred"][~mem]),
+        "leak/kl_photo": (tr, te),
+    }.items():
+        out[key] = histogram_kl(p, q, bins=kl_bins)
+        out[f"{key}_null"] = kl_permutation_null(p, q, bins=kl_bins, seed=seed)
+    levels = {lv: level_sets(signals, lv, seed) for lv in ("identity", "sample")}
+    counts = {}
+    for stem in attacks if attacks is not None else tuple(CHEAP_ATTACKS):
+        level = CHEAP_ATTACKS[stem][1]
+        got = None if levels[level] is None else attack_metrics(stem, signals, levels[level], seed)
+        if got is not None:
+            out.update(got[0])
+            if level == "sample":
+                counts[stem] = got[1]
+    if delta is not None and counts:
+        out["leak/eps_lb"] = best_epsilon_lower_bound(counts, delta=delta)["eps_lb"]
     return out

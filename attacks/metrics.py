@@ -5,6 +5,7 @@ Conventions: ``scores`` (N,) float, higher means "member"; ``is_member`` (N,) in
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -52,7 +53,10 @@ def best_threshold(scores: np.ndarray, is_member: np.ndarray) -> tuple[float, fl
 
 def tpr_at_fpr(scores: np.ndarray, is_member: np.ndarray, fpr: float) -> float:
     """Largest TPR over ROC points with FPR <= ``fpr`` (0 if none)."""
-    f, t = roc(scores, is_member)
+    return _tpr_at(*roc(scores, is_member), fpr)
+
+
+def _tpr_at(f: np.ndarray, t: np.ndarray, fpr: float) -> float:
     ok = f <= fpr + 1e-12
     return float(t[ok].max()) if ok.any() else 0.0
 
@@ -88,14 +92,39 @@ def auc(scores: np.ndarray, is_member: np.ndarray) -> float:
     return float(binary_auroc(torch.as_tensor(_ranks(scores)), torch.as_tensor(y)))
 
 
-def threshold_metrics(
-    scores: np.ndarray, is_member: np.ndarray, tau: float, *, min_negatives: int = 100
-) -> dict:
-    """Decision metrics at a frozen threshold plus threshold-free AUC and TPR at low FPR.
+def advantage(scores: np.ndarray, is_member: np.ndarray) -> float:
+    """Attacker advantage: ``max(TPR - FPR)`` over the ROC curve (Yeom et al.), in [0, 1]."""
+    y = np.asarray(is_member).astype(bool)
+    if y.all() or not y.any():
+        return 0.0
+    return _advantage(*roc(scores, y))
 
-    ``tpr@1%fpr`` and ``tpr@0.1%fpr`` come with the number of non-members behind them; when fewer
-    than ``min_negatives / fpr`` non-members exist, ``*_reliable`` is False and a warning is issued
-    (with N non-members the smallest measurable non-zero FPR is 1/N).
+
+def _advantage(f: np.ndarray, t: np.ndarray) -> float:
+    return float(max(0.0, (t - f).max()))
+
+
+#: the low-FPR operating points reported by :func:`threshold_metrics`
+LOW_FPR = (("1%", 0.01), ("0.1%", 0.001))
+
+
+def threshold_metrics(
+    scores: np.ndarray,
+    is_member: np.ndarray,
+    tau: float,
+    *,
+    min_negatives: int = 10,
+    name: str = "",
+) -> dict:
+    """Decision metrics at a frozen threshold plus threshold-free AUC, advantage and TPR at low
+    FPR.
+
+    ``tpr@1%fpr`` and ``tpr@0.1%fpr`` come with ``*_n_fp``, the number of false positives the FPR
+    budget allows (``floor(n_nonmembers * fpr)``). The figure is ``*_reliable`` only when that
+    budget is at least ``min_negatives`` non-members, i.e. when ``n_nonmembers >= min_negatives /
+    fpr``: a TPR at 1% FPR measured on 100 non-members rests on one false positive and is not
+    reliable. One warning (naming ``name``) lists the unreliable operating points.
+    ``advantage`` is ``max(TPR - FPR)`` over the ROC; ``tpr`` (= recall) and ``fpr`` are at ``tau``.
     """
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(is_member).astype(bool)
@@ -105,28 +134,35 @@ def threshold_metrics(
     n_pos, n_neg = tp + fn, tn + fp
     tpr = tp / n_pos if n_pos else 0.0
     tnr = tn / n_neg if n_neg else 0.0
+    both = bool(n_pos and n_neg)
+    f, t = roc(s, y) if both else (np.zeros(1), np.zeros(1))
     out = {
         "threshold": float(tau),
         "acc": (tp + tn) / max(1, len(s)),
         "balanced_acc": (tpr + tnr) / 2,
         "precision": tp / (tp + fp) if tp + fp else 0.0,
-        "recall": tpr,
         "tpr": tpr,
         "fpr": fp / n_neg if n_neg else 0.0,
         "auc": auc(s, y),
+        "advantage": _advantage(f, t),
         "n_members": n_pos,
         "n_nonmembers": n_neg,
     }
-    for label, rate in (("1%", 0.01), ("0.1%", 0.001)):
-        out[f"tpr@{label}fpr"] = tpr_at_fpr(s, y, rate) if n_pos and n_neg else 0.0
-        reliable = n_neg * rate >= 1.0
-        out[f"tpr@{label}fpr_reliable"] = reliable
-        if not reliable:
-            warnings.warn(
-                f"TPR at {label} FPR rests on {n_neg} non-members: the smallest non-zero FPR "
-                f"measurable is {1 / max(1, n_neg):.3g}, so this figure is not meaningful.",
-                stacklevel=2,
-            )
+    weak = []
+    for label, rate in LOW_FPR:
+        out[f"tpr@{label}fpr"] = _tpr_at(f, t, rate)
+        n_fp = int(math.floor(n_neg * rate + 1e-9))
+        out[f"tpr@{label}fpr_n_fp"] = n_fp
+        out[f"tpr@{label}fpr_reliable"] = n_fp >= max(1, min_negatives)
+        if not out[f"tpr@{label}fpr_reliable"]:
+            weak.append(f"{label} FPR ({n_fp} false positives allowed)")
+    if weak:
+        who = f"attack {name}: " if name else ""
+        warnings.warn(
+            f"{who}TPR at {' and '.join(weak)}: only {n_neg} non-members; a reliable figure "
+            f"needs at least {max(1, min_negatives)} false positives within the FPR budget.",
+            stacklevel=2,
+        )
     return out
 
 
@@ -156,3 +192,46 @@ def histogram_kl(
     q = np.histogram(q_samples, edges)[0].astype(np.float64) + pseudo_count
     p, q = p / p.sum(), q / q.sum()
     return float(np.sum(p * np.log(p / q)))
+
+
+def _kl_bins(p_samples, q_samples, bins: int):
+    """Finite samples and the edges :func:`histogram_kl` bins them with (None: degenerate)."""
+    p = np.asarray(p_samples, dtype=np.float64)
+    q = np.asarray(q_samples, dtype=np.float64)
+    p, q = p[np.isfinite(p)], q[np.isfinite(q)]
+    if p.size == 0 or q.size == 0:
+        return p, q, None
+    lo, hi = min(0.0, p.min(), q.min()), max(p.max(), q.max())
+    return p, q, (np.linspace(lo, hi, bins + 1) if hi > lo else None)
+
+
+def kl_permutation_null(
+    p_samples: np.ndarray,
+    q_samples: np.ndarray,
+    bins: int = 20,
+    pseudo_count: float = 0.5,
+    n_perm: int = 50,
+    seed: int = 0,
+) -> float:
+    """Mean :func:`histogram_kl` of ``n_perm`` random relabellings of the pooled samples, keeping
+    both sample sizes (nats): the value the histogram KL takes when P and Q are the same
+    distribution, at these sizes and bins. Its small-sample floor (about 0.09 nats for two
+    samples of 100 over 20 bins) is what a measured KL must be read against; the excess over it
+    (``kl - null``) is the evidence of a difference. NaN when a sample is empty; seeded."""
+    p, q, edges = _kl_bins(p_samples, q_samples, bins)
+    if p.size == 0 or q.size == 0:
+        return float("nan")
+    if edges is None:
+        return 0.0
+    pooled = np.concatenate([p, q])
+    # bin every pooled value once; a permutation only reassigns bin indices to P or Q
+    idx = np.clip(np.searchsorted(edges, pooled, side="right") - 1, 0, bins - 1)
+    rng = np.random.default_rng(seed)
+    perm = rng.permuted(np.tile(idx, (n_perm, 1)), axis=1)
+    offs = np.arange(n_perm)[:, None] * bins
+    cp = np.bincount((perm[:, : p.size] + offs).ravel(), minlength=n_perm * bins)
+    cq = np.bincount((perm[:, p.size :] + offs).ravel(), minlength=n_perm * bins)
+    cp = cp.reshape(n_perm, bins) + pseudo_count
+    cq = cq.reshape(n_perm, bins) + pseudo_count
+    pp, qq = cp / cp.sum(1, keepdims=True), cq / cq.sum(1, keepdims=True)
+    return float(np.mean(np.sum(pp * np.log(pp / qq), axis=1)))

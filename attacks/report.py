@@ -25,10 +25,10 @@ SHOWN = (
     "acc",
     "balanced_acc",
     "precision",
-    "recall",
     "tpr",
     "fpr",
     "auc",
+    "advantage",
     "tpr@1%fpr",
     "tpr@0.1%fpr",
     "baks",
@@ -48,12 +48,13 @@ def evaluate(
     pred: np.ndarray | None = None,
     balanced: bool = True,
     seed: int = 0,
+    name: str = "",
 ) -> tuple[dict, np.ndarray]:
     """Metrics (``attack/*`` keys without the prefix) on the evaluation set at frozen ``tau``.
 
     With ``balanced`` the larger class is subsampled (seeded) so members and non-members count
-    equally. Returns ``(metrics, selected indices)``; warnings about low-FPR reliability are kept
-    in ``metrics["warnings"]``.
+    equally. Returns ``(metrics, selected indices)``; warnings (about low-FPR reliability), each
+    naming the attack ``name`` and each once, are kept in ``metrics["warnings"]``.
     """
     y = np.asarray(is_member).astype(np.int64)
     sel = balance(y, seed) if balanced else np.arange(len(y))
@@ -63,7 +64,7 @@ def evaluate(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        m = threshold_metrics(np.asarray(scores)[sel], y[sel], tau)
+        m = threshold_metrics(np.asarray(scores)[sel], y[sel], tau, name=name)
         m.update(
             open_set_metrics(
                 np.asarray(scores)[sel],
@@ -74,26 +75,68 @@ def evaluate(
                 pred=pick(pred),
             )
         )
-    m["warnings"] = [str(w.message) for w in caught]
+    m["warnings"] = list(dict.fromkeys(str(w.message) for w in caught))
     m["balanced"] = balanced
     return m, sel
 
 
-def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, loglog: bool) -> Path:
-    """ROC curves ``{name: (fpr, tpr)}``; log-log axes show the low-FPR regime."""
-    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+def curve_auc(f: np.ndarray, t: np.ndarray) -> float:
+    """Area under a ROC curve given by its points (trapezoids; = the AUC of its scores)."""
+    return float(np.sum(np.diff(f) * (t[1:] + t[:-1]) / 2)) if len(f) > 1 else float("nan")
+
+
+def same_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, list[str]]:
+    """Curve names grouped when their ROC points coincide (identical rankings): ``{first name:
+    [names]}``, so a curve hidden under another is labelled with it instead."""
+    groups: dict[str, list[str]] = {}
     for name, (f, t) in curves.items():
-        ax.plot(f, t, label=name, drawstyle="steps-post")
-    lim = 1e-3 if loglog else 0.0
-    ax.plot([max(lim, 1e-4), 1], [max(lim, 1e-4), 1], "k:", lw=0.8, label="chance")
+        for first, names in groups.items():
+            f0, t0 = curves[first]
+            if len(f0) == len(f) and np.allclose(f0, f) and np.allclose(t0, t):
+                names.append(name)
+                break
+        else:
+            groups[name] = [name]
+    return groups
+
+
+def roc_lines(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], loglog: bool
+) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], float]:
+    """What :func:`plot_roc` draws: ``([(label, fpr, tpr)], smallest FPR shown)``. Labels carry
+    the AUC and every name of coinciding curves; on log-log axes each curve starts at its
+    smallest measurable FPR (its first non-zero FPR step, 1 / its non-members)."""
+    lines, floor = [], 1.0
+    for first, names in same_curves(curves).items():
+        f, t = (np.asarray(a, dtype=np.float64) for a in curves[first])
+        label = f"{' = '.join(names)} (AUC {curve_auc(f, t):.3f})"
+        if loglog:
+            pos = f[f > 0]
+            if not len(pos):
+                continue
+            floor = min(floor, pos.min())
+            keep = f >= pos.min()
+            f, t = f[keep], t[keep]
+        lines.append((label, f, t))
+    return lines, (floor if loglog else 0.0)
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, loglog: bool) -> Path:
+    """ROC curves ``{name: (fpr, tpr)}`` (see :func:`roc_lines`); log-log axes show the
+    low-FPR regime down to the smallest measurable FPR."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    lines, floor = roc_lines(curves, loglog)
+    for label, f, t in lines:
+        ax.plot(f, t, label=label, drawstyle="steps-post")
+    ax.plot([floor, 1], [floor, 1], "k:", lw=0.8, label="chance")
     if loglog:
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlim(1e-3, 1)
-        ax.set_ylim(1e-3, 1.02)
-    ax.set_xlabel("false positive rate")
+        ax.set_xlim(floor, 1)
+        ax.set_ylim(floor, 1.02)
+    ax.set_xlabel("false positive rate" + (f" (from 1/{round(1 / floor)})" if loglog else ""))
     ax.set_ylabel("true positive rate")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=6.5, loc="lower right")
     ax.set_title("ROC" + (" (log-log)" if loglog else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -101,56 +144,125 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, loglo
     return path
 
 
-#: the per-epoch curves of :func:`plot_leakage`: (metric key, label, on the right-hand axis)
+#: the per-epoch curves of :func:`plot_leakage` besides the attacks': (key, label, style,
+#: on the right-hand axis)
 LEAKAGE_CURVES = (
-    ("leak/train_acc", "train accuracy", False),
-    ("leak/test_acc", "test accuracy", False),
-    ("leak/gap", "gap (train - test)", False),
-    ("attack/auc", "Yeom attack AUC", False),
-    ("attack/tpr@1%fpr", "Yeom TPR at 1% FPR", False),
-    ("leak/kl", "KL members || non-members (nats)", True),
+    ("leak/train_acc", "train accuracy", ("k", "-"), False),
+    ("leak/test_acc", "test accuracy", ("grey", "-"), False),
+    ("leak/gap", "gap (train - test)", ("k", ":"), False),
+    ("leak/kl", "KL members || non-members (nats)", ("saddlebrown", "-."), True),
+    ("leak/kl_null", "KL permutation null (nats)", ("tan", "-."), True),
 )
 
 
-def plot_leakage(epochs: list[int], rows: list[dict], path: Path, title: str = "") -> Path:
-    """Overfitting against leakage over epochs: accuracies, gap, attack AUC and TPR at 1% FPR
-    (left axis, 0-1) and the members/non-members KL (right axis, nats). ``rows[i]`` holds the
-    metrics (:func:`attacks.leakage.leakage_metrics`) of ``epochs[i]``."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    right = ax.twinx()
-    for i, (key, label, on_right) in enumerate(LEAKAGE_CURVES):
-        ys = [r.get(key, float("nan")) for r in rows]
-        if all(y != y for y in ys):
+def _series(rows: list[dict], key: str) -> list[float]:
+    return [float(r.get(key, float("nan"))) for r in rows]
+
+
+def same_score_groups(rows: list[dict], stems) -> list[list[str]]:
+    """Attack stems grouped when their per-epoch AUC and TPR series coincide (identical
+    rankings, e.g. ``yeom`` and ``msp``), so their curves are drawn once and labelled together
+    instead of one hiding the other; stems with no values are left out."""
+    groups: list[tuple[tuple, list[str]]] = []
+    for stem in stems:
+        key = tuple(
+            np.round(_series(rows, f"leak/{stem}_{m}"), 9).tolist() for m in ("auc", "tpr@1%fpr")
+        )
+        if all(v != v for v in key[0]):
             continue
-        (right if on_right else ax).plot(
-            epochs, ys, label=label, color=f"C{i}", ls="--" if on_right else "-", marker="."
+        for k, names in groups:
+            if np.allclose(np.array(k, float), np.array(key, float), equal_nan=True):
+                names.append(stem)
+                break
+        else:
+            groups.append((key, [stem]))
+    return [names for _, names in groups]
+
+
+def _leakage_fig(epochs: list[int], rows: list[dict], title: str):
+    """The combined overfitting-vs-leakage chart (a matplotlib figure)."""
+    from attacks.leakage import CHEAP_ATTACKS
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    right = ax.twinx()
+    for key, label, (color, ls), on_right in LEAKAGE_CURVES:
+        ys = _series(rows, key)
+        if not all(y != y for y in ys):
+            (right if on_right else ax).plot(epochs, ys, ls, color=color, label=label, lw=1.2)
+    for i, names in enumerate(same_score_groups(rows, CHEAP_ATTACKS)):
+        name, color = " = ".join(names), f"C{i}"
+        ax.plot(
+            epochs,
+            _series(rows, f"leak/{names[0]}_auc"),
+            "-",
+            color=color,
+            label=f"{name} AUC",
+        )
+        ax.plot(
+            epochs,
+            _series(rows, f"leak/{names[0]}_tpr@1%fpr"),
+            "--",
+            color=color,
+            marker="x",
+            ms=3,
+            label=f"{name} TPR@1%FPR",
         )
     ax.axhline(0.5, color="grey", lw=0.6, ls=":")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(min(-0.02, np.nanmin(_series(rows, "leak/gap") + [0.0]) - 0.02), 1.02)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy / AUC / TPR")
+    ax.set_ylabel("accuracy / gap / AUC / TPR")
     right.set_ylabel("KL (nats)")
     handles, labels = (
         a + b for a, b in zip(ax.get_legend_handles_labels(), right.get_legend_handles_labels())
     )
-    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3, frameon=False)
-    fig.subplots_adjust(bottom=0.3)
+    fig.legend(handles, labels, fontsize=6.5, loc="lower center", ncol=3, frameon=False)
     ax.set_title(title or "overfitting vs leakage", fontsize=9)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    # a fixed layout (tight_layout would measure every text: slow for a per-epoch image)
+    fig.subplots_adjust(left=0.09, right=0.9, top=0.93, bottom=0.3)
+    return fig
+
+
+def plot_leakage(epochs: list[int], rows: list[dict], path: Path, title: str = "") -> Path:
+    """Overfitting against leakage over epochs, one chart: train and test accuracy, gap, every
+    cheap attack's AUC (solid) and TPR at 1% FPR (dashed) on the left axis (0-1), the
+    members/non-members KL and its permutation null on the right axis (nats). ``rows[i]`` holds
+    the metrics (:func:`attacks.leakage.leakage_metrics`) of ``epochs[i]``. Writes ``path``."""
+    fig = _leakage_fig(epochs, rows, title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def plot_hist(scores: np.ndarray, is_member: np.ndarray, tau: float, path: Path, title: str):
-    """Member vs non-member score histograms with the frozen threshold."""
+def leakage_image(epochs: list[int], rows: list[dict], title: str = "") -> np.ndarray:
+    """The :func:`plot_leakage` chart as an RGB array (H, W, 3) uint8 (for TensorBoard)."""
+    fig = _leakage_fig(epochs, rows, title)
+    fig.set_dpi(64)
+    fig.canvas.draw()
+    img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return img
+
+
+#: signal fields that are losses: an attack on one scores the negated loss, reported as a loss
+LOSS_SIGNALS = ("loss_pred", "loss_true")
+
+
+def plot_hist(
+    scores: np.ndarray,
+    is_member: np.ndarray,
+    tau: float,
+    path: Path,
+    title: str,
+    xlabel: str = "membership score (higher = member)",
+):
+    """Member vs non-member histograms of ``scores`` with the frozen threshold ``tau``."""
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(is_member).astype(bool)
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     edges = np.histogram_bin_edges(s[np.isfinite(s)], bins=30)
     ax.hist(s[y], edges, alpha=0.6, label=f"members ({y.sum()})")
     ax.hist(s[~y], edges, alpha=0.6, label=f"non-members ({(~y).sum()})")
     ax.axvline(tau, color="k", ls="--", lw=1, label=f"threshold {tau:.3g}")
-    ax.set_xlabel("membership score (higher = member)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("samples")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
@@ -213,7 +325,19 @@ def write_attack(
     f, t = roc(scores, is_member) if len(np.unique(is_member)) == 2 else (np.zeros(1), np.zeros(1))
     plot_roc({name: (f, t)}, out_dir / "roc.png", loglog=False)
     plot_roc({name: (f, t)}, out_dir / "roc_loglog.png", loglog=True)
-    plot_hist(scores, is_member, metrics["threshold"], out_dir / "hist.png", name)
+    loss = info.get("signal") in LOSS_SIGNALS  # Yeom: the score is a negated loss
+    if loss:
+        metrics = {**metrics, "loss_threshold": -metrics["threshold"]}
+        plot_hist(
+            -np.asarray(scores),
+            is_member,
+            -metrics["threshold"],
+            out_dir / "hist.png",
+            name,
+            xlabel=f"{info['signal']} (nats, lower = member)",
+        )
+    else:
+        plot_hist(scores, is_member, metrics["threshold"], out_dir / "hist.png", name)
     np.savez(
         out_dir / "scores.npz",
         score=np.asarray(scores, dtype=np.float64),
@@ -238,7 +362,12 @@ def write_attack(
         metrics_table({name: metrics}),
         "",
         f"Members: {metrics['n_members']}, non-members: {metrics['n_nonmembers']}. "
-        f"Threshold on the score: {metrics['threshold']:.6g}.",
+        + (
+            f"Threshold on the loss `{info['signal']}`: {metrics['loss_threshold']:.6g} nats "
+            "(member iff loss <= threshold)."
+            if loss
+            else f"Threshold on the score: {metrics['threshold']:.6g}."
+        ),
         "",
     ]
     for w in metrics.get("warnings", []):

@@ -1,8 +1,13 @@
 """Yeom et al. metric attack: a loss threshold swept on the attack set, frozen for evaluation.
 
-Identity-level variant: non-member whales have no label in the target's label space, so the
-default signal is the predicted-label loss ``loss_pred`` (= -log max softmax). With
-``signal="loss_true"`` the classic photo-level attack is used where true labels exist.
+Two registered variants:
+
+* ``yeom`` (identity level): non-member whales have no label in the target's label space, so the
+  signal is the predicted-label loss ``loss_pred`` (= -log max softmax; it ranks photos exactly as
+  the maximum-softmax baseline does).
+* ``yeom_true`` (sample level, Yeom et al.'s attack with the confidence and the label, "C, L"): the
+  true-label loss ``loss_true``; every scored row must carry its true label (members are training
+  photos, non-members held-out photos of the same individuals).
 """
 
 from __future__ import annotations
@@ -30,3 +35,25 @@ class YeomAttack(ThresholdAttack):
     def raw_score(self, signals: dict) -> np.ndarray:
         """The negated loss (N,): higher = member."""
         return -np.asarray(signals[self.signal], dtype=np.float64)
+
+
+@register("yeom_true")
+class YeomTrueLabelAttack(YeomAttack):
+    """Sample-level Yeom: member iff the true-label loss ``loss_true <= tau`` (nats)."""
+
+    requires = ("loss_true",)
+
+    def __init__(self):
+        super().__init__(signal="loss_true")
+
+    def raw_score(self, signals: dict) -> np.ndarray:
+        """The negated true-label loss (N,); raises when a row has no true label (NaN loss)."""
+        loss = np.asarray(signals["loss_true"], dtype=np.float64)
+        missing = int(np.isnan(loss).sum())
+        if missing:
+            raise ValueError(
+                f"yeom_true: {missing} of {len(loss)} rows have no true label (loss_true is NaN); "
+                "it is the sample-level attack (held-out photos of known individuals), use `yeom` "
+                "(predicted-label loss) at the identity level."
+            )
+        return -loss

@@ -213,6 +213,7 @@ def run_job(job: Job, inp: Inputs, loggers: RunLoggers) -> tuple[dict, dict]:
         pred=ev["pred"],
         balanced=job.balanced,
         seed=inp.settings.seed,
+        name=job.name,
     )
     info = {
         **job.info,

@@ -119,18 +119,20 @@ def make_attack(row: str, settings: AuditSettings):
     )
 
 
-def evaluate_detector_attack(attack, target: dict) -> dict:
+def evaluate_detector_attack(attack, target: dict, name: str = "") -> dict:
     """Accuracy, average recall (= balanced accuracy), AUC and TPR at 1% FPR of ``attack`` on the
-    target's in/out signals, balanced; P(member) >= 0.5 decides."""
+    target's in/out signals, balanced; P(member) >= 0.5 decides. ``name`` labels its warnings."""
     tgt = balanced(target, seed=0)
-    return threshold_metrics(attack.score(tgt), membership(tgt), attack.score_threshold)
+    return threshold_metrics(
+        attack.score(tgt), membership(tgt), attack.score_threshold, name=name or attack.name
+    )
 
 
 def run_attack(row: str, settings: AuditSettings, shadow: dict, target: dict) -> dict:
     """Fit on shadow in/out, evaluate on target in/out (balanced). Returns the metrics."""
     t0 = time.time()
     attack = make_attack(row, settings).fit(shadow)
-    m = evaluate_detector_attack(attack, target)
+    m = evaluate_detector_attack(attack, target, row)
     m["val_acc"] = attack.val_metrics.get("acc", float("nan"))
     m["seconds"] = round(time.time() - t0, 1)
     return m
@@ -189,8 +191,8 @@ def render_report(target_info: dict, shadow_info: dict, results: dict[str, dict]
     foot = (
         f"\nmAP at IoU 0.5 (VOC style) on the target's out (test) and in (train) sets. Attacks are "
         f"evaluated on {n.get('n_members', 0)} target members and {n.get('n_nonmembers', 0)} "
-        "non-members (balanced); Val Acc is on held-out shadow data. TPR at 1% FPR needs at least "
-        "100 non-members to be meaningful.\n"
+        "non-members (balanced); Val Acc is on held-out shadow data. TPR at 1% FPR is reliable "
+        "only with at least 1,000 non-members (10 false positives within the 1% budget).\n"
     )
     return head + "\n".join(lines) + "\n" + foot
 

@@ -10,7 +10,9 @@ Each variant is a ``cli.py fit`` run (in this process) of ``variants.<name>.conf
 epoch, as the leakage monitor logs them: ``leak/train_acc``, ``leak/test_acc`` (utility),
 ``attack/acc``, ``attack/auc`` (the Yeom loss-threshold attack on members vs non-members),
 ``leak/gap``; and for DP runs ``dp/epsilon`` (Opacus RDP, Poisson) and ``dp/epsilon_yu`` (the
-paper's Yu et al. bound). Writes ``<out>/defense_table.csv``, ``defense_table.md`` and
+paper's Yu et al. bound) beside ``leak/eps_lb``, the empirical lower bound on epsilon that the
+best sample-level attack of the leakage monitor proves (Clopper-Pearson, 95%;
+:mod:`attacks.dp_audit`): the accountant's epsilon is an upper bound, the audit's a lower one. Writes ``<out>/defense_table.csv``, ``defense_table.md`` and
 ``privacy_utility.png`` (test accuracy and attack AUC against epsilon; non-DP runs at epsilon =
 inf on the right edge), and ``overfit_vs_no_overfit.png`` when both ``base`` and ``no_overfit``
 variants ran (Figure 9's comparison).
@@ -37,6 +39,7 @@ COLUMNS = (
     "attack_acc",
     "attack_auc",
     "epsilon",
+    "epsilon_lb",
     "epsilon_yu",
     "noise_multiplier",
     "epochs",
@@ -48,6 +51,7 @@ TAGS = {
     "attack_acc": "attack/acc",
     "attack_auc": "attack/auc",
     "epsilon": "dp/epsilon",
+    "epsilon_lb": "leak/eps_lb",
     "epsilon_yu": "dp/epsilon_yu",
     "noise_multiplier": "dp/noise_multiplier",
 }

@@ -235,7 +235,7 @@ def ensemble_attacks(
         # decision margin: the combined score is >= 0 exactly for members except for majority
         tau = 0.0 if rule != "majority" else (res["n_subsets"] // 2 + 1) - 0.5
         kw = dict(identity=ev["identity"], label=ev["label"], pred=ev["pred"], seed=s.seed)
-        m, sel = evaluate(r["score"], y, tau, balanced=s.balanced, **kw)
+        m, sel = evaluate(r["score"], y, tau, balanced=s.balanced, name=f"ensemble_{rule}", **kw)
         assert np.array_equal(r["score"][sel] >= tau, r["decision"][sel]), rule
         info = {
             "rule": rule,
@@ -250,7 +250,12 @@ def ensemble_attacks(
         results[f"ensemble_{rule}"] = (m, info)
     single = res["single"]
     sm, _ = evaluate(
-        single["score"], single["is_member"], single["threshold"], balanced=s.balanced, seed=s.seed
+        single["score"],
+        single["is_member"],
+        single["threshold"],
+        balanced=s.balanced,
+        seed=s.seed,
+        name=f"ensemble_single_{res['base']}",
     )
     (edir / "report.md").write_text(ensemble_report(ctx, res, cfg, s, sm, results))
     payload = {

@@ -3,39 +3,52 @@ non-members, and the curves from them) and the detector's prediction signals at 
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from attacks.leakage import leakage_metrics
-from attacks.report import plot_leakage
+from attacks.leakage import CHEAP_ATTACKS, leakage_metrics
+from attacks.report import leakage_image, plot_leakage
 from attacks.signals import epoch_path, list_epochs, load_signals, save_signals
 from datamodules.detection.datamodule import DetectionDataModule
 from datamodules.whale import WhaleDataModule
+from experiments.attack_settings import LabelOnlySettings
+from experiments.label_only import pick_rows
+from experiments.outputs import write_json
+from lightning_modules.boundary import boundary_distances
 from lightning_modules.detector import write_prediction_signals
 from lightning_modules.extraction import extract_rows
 
 
 class LeakageMonitor(pl.Callback):
-    """Every ``every_n_epochs`` training epochs, score all signal rows and log leakage curves.
+    """Every ``every_n_epochs`` training epochs, score the signal rows and log leakage curves:
+    the overfitting-vs-leakage report of every cheap attack (TF Privacy's per-epoch report).
 
-    Writes ``<run>/signals/epoch=NNN.npz`` (rank 0 only, each sample once; see
-    :mod:`attacks.signals`) and logs ``leak/train_acc``, ``leak/test_acc``, ``leak/gap``,
-    ``leak/kl``, ``leak/kl_photo``, ``attack/acc``, ``attack/auc``, ``attack/tpr@1%fpr`` (see
-    :func:`attacks.leakage.leakage_metrics`).
+    Each monitored epoch writes ``<run>/signals/epoch=NNN.npz`` (rank 0 only, each sample once;
+    see :mod:`attacks.signals`) and ``epoch=NNN.json`` (its metrics), and logs the metrics of
+    :func:`attacks.leakage.leakage_metrics` (``leak/train_acc``, ``leak/test_acc``, ``leak/gap``,
+    ``leak/kl`` and ``leak/kl_null``, ``leak/<attack>_auc``, ``leak/<attack>_tpr@1%fpr``, ...;
+    ``leak/eps_lb`` for DP runs). TensorBoard gets a custom-scalars layout ("overfitting vs
+    leakage": accuracies and gap, KL against its null, every attack's AUC, TPR at 1% FPR and
+    advantage) and the combined figure as an image per monitored epoch; ``<run>/leakage.png``
+    is drawn at the end of fit.
 
-    Needs the whale datamodule (its ``signal_rows()`` and ``signal_loader(rows)``);
-    with another datamodule it does nothing.
+    One forward pass per scored row gives logits and (for ``nn_cosine``) the embedding; every
+    cheap attack reads those arrays. Needs the whale datamodule (its ``signal_rows()`` and
+    ``signal_loader(rows)``); with another datamodule it does nothing.
 
     Args:
         every_n_epochs: run after every n-th epoch (and after the last one).
         topk: keep only the top-k logits per sample (losses still use the full vector);
             ``None`` keeps all logits.
-        save_embeddings: also save penultimate embeddings (large for big backbones).
+        save_embeddings: also save penultimate embeddings in the signal files (large for big
+            backbones; ``nn_cosine`` uses them in memory either way).
         kl_bins: histogram bins for the KL divergence.
         enabled: switch the monitor off without editing the callback list.
         max_rows: score at most this many signal rows per pass: a seeded sample, stratified by
@@ -43,8 +56,14 @@ class LeakageMonitor(pl.Callback):
             (``None``: every row). A pass costs about one forward per scored row, i.e. roughly
             a third of a training step; with the paper's split there are ~5 signal rows per
             training photo, so an uncapped pass costs ~1.7 training epochs. Capping bounds the
-            overhead on large catalogs; the final extraction (``cli.py attack``) scores every row.
+            overhead on large catalogs (the paper configs use 4,096); the final extraction
+            (``cli.py attack``) scores every row.
         seed: seed of the ``max_rows`` sample.
+        attacks: the cheap attacks scored each pass (stems of
+            :data:`attacks.leakage.CHEAP_ATTACKS`); ``None``: all of them.
+        label_only: opt-in label-only attack each pass under a small query budget (e.g.
+            ``{max_per_role: 10, max_queries: 300, max_iter: 5}``); ``None``: off.
+        tb_figure: add the combined figure to TensorBoard as an image every monitored epoch.
     """
 
     def __init__(
@@ -56,6 +75,9 @@ class LeakageMonitor(pl.Callback):
         enabled: bool = True,
         max_rows: int | None = None,
         seed: int = 0,
+        attacks: list[str] | None = None,
+        label_only: LabelOnlySettings | None = None,
+        tb_figure: bool = True,
     ):
         self.every_n_epochs = max(1, every_n_epochs)
         self.topk = topk
@@ -66,12 +88,29 @@ class LeakageMonitor(pl.Callback):
             raise ValueError("leakage.max_rows must be >= 1 (or null for every row).")
         self.max_rows = max_rows
         self.seed = seed
+        unknown = sorted(set(attacks or ()) - set(CHEAP_ATTACKS))
+        if unknown:
+            raise ValueError(
+                f"leakage.attacks: unknown {unknown}; choose from {list(CHEAP_ATTACKS)}"
+            )
+        self.attacks = tuple(CHEAP_ATTACKS if attacks is None else attacks)
+        if label_only is not None and "label_only" not in self.attacks:
+            self.attacks = (*self.attacks, "label_only")
+        self.label_only = label_only
+        self.tb_figure = tb_figure
         self.last_metrics: dict[str, float] = {}
+        self.history: list[tuple[int, dict]] = []
 
     def _due(self, trainer: pl.Trainer) -> bool:
         epoch = trainer.current_epoch
         last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
         return (epoch + 1) % self.every_n_epochs == 0 or last or bool(trainer.fast_dev_run)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The "overfitting vs leakage" custom-scalars layout in every TensorBoard logger."""
+        if self.enabled and trainer.is_global_zero and not trainer.fast_dev_run:
+            for writer in _tb_writers(trainer):
+                writer.add_custom_scalars(custom_scalars_layout(self.attacks))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule
@@ -82,7 +121,31 @@ class LeakageMonitor(pl.Callback):
             or not self._due(trainer)
         ):
             return
+        signals = self._extract(trainer, pl_module, dm)
+        metrics = None
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
+        if trainer.is_global_zero:
+            metrics = leakage_metrics(
+                signals,
+                kl_bins=self.kl_bins,
+                seed=self.seed,
+                attacks=self.attacks,
+                delta=_dp_delta(pl_module),
+            )
+            if log_dir and not trainer.fast_dev_run:
+                self._write(trainer, Path(log_dir), signals, metrics)
+        metrics = trainer.strategy.broadcast(metrics, src=0)
+        self.last_metrics = metrics
+        for name, value in metrics.items():
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                pl_module.log(name, float(value), on_step=False, on_epoch=True, sync_dist=False)
+
+    def _extract(self, trainer, pl_module, dm) -> dict:
+        """One forward pass per (sampled) signal row: logits, losses and, when ``nn_cosine`` is
+        scored or embeddings are saved, the embedding; plus boundary distances when opted in."""
         rows = sample_rows(dm.signal_rows(), self.max_rows, self.seed)
+        want_embed = self.save_embeddings or "nn_cosine" in self.attacks
+        embed = getattr(pl_module, "embed", None) if want_embed else None
         # each rank scores rows[rank::world]; every rank gets all rows back, in manifest order
         # the trainer's precision (e.g. bf16 autocast on GPUs), as in its own eval loops
         with trainer.precision_plugin.forward_context():
@@ -92,24 +155,37 @@ class LeakageMonitor(pl.Callback):
                 dm.signal_loader,
                 pl_module.device,
                 topk=self.topk,
-                embed=pl_module.embed if self.save_embeddings else None,
+                embed=embed,
                 max_batches=1 if trainer.fast_dev_run else None,
             )
-        metrics = None
-        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
-        if trainer.is_global_zero:
-            metrics = leakage_metrics(signals, kl_bins=self.kl_bins)
-            if log_dir and not trainer.fast_dev_run:
-                path = save_signals(epoch_path(log_dir, trainer.current_epoch), signals)
-                rank_zero_info(f"signals: {Path(path)}")
-        metrics = trainer.strategy.broadcast(metrics, src=0)
-        self.last_metrics = metrics
-        for name, value in metrics.items():
-            if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                pl_module.log(name, float(value), on_step=False, on_epoch=True, sync_dist=False)
+            if self.label_only is not None and trainer.is_global_zero:
+                signals = monitor_label_only(pl_module, dm, rows, signals, self.label_only)
+        return signals
+
+    def _write(self, trainer, log_dir: Path, signals: dict, metrics: dict) -> None:
+        """The epoch's signal file (embeddings only when asked), its metrics JSON and the
+        TensorBoard image of the curves so far."""
+        epoch = trainer.current_epoch
+        kept = (
+            signals
+            if self.save_embeddings
+            else {k: v for k, v in signals.items() if k != "embedding"}
+        )
+        path = save_signals(epoch_path(log_dir, epoch), kept)
+        write_json(metrics_path(log_dir, epoch), metrics)
+        rank_zero_info(f"signals: {Path(path)}")
+        self.history = [h for h in self.history if h[0] != epoch] + [(epoch, metrics)]
+        writers = _tb_writers(trainer) if self.tb_figure else []
+        if writers:
+            epochs, rows = zip(*self.history)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                img = leakage_image(list(epochs), list(rows), "overfitting vs leakage")
+            for writer in writers:
+                writer.add_image("leak/overfitting_vs_leakage", img, epoch, dataformats="HWC")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Draw ``<run>/leakage.png`` from the run's epoch signal files (rank 0)."""
+        """Draw ``<run>/leakage.png`` from the run's epoch files (rank 0)."""
         log_dir = trainer.log_dir
         if not self.enabled or trainer.fast_dev_run or not log_dir or not trainer.is_global_zero:
             return
@@ -120,13 +196,82 @@ class LeakageMonitor(pl.Callback):
             rank_zero_info(f"leakage curves: {path}")
 
 
+def _tb_writers(trainer: pl.Trainer) -> list:
+    """The ``SummaryWriter`` of every TensorBoard logger of ``trainer``."""
+    return [
+        lg.experiment
+        for lg in trainer.loggers
+        if isinstance(lg, TensorBoardLogger) and hasattr(lg.experiment, "add_custom_scalars")
+    ]
+
+
+def _dp_delta(pl_module) -> float | None:
+    """The delta of a DP-SGD module's guarantee (None without DP)."""
+    cfg = getattr(getattr(pl_module, "dp", None), "cfg", None)
+    return None if cfg is None else float(cfg.delta)
+
+
+def custom_scalars_layout(attacks: tuple[str, ...]) -> dict:
+    """TensorBoard custom-scalars layout of the monitor's tags (``Multiline`` charts)."""
+    stems = "|".join(attacks)
+    return {
+        "overfitting vs leakage": {
+            "accuracy and gap": ["Multiline", ["leak/train_acc", "leak/test_acc", "leak/gap"]],
+            "KL against its permutation null (nats)": [
+                "Multiline",
+                ["leak/kl", "leak/kl_null", "leak/kl_photo", "leak/kl_photo_null"],
+            ],
+            "attack AUC": ["Multiline", [rf"leak/({stems})_auc"]],
+            "attack TPR at 1% FPR": ["Multiline", [rf"leak/({stems})_tpr@1%fpr"]],
+            "attacker advantage (max TPR - FPR)": ["Multiline", [rf"leak/({stems})_adv"]],
+            "empirical epsilon lower bound (DP runs)": ["Multiline", ["leak/eps_lb"]],
+        }
+    }
+
+
+def monitor_label_only(pl_module, dm, rows: list[dict], signals: dict, lo) -> dict:
+    """``signals`` plus ``boundary_distance`` (NaN except on the few picked attack- and
+    evaluation-set rows, capped by ``lo.max_per_role``) from the batched boundary search."""
+    import torch
+
+    sel = pick_rows(signals, lo)
+    picked = [rows[i] for i in signals["index"][sel]]
+    x = torch.cat([b[0] for b in dm.signal_loader(picked)]).to(pl_module.device)
+    hsj = dict(
+        max_iter=lo.max_iter,
+        init_eval=lo.init_eval,
+        max_eval=lo.max_eval,
+        init_size=lo.init_size,
+        max_queries=lo.max_queries,
+        chunk=lo.chunk,
+        seed=lo.seed,
+    )
+    dist, _ = boundary_distances(pl_module, x, dm.num_classes, method=lo.method, **hsj)
+    out = dict(signals)
+    out["boundary_distance"] = np.full(len(signals["index"]), np.nan)
+    out["boundary_distance"][sel] = dist["distance"]
+    return out
+
+
+def metrics_path(run: Path, epoch: int) -> Path:
+    """``<run>/signals/epoch=NNN.json``: the monitor's metrics of that epoch."""
+    return epoch_path(run, epoch).with_suffix(".json")
+
+
 def leakage_figure(run: Path) -> Path | None:
-    """``<run>/leakage.png``: the leakage metrics of every ``signals/epoch=NNN.npz`` of the run
-    (recomputed from the files, so a resumed run's figure covers all its epochs)."""
+    """``<run>/leakage.png``: the leakage metrics of every ``signals/epoch=NNN.npz`` of the run,
+    read from each epoch's metrics JSON (recomputed from the signal file when it is missing), so
+    a resumed run's figure covers all its epochs."""
     epochs = list_epochs(run)
     if not epochs:
         return None
-    rows = [leakage_metrics(load_signals(epoch_path(run, e))) for e in epochs]
+    rows = []
+    for e in epochs:
+        mp = metrics_path(run, e)
+        if mp.is_file():
+            rows.append(json.loads(mp.read_text()))
+        else:
+            rows.append(leakage_metrics(load_signals(epoch_path(run, e))))
     return plot_leakage(epochs, rows, run / "leakage.png", f"overfitting vs leakage: {run}")
 
 

@@ -21,7 +21,21 @@ QUICK = {
 }
 
 
-def data_for(kind: str, separable_run, make_detector_signals):
+#: sample-level attacks: every scored row carries its true label (held-out photos of known
+#: individuals as non-members), so the fixture's non-members get one
+SAMPLE_LEVEL = {"yeom_true"}
+
+
+def with_true_labels(signals: dict) -> dict:
+    out = dict(signals)
+    out["label"] = np.zeros_like(signals["label"])
+    out["loss_true"] = signals["loss_pred"].copy()
+    return out
+
+
+def data_for(kind: str, separable_run, make_detector_signals, name: str = ""):
+    if name in SAMPLE_LEVEL:
+        return tuple(with_true_labels(s) for s in separable_run)
     if kind == "classifier":
         return separable_run
     shadow = make_detector_signals(60, 8, 0, "shadow")
@@ -33,7 +47,7 @@ def data_for(kind: str, separable_run, make_detector_signals):
 def test_attack_contract(name, separable_run, make_detector_signals):
     cls = get(name)
     assert cls.name == name and cls.kind in ("classifier", "detector")
-    run, fit_rows, eval_rows = data_for(cls.kind, separable_run, make_detector_signals)
+    run, fit_rows, eval_rows = data_for(cls.kind, separable_run, make_detector_signals, name)
     torch.manual_seed(0)
     attack = cls.for_run(run, **QUICK.get(name, {}))
     assert set(attack.requires) <= set(fit_rows), f"{name} reads fields the signals lack"
@@ -52,6 +66,21 @@ def test_attack_contract(name, separable_run, make_detector_signals):
 def test_unfitted_threshold_attack_refuses_to_give_a_threshold():
     with pytest.raises(RuntimeError, match="yeom"):
         _ = get("yeom")().score_threshold
+
+
+def test_yeom_true_uses_the_true_label_and_refuses_rows_without_one(separable):
+    """Sample level: the true-label loss ranks a confidently mislabelled photo as a non-member,
+    where the predicted-label loss (= maximum softmax) calls it a member."""
+    sig = with_true_labels(separable)
+    sig["loss_true"][0] = 5.0  # a member photo predicted confidently, but as the wrong class
+    yt, yp = get("yeom_true")(), get("yeom")()
+    assert yt.score(sig)[0] == -5.0 and yp.score(sig)[0] == pytest.approx(-0.01)
+    msp = get("baseline_msp")()
+    np.testing.assert_array_equal(  # yeom on loss_pred and max softmax: the same ranking
+        np.argsort(yp.score(separable)), np.argsort(msp.score(separable))
+    )
+    with pytest.raises(ValueError, match="yeom_true: 20 of 40 rows have no true label"):
+        yt.score(separable)
 
 
 def test_registry_refuses_duplicate_names():

@@ -111,7 +111,8 @@ def test_metrics_against_sklearn_on_random_scores():
         assert m["acc"] == pytest.approx(accuracy_score(y, pred))
         assert m["balanced_acc"] == pytest.approx(balanced_accuracy_score(y, pred))
         assert m["precision"] == pytest.approx(precision_score(y, pred))
-        assert m["recall"] == pytest.approx(recall_score(y, pred))
+        assert m["tpr"] == pytest.approx(recall_score(y, pred))  # one column: tpr = recall
+        assert "recall" not in m
         assert m["fpr"] == pytest.approx(((pred == 1) & (y == 0)).sum() / (y == 0).sum())
         # tpr@fpr: the best sklearn ROC point with fpr <= 1%
         ok = fs <= 0.01
@@ -121,9 +122,47 @@ def test_metrics_against_sklearn_on_random_scores():
 def test_low_fpr_reliability_flag_and_warning():
     y = np.array([1] * 50 + [0] * 50)
     s = np.arange(100.0)
-    with pytest.warns(UserWarning, match="50 non-members"):
-        m = threshold_metrics(s, y, 50.0)
+    with pytest.warns(UserWarning, match="attack demo: .*50 non-members"):
+        m = threshold_metrics(s, y, 50.0, name="demo")
     assert m["tpr@1%fpr_reliable"] is False and m["n_nonmembers"] == 50
+
+
+def test_min_negatives_is_honoured():
+    """TPR at 1% FPR on 100 non-members rests on one false positive: not reliable by default;
+    with 1,000 non-members ten false positives stand behind it; ``min_negatives`` sets the bar."""
+    rng = np.random.default_rng(0)
+
+    def metrics(n_neg, **kw):
+        y = np.array([1] * 200 + [0] * n_neg)
+        s = rng.normal(size=len(y)) + y
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            m = threshold_metrics(s, y, 0.5, **kw)
+        return m, [str(w.message) for w in caught]
+
+    m, warned = metrics(100)
+    assert m["tpr@1%fpr_n_fp"] == 1 and m["tpr@1%fpr_reliable"] is False
+    assert len(warned) == 1 and "1% FPR" in warned[0] and "0.1% FPR" in warned[0]
+    m, _ = metrics(100, min_negatives=1)
+    assert m["tpr@1%fpr_reliable"] is True and m["tpr@0.1%fpr_reliable"] is False
+    m, warned = metrics(1000)
+    assert m["tpr@1%fpr_n_fp"] == 10 and m["tpr@1%fpr_reliable"] is True
+    assert m["tpr@0.1%fpr_reliable"] is False and "TPR at 0.1% FPR" in warned[0]
+    m, warned = metrics(1000, min_negatives=11)
+    assert m["tpr@1%fpr_reliable"] is False
+
+
+def test_advantage_is_max_tpr_minus_fpr():
+    from attacks.metrics import advantage
+
+    # ROC points: (0, 0.5) after 0.9; (0.5, 0.5); (0.5, 1); (1, 1) -> max TPR - FPR = 0.5
+    s = np.array([0.9, 0.6, 0.4, 0.1])
+    y = np.array([1, 0, 1, 0])
+    assert advantage(s, y) == pytest.approx(0.5)
+    assert advantage(np.array([2.0, 1.0]), np.array([1, 0])) == pytest.approx(1.0)
+    assert advantage(np.array([1.0, 2.0]), np.array([1, 0])) == 0.0
+    with pytest.warns(UserWarning, match="2 non-members"):
+        assert threshold_metrics(s, y, 0.5)["advantage"] == pytest.approx(0.5)
 
 
 def test_open_set_metrics_by_hand():

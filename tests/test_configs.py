@@ -284,10 +284,13 @@ def _old(name: str) -> dict:
 
 def _intended(old: dict) -> dict:
     """The captured values with the deliberate changes since: no ``hp_metric`` of -1, the
-    classifier's generic name, and the
+    classifier's generic name, the leakage monitor's attack settings (every cheap attack,
+    label-only off, the figure in TensorBoard), and the
     detector audit's settings in their own validated ``audit`` section (defaults filled in)
     instead of a ``DetectionAudit`` entry under ``trainer.callbacks``."""
     out = {**old, "trainer.logger.init_args.default_hp_metric": False}
+    if any(k.startswith("leakage.") for k in old):
+        out |= {"leakage.attacks": None, "leakage.label_only": None, "leakage.tb_figure": True}
     if out.get("model.class_path") == "lightning_modules.classifier.WhaleClassifier":
         out["model.class_path"] = "lightning_modules.classifier.ImageClassifier"  # renamed
     callbacks = out.pop("trainer.callbacks", None) or []

@@ -40,6 +40,10 @@ def test_defend_writes_table_and_plot(tmp_path):
     assert [r["variant"] for r in rows] == ["base", "dp_sigma2"]
     assert math.isnan(float(rows[0]["epsilon"])) and 0 < float(rows[1]["epsilon"]) < math.inf
     assert float(rows[1]["noise_multiplier"]) == 2.0
+    # the empirical lower bound sits beside the accountant's epsilon and never exceeds it here
+    assert math.isnan(float(rows[0]["epsilon_lb"]))
+    assert 0 <= float(rows[1]["epsilon_lb"]) <= float(rows[1]["epsilon"])
+    assert "epsilon_lb" in (out / "defense_table.md").read_text()
     for r in rows:
         assert 0 <= float(r["attack_auc"]) <= 1 and 0 <= float(r["test_acc"]) <= 1
     assert (out / "privacy_utility.png").stat().st_size > 1000

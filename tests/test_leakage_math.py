@@ -139,3 +139,51 @@ def test_monitor_row_sample_is_stratified_seeded_and_ordered():
         4,
         1,
     )
+
+
+def test_kl_floor_at_n100_and_its_permutation_null():
+    """Identical distributions at n = 100 give a KL well above 0 (the small-sample floor); the
+    permutation null at the same n sits at the same level, so the excess is ~0, while a real
+    difference clears it."""
+    from attacks.metrics import kl_permutation_null
+
+    rng = np.random.default_rng(0)
+    kl, null = [], []
+    for i in range(40):
+        a, b = rng.exponential(size=100), rng.exponential(size=100)
+        kl.append(histogram_kl(a, b))
+        null.append(kl_permutation_null(a, b, seed=i))
+    assert 0.07 < np.mean(kl) < 0.2  # the floor: not 0
+    assert abs(np.mean(kl) - np.mean(null)) < 0.02  # the null reproduces it
+    a, b = rng.exponential(size=100), rng.exponential(size=100) * 3
+    assert histogram_kl(a, b) - kl_permutation_null(a, b) > 0.2
+    assert kl_permutation_null(a, b, seed=1) == kl_permutation_null(a, b, seed=1)
+    assert math.isnan(kl_permutation_null(np.array([]), a))
+
+
+def test_every_cheap_attack_at_both_levels(make_classifier_signals):
+    """All cheap attacks from one signal file: identity level on the attack/eval sets, sample
+    level (yeom_true) on ID1-train against held-out ID1 photos, and epsilon for DP runs."""
+    from attacks.leakage import CHEAP_ATTACKS
+
+    train = make_classifier_signals(np.linspace(0.01, 0.05, 40), [], "train", seed=3)
+    train["split"][:] = "train"
+    att = make_classifier_signals(np.linspace(0.3, 1.0, 20), np.linspace(1.0, 3.0, 20), "attack")
+    ev = make_classifier_signals(
+        np.linspace(0.3, 1.1, 20), np.linspace(1.1, 2.8, 20), "eval", seed=1
+    )
+    sig = {k: np.concatenate([train[k], att[k], ev[k]]) for k in att}
+    m = leakage_metrics(sig, delta=1e-5)
+    for stem in ("yeom", "yeom_true", "msp", "entropy", "nn_cosine"):
+        assert 0.5 <= m[f"leak/{stem}_auc"] <= 1.0, stem
+        assert 0.0 <= m[f"leak/{stem}_adv"] <= 1.0 and f"leak/{stem}_tpr@1%fpr" in m
+    assert m["leak/label_only_auc"] > 0.5  # these signals carry boundary distances
+    no_distances = {k: v for k, v in sig.items() if k != "boundary_distance"}
+    assert "leak/label_only_auc" not in leakage_metrics(no_distances)  # opt-in
+    assert m["leak/yeom_auc"] == m["leak/msp_auc"] == m["attack/auc"]
+    # sample level: training losses 0.01-0.05 vs held-out 0.3-1.1: perfectly separated
+    assert m["leak/yeom_true_auc"] == 1.0 and m["leak/eps_lb"] > 0
+    assert "leak/eps_lb" not in leakage_metrics(sig)  # no delta: not a DP run
+    only = leakage_metrics(sig, attacks=("entropy",))
+    assert "leak/entropy_auc" in only and "leak/yeom_auc" not in only
+    assert set(CHEAP_ATTACKS) >= {"yeom", "yeom_true", "msp", "entropy", "nn_cosine", "label_only"}

@@ -56,6 +56,29 @@ def test_run_folder_holds_everything(demo_run, scalars):
     assert (run / "leakage.png").is_file()  # the overfitting-vs-leakage chart of the whole fit
 
 
+def test_monitor_scores_every_cheap_attack_into_tensorboard(demo_run, scalars):
+    """Every cheap attack per epoch (both levels), the KL null, the custom-scalars layout, one
+    image per monitored epoch and the metrics JSON beside each signal file."""
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run = demo_run
+    for stem in ("yeom", "yeom_true", "msp", "entropy", "nn_cosine"):
+        for metric in ("auc", "adv", "tpr@1%fpr", "acc"):
+            assert len(scalars(run, f"leak/{stem}_{metric}")) == 2, (stem, metric)
+    assert len(scalars(run, "leak/kl_null")) == 2 and len(scalars(run, "leak/kl_photo_null")) == 2
+    # yeom (loss_pred) and max softmax rank photos identically
+    assert scalars(run, "leak/yeom_auc") == scalars(run, "leak/msp_auc")
+    acc = EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    assert "custom_scalars__config__" in acc.Tags()["tensors"]
+    assert len(acc.Images("leak/overfitting_vs_leakage")) == 2
+    m = json.loads((run / "signals" / "epoch=001.json").read_text())
+    assert m["leak/yeom_auc"] == pytest.approx(scalars(run, "leak/yeom_auc")[-1][1], abs=1e-6)
+    assert "embedding" not in load_signals(run / "signals" / "epoch=001.npz")  # not asked to
+
+
 def test_resume_continues_without_duplicated_epochs(demo_run, scalars, tiny_args):
     tmp, run = demo_run
     before = scalars(run, "leak/gap")
@@ -68,6 +91,20 @@ def test_resume_continues_without_duplicated_epochs(demo_run, scalars, tiny_args
     epochs = [v for _, v in scalars(run, "epoch")]
     assert sorted(set(epochs)) == [0, 1, 2, 3]
     assert (run / "config.yaml").is_file() and (run / "config_resume_1.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_monitor_label_only_opt_in_under_a_query_budget(tmp_path, tiny_args, scalars):
+    """With ``leakage.label_only`` the monitor runs the boundary search on a few attack- and
+    evaluation-set rows each pass and logs the label-only attack beside the others."""
+    budget = "{max_per_role: 2, max_queries: 30, max_iter: 1, init_eval: 5, init_size: 5}"
+    cli.main(tiny_args(tmp_path, epochs=1, name="lo") + ["--leakage.label_only", budget])
+    run = tmp_path / "logs" / "lo" / "version_0"
+    assert len(scalars(run, "leak/label_only_auc")) == 1
+    sig = load_signals(run / "signals" / "epoch=000.npz")
+    measured = np.isfinite(sig["boundary_distance"])
+    assert measured.sum() == 8  # 2 per role in the attack and in the evaluation set
+    assert set(sig["set"][measured]) == {"attack", "eval"}
 
 
 @pytest.mark.ddp
@@ -96,7 +133,7 @@ def test_ddp_two_cpu_processes_write_each_sample_once(tmp_path, run_cli, scalars
         assert list(sig["sample_id"]) == [r["sample_id"] for r in rows], epoch
     # written by rank 0 only, and once: no second run folder, event file or leftover temp file
     assert sorted(p.name for p in (run / "signals").iterdir()) == [
-        f"epoch={e:03d}.npz" for e in range(epochs)
+        f"epoch={e:03d}.{ext}" for e in range(epochs) for ext in ("json", "npz")
     ]
     assert [p.name for p in (tmp_path / "logs" / "ddp").iterdir()] == ["version_0"]
     assert len(glob.glob(str(run / "events.out.tfevents.*"))) == 1  # rank 0 logs only
