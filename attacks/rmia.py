@@ -10,7 +10,8 @@ the probability is ``p = sigmoid(phi)`` averaged over the ``A`` augmented querie
   ``Pr_IN ~ a * Pr_OUT + (1 - a)`` averaged with ``Pr_OUT``). A row whose references are all IN
   inverts the approximation: ``Pr_OUT = (Pr_IN - (1 - a)) / a`` (clipped to [0, 1]).
 * Population samples ``z``: the non-member rows of the fit set (attack-side photos only);
-  ``Pr(z)`` is the mean over all references (they are drawn like the references' data).
+  ``Pr(z)`` is computed like ``Pr(x)`` (same mode, same correction, the rows' own IN flags), so
+  the ratios of ``x`` and ``z`` are on the same scale.
 * Score of ``x`` = fraction of ``z`` with ``LR(x, z) = (Pr(x|theta)/Pr(x)) / (Pr(z|theta)/Pr(z))
   >= gamma``. Higher = member.
 """
@@ -107,12 +108,13 @@ class RMIA(ThresholdAttack):
 
     def fit(self, attack_signals: dict):
         """Population ``z`` = non-member rows of ``attack_signals``; then the threshold sweep."""
-        pt, pr, _ = self._probs(attack_signals)
+        pt, pr, rin = self._probs(attack_signals)
         rows = np.flatnonzero(membership(attack_signals) == 0)
         if self.max_population is not None and len(rows) > self.max_population:
             rng = np.random.default_rng(self.seed)
             rows = np.sort(rng.choice(rows, self.max_population, replace=False))
-        self.z_target, self.z_ref = pt[rows], pr[rows].mean(1)
+        self.z_target = pt[rows]
+        self.z_ref = pr_x(pr[rows], rin[rows], self.offline, self.a)
         return super().fit(attack_signals)
 
     def raw_score(self, signals: dict) -> np.ndarray:

@@ -85,7 +85,8 @@ def test_rmia_pairwise_ratio_hand_values():
 
 
 def test_rmia_attack_with_one_reference():
-    # one OUT reference: Pr(x) = ((1 + a) p_ref + 1 - a) / 2; z = the fit set's non-members
+    # one OUT reference: Pr(x) = ((1 + a) p_ref + 1 - a) / 2; z = the fit set's non-members,
+    # x dominates z when ratio_z <= ratio_x (gamma = 1)
     a = 0.5
     p_t = np.array([0.9, 0.5, 0.3])
     p_ref = np.array([0.5, 0.5, 0.5])
@@ -98,8 +99,9 @@ def test_rmia_attack_with_one_reference():
     att = RMIA(offline=True, a=a).fit(sig)
     px = 0.5 * ((1 + a) * 0.5 + 1 - a)  # 0.625
     np.testing.assert_allclose(att.z_target, [0.5, 0.3])
-    ratio_x = p_t / px
-    ratio_z = np.array([0.5, 0.3]) / 0.5
+    np.testing.assert_allclose(att.z_ref, [px, px])  # Pr(z) corrected like Pr(x)
+    ratio_x = p_t / px  # [1.44, 0.8, 0.48]
+    ratio_z = np.array([0.5, 0.3]) / px  # [0.8, 0.48]
     want = [(ratio_z <= r).mean() for r in ratio_x]
     np.testing.assert_allclose(att.score(sig), want)
-    assert want == [1.0, 0.5, 0.0]
+    assert want == [1.0, 1.0, 0.5]
