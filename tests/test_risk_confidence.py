@@ -39,7 +39,7 @@ def test_ci_summary_counts_and_groups():
     ident = np.array(["a", "a", "b", "c", "d", "d"])
     assert balanced_accuracy(s, y, 0.45) == (2 / 3 + 2 / 3) / 2
     r = ci_summary(s, y, 0.45, ident, n_boot=200)
-    assert r["auc"][0] == np.float64(8 / 9) or abs(r["auc"][0] - 8 / 9) < 1e-9
+    assert abs(r["auc"][0] - 8 / 9) < 1e-6  # torchmetrics computes in float32
     assert r["auc"][1] <= r["auc"][0] <= r["auc"][2]
     assert (r["n_members"], r["n_nonmembers"], r["n_individuals"]) == (3, 3, 4)
     assert r["min_fpr"] == 1 / 3
