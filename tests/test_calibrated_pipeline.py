@@ -111,8 +111,9 @@ def test_calibrated_attacks_end_to_end(run_folder):
     # cached: a second attack re-uses the references (no retraining)
     main(["attack", "--run", str(run_folder), *OFF, *CAL, "--output", "attacks2"])
     assert [p.stat().st_mtime_ns for p in refs] == stamp
-    info = json.loads((run_folder / "attacks2" / "sample_rmia_k2" / "info.json").read_text())
-    assert info["n_references"] == 2
+    payload = json.loads((run_folder / "attacks2" / "sample_rmia_k2" / "metrics.json").read_text())
+    assert payload["info"]["n_references"] == 2
+    assert payload["info"]["references_seconds_this_call"] < 60  # loaded, not trained
 
 
 @pytest.mark.slow
