@@ -117,9 +117,8 @@ def test_calibrated_attacks_end_to_end(run_folder):
 
 
 @pytest.mark.slow
-def test_index_trains_one_reference_and_reference_runs_are_validated(run_folder, tmp_path):
+def test_index_trains_one_reference_and_reference_runs_are_validated(run_folder, tmp_path, capsys):
     from cli import main
-    from datamodules.errors import DataError
 
     extra = ["--calibrated.n_models", "3", "--calibrated.levels", "[identity]"]
     main(["attack", "--run", str(run_folder), *OFF, *CAL, *extra, "--calibrated.index", "[2]"])
@@ -132,5 +131,6 @@ def test_index_trains_one_reference_and_reference_runs_are_validated(run_folder,
     bad = tmp_path / "refs"
     bad.mkdir()
     (bad / "references.json").write_text(json.dumps({"manifest_hash": "other"}))
-    with pytest.raises(DataError, match="another split manifest"):
+    with pytest.raises(SystemExit) as exc:
         main(["attack", "--run", str(run_folder), *OFF, *CAL, "--reference_runs", f"[{bad}]"])
+    assert exc.value.code == 2 and "another split manifest" in capsys.readouterr().err
