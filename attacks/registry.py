@@ -15,6 +15,8 @@ BUILTIN = (
     "attacks.yeom",
     "attacks.salem",
     "attacks.label_only",
+    "attacks.lira",
+    "attacks.rmia",
     "attacks.baselines",
     "attacks.detection.xgb",
     "attacks.detection.canvas_cnn",

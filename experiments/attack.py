@@ -73,6 +73,8 @@ class Inputs:
     out: Path
     common: dict = field(default_factory=dict)
     log: Callable = print
+    #: ``{job name: (eval signals, scores, selected rows, threshold, info)}`` of every signal job
+    scored: dict = field(default_factory=dict)
 
     def fit_rows(self, sig: dict) -> dict:
         """Attack-set rows to fit on, balanced when the settings ask for it."""
@@ -164,6 +166,14 @@ def baseline_jobs(inp: Inputs) -> list[Job]:
     return jobs
 
 
+def calibrated_jobs(inp: Inputs) -> list[Job]:
+    """LiRA and RMIA at the sample and identity levels, with reference models
+    (:mod:`experiments.calibrated`)."""
+    from experiments.calibrated import calibrated_jobs as jobs
+
+    return jobs(inp, Job)
+
+
 def ensemble_step(inp: Inputs, loggers: RunLoggers) -> dict[str, tuple[dict, dict]]:
     """The ensemble MIA (it trains its own subset targets): ``{ensemble_<rule>: (m, info)}``."""
     if not inp.settings.ensemble.enabled:
@@ -191,6 +201,7 @@ STEPS = (
     signal_step(label_only_jobs),
     ensemble_step,
     signal_step(baseline_jobs),
+    signal_step(calibrated_jobs),
 )
 
 
@@ -219,6 +230,7 @@ def run_job(job: Job, inp: Inputs, loggers: RunLoggers) -> tuple[dict, dict]:
         **job.info,
         "by_encounter": encounter_figures(sc, ev, inp.ctx.rows),
         "train_seconds": t_fit + job.prep_seconds,
+        "fit_seconds": t_fit,
         "score_seconds_per_sample": per,
         "discrimination_seconds_per_sample": per + job.query_seconds,
         "n_fit": len(job.fit["index"]),
@@ -226,6 +238,7 @@ def run_job(job: Job, inp: Inputs, loggers: RunLoggers) -> tuple[dict, dict]:
     folder = inp.out / job.name
     arrays = {"sample_id": ev["sample_id"][sel]}
     write_attack(folder, job.name, m, sc[sel], membership(ev)[sel], info, arrays)
+    inp.scored[job.name] = (ev, sc, sel, attack.score_threshold, info)
     log_attack(loggers, job.name, m, folder)
     return m, info
 
@@ -338,6 +351,11 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
     if s.ensemble.subsets is not None:  # one job-array task: these subsets' targets, nothing else
         train_subsets(ctx, out / "ensemble", ensemble_config(ctx, s), s.ensemble.subsets, log)
         return {}
+    if s.calibrated.enabled and s.calibrated.index is not None:  # one job-array task
+        from experiments.calibrated import reference_folders
+
+        reference_folders(ctx, s.calibrated, s.reference_runs, log)
+        return {}
     sig, fwd = final_signals(ctx, cached=s.cached_signals)
     common = {
         "signals": str(ctx.folder / "signals" / "final.npz"),
@@ -354,6 +372,10 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
     extra = encounter_table({k: i.get("by_encounter") or {} for k, i in infos.items()})
     if (out / "ensemble" / "report.md").is_file():
         extra += "\n\n## Ensemble\n\nSee [ensemble/report.md](ensemble/report.md)."
+    if inp.scored:
+        from experiments.calibrated import uncertainty_section
+
+        extra = "\n\n".join(x for x in (extra, uncertainty_section(inp, inp.scored, out)) if x)
     path = write_summary(out, results, infos, context, [Path(c) for c in s.compare], extra)
     target = ("train_acc", "test_acc", "overfitting_level")
     loggers.metrics("target", {k: context[k] for k in target})

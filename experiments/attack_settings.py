@@ -127,6 +127,52 @@ class EnsembleSettings:
 
 
 @dataclass
+class CalibratedSettings:
+    """LiRA and RMIA with reference models (``docs/calibrated_attacks.md``).
+
+    Args:
+        enabled: train (or load) the references and run the calibrated attacks.
+        levels: ``sample`` (training photos vs held-out photos of the same individuals) and/or
+            ``identity`` (known vs never-seen individuals; references from attack-side
+            individuals only).
+        n_models: reference models per level.
+        arch: reference architecture (None: the target's).
+        epochs: reference training epochs (None: the run's max_epochs).
+        batch_size: reference training batch size.
+        seed: seed of the random halves and of the training.
+        flip: query a horizontally flipped view too.
+        shift: also query views shifted by this many pixels in x and y (0: none).
+        variance: LiRA's Gaussian spread: ``auto``, ``global`` (pooled) or ``per_example``.
+        a: RMIA's offline correction parameter.
+        gamma: RMIA's pairwise likelihood-ratio threshold.
+        rmia_refs: run RMIA with the first k references for each k listed.
+        compare: also run Yeom (true-label loss) and Salem at the sample level.
+        index: train only these reference indices (of every level), save them and stop (one
+            task of a job array: ``[$SLURM_ARRAY_TASK_ID]``).
+        n_boot: bootstrap replicates of the confidence intervals (resampled by individual).
+        top: rows of the most-exposed individuals and photos tables.
+    """
+
+    enabled: bool = False
+    levels: list[str] = field(default_factory=lambda: ["identity", "sample"])
+    n_models: int = 4
+    arch: str | None = None
+    epochs: int | None = None
+    batch_size: int = 32
+    seed: int = 0
+    flip: bool = True
+    shift: int = 2
+    variance: str = "auto"
+    a: float = 0.3
+    gamma: float = 1.0
+    rmia_refs: list[int] = field(default_factory=lambda: [1, 4])
+    compare: bool = True
+    index: list[int] | None = None
+    n_boot: int = 1000
+    top: int = 10
+
+
+@dataclass
 class AttackSettings:
     """Every attack of ``cli.py attack``.
 
@@ -135,6 +181,9 @@ class AttackSettings:
         salem: Salem et al. (ML-Leaks) MLP, on the target and/or a shadow.
         label_only: HopSkipJump boundary-distance attack.
         ensemble: ensemble MIA over subset targets.
+        calibrated: LiRA and RMIA with reference models, at the sample and identity levels.
+        reference_runs: reference folders (``<run>/references/<key>``) trained elsewhere to
+            use instead of training references here.
         baselines: also score the open-set baselines (max softmax, nearest-neighbour cosine).
         balanced: evaluate on as many members as non-members (seeded subsample).
         seed: seed of the balancing and of the attack models.
@@ -153,6 +202,8 @@ class AttackSettings:
     salem: SalemSettings = field(default_factory=SalemSettings)
     label_only: LabelOnlySettings = field(default_factory=LabelOnlySettings)
     ensemble: EnsembleSettings = field(default_factory=EnsembleSettings)
+    calibrated: CalibratedSettings = field(default_factory=CalibratedSettings)
+    reference_runs: list[str] = field(default_factory=list)
     baselines: bool = True
     balanced: bool = True
     seed: int = 0

@@ -73,6 +73,23 @@ def detector_signals(n: int, k: int, seed: int, side: str) -> dict:
     }
 
 
+def with_references(sig: dict, k: int = 4, n_aug: int = 2, seed: int = 0) -> dict:
+    """``sig`` plus calibrated-attack fields (attacks/lira.py): each row has a difficulty ``d``;
+    OUT references see ``phi ~ d``, IN ones ``d + 3``, the target ``d + 3`` for members and
+    ``d`` for non-members (noise 0.3). Each row is IN for the first half of a random order of
+    the ``k`` references."""
+    rng = np.random.default_rng(seed)
+    n = len(sig["role"])
+    member = sig["role"] == "member"
+    d = rng.normal(0, 2, n)
+    ref_in = np.zeros((n, k), bool)
+    for i in range(n):
+        ref_in[i, rng.permutation(k)[: k // 2]] = True
+    ref_phi = d[:, None, None] + 3.0 * ref_in[:, :, None] + rng.normal(0, 0.3, (n, k, n_aug))
+    cal = d[:, None] + 3.0 * member[:, None] + rng.normal(0, 0.3, (n, n_aug))
+    return {**sig, "cal_phi": cal, "ref_phi": ref_phi, "ref_in": ref_in}
+
+
 @pytest.fixture
 def make_classifier_signals():
     """Factory: :func:`classifier_signals`."""
@@ -101,6 +118,10 @@ def separable_run():
     ev = classifier_signals(np.linspace(0.02, 0.25, 16), np.linspace(1.1, 2.8, 16), "eval", seed=1)
     run = {k: np.concatenate([train[k], att[k], ev[k]]) for k in att}
     run["index"] = np.arange(len(run["index"]))
+    run = with_references(run)
+    n_train, n_att = len(train["index"]), len(att["index"])
+    att = {k: v[n_train : n_train + n_att] for k, v in run.items()}
+    ev = {k: v[n_train + n_att :] for k, v in run.items()}
     return run, att, ev
 
 

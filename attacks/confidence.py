@@ -1,0 +1,89 @@
+"""Confidence intervals of the headline attack metrics, resampled by individual
+(:func:`attacks.uncertainty.bootstrap_ci`): AUC, TPR at 1% and 0.1% FPR, balanced accuracy at
+the attack's frozen threshold, with the counts of members, non-members and individuals behind
+them.
+
+Bootstrap groups are individuals. When an individual holds both members and non-members (the
+sample level: its training photos and its held-out photos), its two parts are resampled as
+separate groups (``identity|role``) so each replicate keeps both classes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from attacks.metrics import auc, tpr_at_fpr
+from attacks.uncertainty import bootstrap_ci
+
+LOW_FPRS = (0.01, 0.001)
+
+
+def bootstrap_groups(identity: np.ndarray, is_member: np.ndarray) -> np.ndarray:
+    """Groups (N,) for :func:`bootstrap_ci`: the identity, or ``identity|role`` when some
+    identity has rows of both classes."""
+    ident = np.asarray(identity).astype(str)
+    y = np.asarray(is_member).astype(int)
+    mixed = set(ident[y == 1]) & set(ident[y == 0])
+    if not mixed:
+        return ident
+    return np.char.add(np.char.add(ident, "|"), np.where(y == 1, "member", "nonmember"))
+
+
+def balanced_accuracy(scores, is_member, tau: float) -> float:
+    """(TPR + TNR) / 2 of ``score >= tau -> member``."""
+    s, y = np.asarray(scores), np.asarray(is_member).astype(bool)
+    return 0.5 * ((s[y] >= tau).mean() + (s[~y] < tau).mean())
+
+
+def ci_summary(
+    scores,
+    is_member,
+    tau: float,
+    identity,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """``{metric: (point, lo, hi)}`` for ``auc``, ``tpr@1%fpr``, ``tpr@0.1%fpr``,
+    ``balanced_acc``, plus ``n_members``, ``n_nonmembers``, ``n_individuals`` and
+    ``min_fpr`` (= 1 / n_nonmembers, the smallest FPR the data can measure)."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(is_member).astype(int)
+    g = bootstrap_groups(identity, y)
+    metrics = {"auc": auc, "balanced_acc": lambda a, b: balanced_accuracy(a, b, tau)}
+    for f in LOW_FPRS:
+        metrics[f"tpr@{f * 100:g}%fpr"] = lambda a, b, f=f: tpr_at_fpr(a, b, f)
+    out = {
+        k: bootstrap_ci(m, s, y, g, n_boot=n_boot, level=level, seed=seed)
+        for k, m in metrics.items()
+    }
+    n_neg = int((y == 0).sum())
+    out.update(
+        n_members=int(y.sum()),
+        n_nonmembers=n_neg,
+        n_individuals=len(set(np.asarray(identity).astype(str))),
+        min_fpr=1.0 / max(1, n_neg),
+    )
+    return out
+
+
+def _cell(t) -> str:
+    p, lo, hi = t
+    return f"{p:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def ci_table(rows: dict[str, dict]) -> str:
+    """Markdown table of :func:`ci_summary` results keyed by attack name."""
+    head = (
+        "| attack | AUC | TPR@1%FPR | TPR@0.1%FPR | balanced acc | members / non-members "
+        "(individuals) | min FPR |"
+    )
+    lines = [head, "|" + "---|" * 7]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {_cell(r['auc'])} | {_cell(r['tpr@1%fpr'])} | "
+            f"{_cell(r['tpr@0.1%fpr'])} | {_cell(r['balanced_acc'])} | {r['n_members']} / "
+            f"{r['n_nonmembers']} ({r['n_individuals']}) | {r['min_fpr']:.4f} |"
+        )
+    return "\n".join(lines)
