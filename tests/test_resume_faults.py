@@ -1,10 +1,16 @@
 """Fault injection: a fit killed (SIGKILL) or interrupted (SIGINT) in the middle of an epoch and
-resumed from ``<run>/checkpoints/last.ckpt`` ends exactly where an uninterrupted fit ends."""
+resumed from ``<run>/checkpoints/last.ckpt`` ends exactly where an uninterrupted fit ends.
+
+Every fit is a real ``python cli.py fit`` process. To keep the five fits cheap, the network is the
+smallest torchvision classifier with a linear head (``shufflenet_v2_x0_5``: a 10x smaller
+checkpoint than resnet18), the leakage figure is not drawn, and the one uninterrupted reference
+fit (shared by both cases) runs while the first case's fit is killed and resumed."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -22,6 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 EXTRA = [
     "--data.init_args.loader.batch_size",
     "2",
+    "--model.init_args.arch",
+    "shufflenet_v2_x0_5",
+    "--leakage.tb_figure",
+    "false",
     "--checkpoint.every_n_train_steps",
     "2",
     "--trainer.log_every_n_steps",
@@ -31,31 +41,56 @@ TAGS = ("train/loss_step", "train/loss_epoch", "leak/gap", "val/acc", "epoch")
 
 
 def fit(tiny_args, tmp: Path, *extra: str) -> subprocess.Popen:
+    """Start ``cli.py fit`` on the tiny catalog in ``tmp``; its stderr goes to a file in ``tmp``
+    (``proc.log``), so a process nobody reads from never blocks on a full pipe."""
     args = [*tiny_args(tmp, epochs=2), *EXTRA, *extra]
-    return subprocess.Popen(
-        [sys.executable, "cli.py", *args],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={"OMP_NUM_THREADS": "1", **__import__("os").environ},
-    )
+    log = tmp / f"stderr-{len(list(tmp.glob('stderr-*')))}.txt"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "cli.py", *args],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={"OMP_NUM_THREADS": "1", **os.environ},
+        )
+    proc.log = log
+    return proc
+
+
+def tail(proc: subprocess.Popen) -> str:
+    return proc.log.read_text()[-3000:]
 
 
 def finish(proc: subprocess.Popen) -> None:
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
+    proc.wait(timeout=600)
+    assert proc.returncode == 0, tail(proc)
 
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+class Reference:
+    """The uninterrupted fit, started at once and waited for on first use."""
+
+    def __init__(self, proc: subprocess.Popen, run: Path):
+        self.proc, self._run = proc, run
+
+    @property
+    def run(self) -> Path:
+        if self.proc.returncode is None:
+            finish(self.proc)
+        return self._run
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, tiny_args):
     tmp = tmp_path_factory.mktemp("ref")
-    finish(fit(tiny_args, tmp))
-    return tmp / "logs" / "run" / "version_0"
+    ref = Reference(fit(tiny_args, tmp), tmp / "logs" / "run" / "version_0")
+    yield ref
+    if ref.proc.poll() is None:
+        ref.proc.kill()
+        ref.proc.wait()
 
 
 def interrupted(tmp: Path, tiny_args, sig: int) -> tuple[Path, dict[str, str]]:
@@ -69,15 +104,15 @@ def interrupted(tmp: Path, tiny_args, sig: int) -> tuple[Path, dict[str, str]]:
     proc = fit(tiny_args, tmp, f"--trainer.callbacks+={json.dumps(hook)}")
     deadline = time.monotonic() + 600
     while not flag.exists():
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert proc.poll() is None, tail(proc)
         assert time.monotonic() < deadline
         time.sleep(0.1)
     proc.send_signal(sig)
     try:
-        proc.communicate(timeout=120)
+        proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.communicate()
+        proc.wait()
     run = tmp / "logs" / "run" / "version_0"
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4 and ckpt["epoch"] == 1  # inside epoch 1 (3 batches each)
@@ -103,6 +138,7 @@ def test_resume_mid_epoch_equals_uninterrupted(tmp_path, tiny_args, scalars, uni
         assert digest(run / name) == sha, name
     assert (run / "environment-resume-1.json").is_file()
     assert (run / "config_resume_1.yaml").is_file()
+    uninterrupted = uninterrupted.run
     ref = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)
     got = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert got["global_step"] == ref["global_step"] == 6
