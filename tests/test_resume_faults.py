@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from attacks.signals import load_signals
 
@@ -93,13 +94,14 @@ def uninterrupted(tmp_path_factory, tiny_args):
         ref.proc.wait()
 
 
-def interrupted(tmp: Path, tiny_args, sig: int) -> tuple[Path, dict[str, str]]:
-    """Fit until the start of step 4 (a step checkpoint 1 batch into epoch 1), deliver ``sig``,
-    and return the run folder and the hashes of what the first part wrote."""
+def interrupted(tmp: Path, tiny_args, sig: int, pause: int) -> tuple[Path, dict[str, str]]:
+    """Fit until the start of the batch that makes ``global_step == pause`` (4 or 5; the last
+    checkpoint is the step-4 one, 1 batch into epoch 1), deliver ``sig``, and return the run
+    folder and the hashes of what the first part wrote."""
     flag = tmp / "paused"
     hook = {
         "class_path": "tests.fault_hooks.PauseAtStep",
-        "init_args": {"step": 4, "flag": str(flag)},
+        "init_args": {"step": pause, "flag": str(flag)},
     }
     proc = fit(tiny_args, tmp, f"--trainer.callbacks+={json.dumps(hook)}")
     deadline = time.monotonic() + 600
@@ -127,10 +129,28 @@ def same_signals(a: dict, b: dict) -> bool:
     )
 
 
+def shown(run: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of ``tag`` as TensorBoard shows the run folder: all its event files
+    read in order by one accumulator, which drops the events a later file's ``purge_step``
+    covers."""
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    return (
+        sorted((e.step, e.value) for e in acc.Scalars(tag)) if tag in acc.Tags()["scalars"] else []
+    )
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
-def test_resume_mid_epoch_equals_uninterrupted(tmp_path, tiny_args, scalars, uninterrupted, sig):
-    run, before = interrupted(tmp_path, tiny_args, sig)
+@pytest.mark.parametrize(
+    "sig, pause", [(signal.SIGKILL, 4), (signal.SIGINT, 5)], ids=["sigkill", "sigint"]
+)
+def test_resume_mid_epoch_equals_uninterrupted(
+    tmp_path, tiny_args, scalars, uninterrupted, sig, pause
+):
+    """SIGKILL lands right after the step-4 checkpoint. SIGINT lands one step later: step 4 is
+    logged after the checkpoint and flushed by the graceful shutdown, so the event files hold it
+    twice and TensorBoard must hide the interrupted part's copy (the writer's ``purge_step``)."""
+    run, before = interrupted(tmp_path, tiny_args, sig, pause)
     finish(fit(tiny_args, tmp_path, "--ckpt_path", str(run / "checkpoints" / "last.ckpt")))
     assert not (run.parent / "version_1").exists()  # the same run folder
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
@@ -145,10 +165,12 @@ def test_resume_mid_epoch_equals_uninterrupted(tmp_path, tiny_args, scalars, uni
     for key, value in ref["state_dict"].items():
         assert torch.equal(got["state_dict"][key], value), key
     for tag in TAGS:
-        got_s, ref_s = scalars(run, tag), scalars(uninterrupted, tag)
+        got_s, ref_s = shown(run, tag), shown(uninterrupted, tag)
         assert got_s == ref_s, tag
-    steps = [s for s, _ in scalars(run, "train/loss_step")]
-    assert steps == sorted(set(steps)) == list(range(6))  # no step logged twice
+    steps = [s for s, _ in shown(run, "train/loss_step")]
+    assert steps == sorted(set(steps)) == list(range(6))  # no step shown twice
+    raw = [s for s, _ in scalars(run, "train/loss_step")]  # every event file, nothing purged
+    assert raw == sorted([*range(6), *range(4, pause)])  # SIGINT: step 4 twice, purge needed
     for name in ("epoch=000.npz", "epoch=001.npz"):
         assert same_signals(
             load_signals(run / "signals" / name), load_signals(uninterrupted / "signals" / name)
