@@ -9,10 +9,13 @@ Policies for an image that cannot be read:
 
 * ``error`` (default): stop with one line naming the first bad file (all of them are counted).
 * ``skip``: leave the bad files out, with one warning naming how many and the first one.
+  :func:`write_skipped` lists them (``skipped_images.csv`` in a run folder).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import warnings
 from collections.abc import Iterable
@@ -64,12 +67,13 @@ def check_images(
     hasher: FileHasher | None = None,
     cache_root: str | Path | None = None,
     workers: int | None = None,
+    option: str = "the unreadable-image policy",
 ) -> tuple[list[Path], dict[Path, str]]:
     """Decode every file of ``paths`` (threads; each distinct file once).
 
     Returns ``(good, bad)``: the readable paths in input order and ``{path: reason}`` for the
     rest. ``policy="error"`` raises DataError naming the first bad file instead of returning
-    any; ``"skip"`` warns once and returns both.
+    any (its message says to set ``option`` to skip); ``"skip"`` warns once and returns both.
     """
     if policy not in POLICIES:
         raise DataError(f"unreadable-image policy {policy!r}: use one of {', '.join(POLICIES)}.")
@@ -86,7 +90,7 @@ def check_images(
         more = f" ({len(bad) - 1} more unreadable)" if len(bad) > 1 else ""
         raise DataError(
             f"{first}: {bad[first]}{more}. Replace the file, remove it from the catalog, or set "
-            "the unreadable-image policy to skip."
+            f"{option} to skip."
         )
     if bad:
         first = next(iter(bad))
@@ -94,3 +98,17 @@ def check_images(
             f"skipping {len(bad)} unreadable image(s), e.g. {first}: {bad[first]}", stacklevel=2
         )
     return [p for p in paths if p not in bad], bad
+
+
+def write_skipped(path: str | Path, rows: list[dict]) -> Path:
+    """Write ``rows`` (``catalog``, ``file``, ``reason``) as CSV to ``path``: a temp file beside
+    it, then renamed."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["catalog", "file", "reason"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(buf.getvalue(), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -14,7 +14,7 @@ from datamodules.catalogs import Catalog, CatalogReader
 from datamodules.environment import default_workers, environment_versions
 from datamodules.errors import DataError
 from datamodules.image_cache import DecodeSettings, FileHasher, ImageCache
-from datamodules.image_check import check_images
+from datamodules.image_check import POLICIES, check_images, write_skipped
 from datamodules.images import (
     RESIZE_MODES,
     ManifestDataset,
@@ -67,6 +67,10 @@ class LoaderSettings:
             antialias, format version): a changed photo or setting gets a new entry, and stale
             entries are never read (delete the folder, or ``datamodules.image_cache.prune``, to
             reclaim space). Safe to share between runs, loader workers and DDP ranks.
+        unreadable: what a photo that does not decode does: ``error`` stops with one line naming
+            it; ``skip`` leaves such photos out of the catalog before the split is planned (the
+            manifest never lists them), warns once and lists them with the reason in
+            ``skipped_images.csv`` beside the manifest.
     """
 
     image_size: int = 224
@@ -81,6 +85,7 @@ class LoaderSettings:
     augment_on_device: bool = True
     verify_images: bool = True
     cache_dir: str | None = "data_cache/decoded"
+    unreadable: str = "error"
 
 
 class WhaleDataModule(pl.LightningDataModule):
@@ -142,6 +147,10 @@ class WhaleDataModule(pl.LightningDataModule):
                 f"data.loader.resize={loader.resize!r}, pad_value={loader.pad_value!r}: choose "
                 f"resize from {list(RESIZE_MODES)} and a pad_value in 0-255."
             )
+        if loader.unreadable not in POLICIES:
+            raise DataError(
+                f"data.loader.unreadable={loader.unreadable!r}: choose one of {list(POLICIES)}."
+            )
         self.loader = loader
         self.image_size = loader.image_size
         self.batch_size = loader.batch_size
@@ -152,6 +161,7 @@ class WhaleDataModule(pl.LightningDataModule):
         self._info: dict = {}
         self._roots: dict[str, Path] = {}
         self._verified = False
+        self._skipped: list[dict] = []  # unreadable photos left out (policy ``skip``)
         self.leak_counts: dict = {}
 
     # ---- planning -------------------------------------------------------------------------
@@ -166,14 +176,34 @@ class WhaleDataModule(pl.LightningDataModule):
         external.name = "external"
         return main, external
 
+    def _drop_unreadable(self, catalogs: list[Catalog | None]) -> list[Catalog | None]:
+        """Policy ``skip``: decode every photo of ``catalogs`` (one check, one warning); return
+        copies without the unreadable ones, which are listed in ``self._skipped``."""
+        paths = [c.root / r.file for c in catalogs if c is not None for r in c.records]
+        _, bad = check_images(paths, "skip", hasher=self._hasher, cache_root=self.loader.cache_dir)
+        out = []
+        for c in catalogs:
+            if c is not None:
+                for r in c.records:
+                    if (reason := bad.get(c.root / r.file)) is not None:
+                        self._skipped.append({"catalog": c.name, "file": r.file, "reason": reason})
+                ok = [r for r in c.records if c.root / r.file not in bad]
+                c = replace(c, records=ok)
+            out.append(c)
+        return out
+
     def plan(self) -> list[dict]:
         """Read the catalog(s) and plan the split once; returns manifest rows."""
         if self._rows is None:
             main, external = self._catalogs()
+            if self.loader.unreadable == "skip":
+                main, external = self._drop_unreadable([main, external])
             self._roots = {"main": main.root.resolve()}
             if external is not None:
                 self._roots["external"] = external.root.resolve()
             self._rows, self._info = plan_splits(main, self.settings, external)
+            if self.loader.unreadable == "skip":
+                self._info["skipped_images"] = len(self._skipped)
         return self._rows
 
     @property
@@ -210,7 +240,13 @@ class WhaleDataModule(pl.LightningDataModule):
                     raise DataError(f"{path}: image listed in the split but missing on disk.")
             # every image really decoded (not Image.verify: a truncated JPEG passes that), once
             # per file hash, in threads
-            check_images(paths, "error", hasher=self._hasher, cache_root=self.loader.cache_dir)
+            check_images(
+                paths,
+                "error",
+                hasher=self._hasher,
+                cache_root=self.loader.cache_dir,
+                option="data.loader.unreadable",
+            )
             hashes = {key: self._hasher(path) for key, path in zip(keys, paths)}
         self.leak_counts = verify_manifest(rows, hashes, protocol=self.settings.split_protocol)
         self._verified = True
@@ -229,10 +265,14 @@ class WhaleDataModule(pl.LightningDataModule):
         }
 
     def write_manifest(self, folder: str | Path) -> Path:
-        """Verify, then save ``split_manifest.{csv,json}`` into ``folder``."""
+        """Verify, then save ``split_manifest.{csv,json}`` (and ``skipped_images.csv`` when the
+        ``skip`` policy left photos out) into ``folder``."""
         if not self._verified:
             self.verify()
-        return write_manifest(Path(folder), self.plan(), self.manifest_header(), COLUMNS)
+        path = write_manifest(Path(folder), self.plan(), self.manifest_header(), COLUMNS)
+        if self._skipped:
+            write_skipped(Path(folder) / "skipped_images.csv", self._skipped)
+        return path
 
     # ---- Lightning hooks ------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:

@@ -4,8 +4,8 @@
     python cli.py audit --config detection_ssd300_vgg16_voc.yaml --data.init_args.root /data/voc
     python cli.py audit --config detection_demo.yaml --target_run RUN --shadow_run RUN  # re-attack
 
-Any option other than ``--config``, ``--output``, ``--target_run``, ``--shadow_run`` and
-``--rows`` is passed on to both fits (LightningCLI overrides such as ``--trainer.max_epochs 2``).
+Any option other than ``--config``, ``--output``, ``--overwrite``, ``--target_run``,
+``--shadow_run`` and ``--rows`` is passed on to both fits (LightningCLI overrides such as ``--trainer.max_epochs 2``).
 
 The audit's own settings are the config's ``audit:`` section (:class:`AuditSettings`), validated
 by jsonargparse; every detection config stays a valid ``cli.py fit`` config, and a plain ``fit``
@@ -17,6 +17,8 @@ with ``split_manifest.*``, ``signals/predictions.npz``, ``detector_metrics.json`
 augmentation x box style x score rescaling) with the columns of Table 2 (test/train mAP, attack
 accuracy, average recall, shadow validation accuracy) plus AUC and TPR at 1% FPR. With
 ``transfer`` set, ``transfer.md`` holds the Table 3 grids (rows: shadow, columns: target).
+An ``--output`` folder that exists and is not empty is refused (nothing is written) unless
+``--overwrite true``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from datamodules.manifest import read_manifest
 from experiments.audit_settings import TABLE1, AuditSettings, TransferEntry
 from experiments.config_files import command_parser, resolve_config_args
 from experiments.fit import fit_argv, next_version, suite_cli
+from experiments.outputs import claim_folder
 from lightning_modules.detector import write_prediction_signals
 
 
@@ -197,7 +200,7 @@ def render_report(target_info: dict, shadow_info: dict, results: dict[str, dict]
     return head + "\n".join(lines) + "\n" + foot
 
 
-OWN = ("--config", "--output", "--target_run", "--shadow_run", "--rows")
+OWN = ("--config", "--output", "--overwrite", "--target_run", "--shadow_run", "--rows")
 
 
 def fit_option(argv: list[str], key: str) -> str | None:
@@ -237,6 +240,9 @@ def parser():
     )
     p.add_argument("--config", type=str, required=True, help="detection config (YAML)")
     p.add_argument("--output", type=str | None, default=None, help="audit folder (new)")
+    p.add_argument(
+        "--overwrite", type=bool, default=False, help="write into an existing, non-empty --output"
+    )
     p.add_argument("--target_run", type=str | None, default=None, help="reuse a target run")
     p.add_argument("--shadow_run", type=str | None, default=None, help="reuse a shadow run")
     p.add_argument("--rows", type=list[str] | None, default=None, help="Table 1 rows to run")
@@ -283,6 +289,8 @@ def main(argv: list[str]) -> dict:
         parser().print_help()
         sys.exit(0)
     args = parser().parse_args(own)
+    if args.output:
+        claim_folder(args.output, overwrite=args.overwrite)  # before anything else is read
     config = _resolve(args.config)
     settings = audit_settings(config)
     out = (

@@ -16,13 +16,20 @@ best sample-level attack of the leakage monitor proves (Clopper-Pearson, 95%;
 ``privacy_utility.png`` (test accuracy and attack AUC against epsilon; non-DP runs at epsilon =
 inf on the right edge), and ``overfit_vs_no_overfit.png`` when both ``base`` and ``no_overfit``
 variants ran (Figure 9's comparison).
+
+Nothing in ``<out>`` is overwritten: several sweeps (``--only`` runs) may share it, each variant
+once. A variant whose folder exists is refused before anything trains (leave it out of ``--only``;
+``--overwrite true`` removes and retrains it), and when a table from an earlier sweep is there the
+new table and plots get the first free suffix (``defense_table-1.csv``, ``privacy_utility-1.png``).
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import io
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +37,7 @@ from datamodules.errors import DataError
 from experiments.config_files import command_parser
 from experiments.fit import fit_argv
 from experiments.fit import main as fit_main
+from experiments.outputs import fresh_tag, write_text
 
 COLUMNS = (
     "variant",
@@ -85,11 +93,35 @@ def summarize(name: str, run: Path, epochs: int) -> dict:
     return row
 
 
-def write_table(rows: list[dict], out: Path) -> None:
-    with open(out / "defense_table.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+#: the files a sweep writes into ``<out>`` (stem, suffix); they share one :func:`fresh_tag`
+TABLE_FILES = [
+    ("defense_table", ".csv"),
+    ("defense_table", ".md"),
+    ("privacy_utility", ".png"),
+    ("overfit_vs_no_overfit", ".png"),
+]
+
+
+def claim_runs(names: list[str], out: Path, overwrite: bool = False) -> dict[str, Path]:
+    """``{variant: <out>/<variant>/version_0}``; a variant folder that exists is refused (one
+    DataError line, before anything trains) unless ``overwrite``."""
+    for name in names:
+        if (out / name).exists() and not overwrite:
+            raise DataError(
+                f"{out / name}: variant {name!r} already ran in this sweep folder and is kept. "
+                "Leave it out of --only, choose another --out, or pass --overwrite true to train "
+                "it again."
+            )
+    return {name: out / name / "version_0" for name in names}
+
+
+def write_table(rows: list[dict], out: Path, tag: str = "") -> None:
+    """``<out>/defense_table{tag}.csv`` and ``.md``."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(out / f"defense_table{tag}.csv", buf.getvalue())
 
     def fmt(v):
         if isinstance(v, float):
@@ -98,10 +130,11 @@ def write_table(rows: list[dict], out: Path) -> None:
 
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
-    (out / "defense_table.md").write_text("\n".join(lines) + "\n")
+    write_text(out / f"defense_table{tag}.md", "\n".join(lines) + "\n")
 
 
-def plot(rows: list[dict], out: Path) -> None:
+def plot(rows: list[dict], out: Path, tag: str = "") -> None:
+    """``<out>/privacy_utility{tag}.png`` (and ``overfit_vs_no_overfit{tag}.png``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,7 +159,7 @@ def plot(rows: list[dict], out: Path) -> None:
     ax.legend(fontsize=8)
     ax.set_title("privacy-utility trade-off")
     fig.tight_layout()
-    fig.savefig(out / "privacy_utility.png", dpi=120)
+    fig.savefig(out / f"privacy_utility{tag}.png", dpi=120)
     plt.close(fig)
     by = {r["variant"]: r for r in rows}
     if "base" in by and "no_overfit" in by:
@@ -139,7 +172,7 @@ def plot(rows: list[dict], out: Path) -> None:
         ax.legend(fontsize=8)
         ax.set_title("overfit vs no-overfit (Fig. 9)")
         fig.tight_layout()
-        fig.savefig(out / "overfit_vs_no_overfit.png", dpi=120)
+        fig.savefig(out / f"overfit_vs_no_overfit{tag}.png", dpi=120)
         plt.close(fig)
 
 
@@ -149,24 +182,31 @@ def run_sweep(
     out: str | Path,
     fit_args: list[str] | None = None,
     only: list[str] | None = None,
+    overwrite: bool = False,
 ) -> list[dict]:
+    """Train the chosen variants into ``<out>`` and write the table and plots (never over an
+    earlier sweep's files; see the module docstring). Returns the table rows."""
     out = Path(out)
+    unknown = sorted(set(only or ()) - set(variants))
+    if unknown:
+        raise DataError(f"--only {unknown}: no such variant; choose from {sorted(variants)}")
+    runs = claim_runs([n for n in variants if not only or n in only], out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name, v in variants.items():
-        if only and name not in only:
-            continue
-        run = out / name / "version_0"
-        if not (run / "checkpoints" / "last.ckpt").is_file():
-            extra = [*v.args, *(fit_args or []), "--trainer.max_epochs", str(epochs)]
-            args = ["fit", *fit_argv(v.config, run, [*extra, "--attack_after_fit", "null"])]
-            print(f"[defend] {name}: python cli.py {' '.join(args)}")
-            fit_main(args)
+    for name, run in runs.items():
+        v = variants[name]
+        if overwrite and run.parent.exists():
+            shutil.rmtree(run.parent)
+        extra = [*v.args, *(fit_args or []), "--trainer.max_epochs", str(epochs)]
+        args = ["fit", *fit_argv(v.config, run, [*extra, "--attack_after_fit", "null"])]
+        print(f"[defend] {name}: python cli.py {' '.join(args)}")
+        fit_main(args)
         rows.append(summarize(name, run, epochs))
-    write_table(rows, out)
-    plot(rows, out)
-    print((out / "defense_table.md").read_text())
-    print(f"[defend] table and plots in {out}")
+    tag = "" if overwrite else fresh_tag(out, TABLE_FILES)
+    write_table(rows, out, tag)
+    plot(rows, out, tag)
+    print((out / f"defense_table{tag}.md").read_text())
+    print(f"[defend] table and plots in {out} (defense_table{tag}.*)")
     return rows
 
 
@@ -183,6 +223,12 @@ def parser():
     p.add_argument("--out", type=str, default="lightning_logs/defense_sweep", help="sweep folder")
     p.add_argument("--fit_args", type=list[str], default=[], help="extra args for every fit")
     p.add_argument("--only", type=list[str] | None, default=None, help="run only these variants")
+    p.add_argument(
+        "--overwrite",
+        type=bool,
+        default=False,
+        help="retrain variants whose folder exists in --out (removed first) and replace the table",
+    )
     return p
 
 
@@ -194,4 +240,4 @@ def main(argv: list[str]) -> list[dict]:
     }
     if not variants:
         raise DataError("cli.py defend: no variants; give --config defense_sweep.yaml")
-    return run_sweep(variants, cfg.epochs, cfg.out, cfg.fit_args, cfg.only)
+    return run_sweep(variants, cfg.epochs, cfg.out, cfg.fit_args, cfg.only, cfg.overwrite)

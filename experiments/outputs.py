@@ -35,11 +35,35 @@ def claim(path: str | Path, *, overwrite: bool = False, option: str = "--output"
 def fresh_name(folder: str | Path, stem: str, suffix: str) -> Path:
     """``folder/stem{suffix}``, or ``folder/stem-1{suffix}``, ``-2``, ... : the first unused name."""
     folder = Path(folder)
-    candidate, k = folder / f"{stem}{suffix}", 0
-    while candidate.exists():
+    return folder / f"{stem}{fresh_tag(folder, [(stem, suffix)])}{suffix}"
+
+
+def fresh_tag(folder: str | Path, names: list[tuple[str, str]]) -> str:
+    """The first of ``""``, ``"-1"``, ``"-2"``, ... that leaves every ``folder/stem{tag}{suffix}``
+    of ``names`` (``(stem, suffix)`` pairs) unused: one tag for a set of files written together."""
+    folder, k = Path(folder), 0
+    tag = ""
+    while any((folder / f"{stem}{tag}{suffix}").exists() for stem, suffix in names):
         k += 1
-        candidate = folder / f"{stem}-{k}{suffix}"
-    return candidate
+        tag = f"-{k}"
+    return tag
+
+
+def claim_folder(path: str | Path, *, overwrite: bool = False, option: str = "--output") -> Path:
+    """Return ``path`` if it is absent or an empty folder (or ``overwrite``); else DataError.
+
+    Nothing is created (the caller makes the folder once its other inputs are checked). A file at
+    ``path`` is always refused.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path}: is a file, not a folder. Choose another {option}.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise DataError(
+            f"{path}: already exists and holds results, which are kept. Choose another {option} "
+            "or pass --overwrite true to write into it."
+        )
+    return path
 
 
 @contextlib.contextmanager

@@ -50,10 +50,17 @@ class StudySettings:
     out: str = "lightning_logs/protocol_study"
 
 
+def study_folder(base: str | Path) -> Path:
+    """A new ``<base>/version_N`` folder, created here: an earlier study is never written into
+    (``mkdir`` without ``exist_ok`` fails rather than share a folder with a concurrent study)."""
+    out = next_version(Path(base))
+    out.mkdir(parents=True)
+    return out
+
+
 def run_study(s: StudySettings) -> dict:
     """Fit and attack once per protocol; returns the summary written to ``summary.json``."""
-    out = next_version(Path(s.out))
-    out.mkdir(parents=True)
+    out = study_folder(s.out)
     results, identity_sets = {}, {}
     for protocol in s.protocols:
         run = out / protocol / "version_0"

@@ -101,6 +101,63 @@ def test_unreadable_image_named(tmp_path, folder_catalog):
         dm.verify()
 
 
+def _truncated_jpeg_catalog(root: Path, folder_catalog) -> Path:
+    """A folder catalog with one JPEG cut in half (its header still parses)."""
+    folder_catalog(root, n_ind=6, n_enc=2, per_enc=2)
+    bad = root / "ind_03" / "enc_1" / "e1_f0.jpg"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    return bad
+
+
+def _split(dm: WhaleDataModule) -> list[tuple]:
+    return [(r["file"], r["identity"], r["split"], r["role"], r["aug"]) for r in dm.plan()]
+
+
+def test_unreadable_policy_error_stops_and_skip_leaves_out_before_the_split(
+    tmp_path, folder_catalog
+):
+    import csv
+    import json
+    import warnings
+
+    bad = _truncated_jpeg_catalog(tmp_path / "cat", folder_catalog)
+    error = WhaleDataModule(
+        FolderReader(), str(tmp_path / "cat"), loader=LoaderSettings(cache_dir=None)
+    )
+    with pytest.raises(DataError, match=r"e1_f0.jpg: .*set data.loader.unreadable to skip"):
+        error.write_manifest(tmp_path / "run_error")
+    assert not (tmp_path / "run_error" / "split_manifest.csv").exists()
+
+    skip = WhaleDataModule(
+        FolderReader(),
+        str(tmp_path / "cat"),
+        loader=LoaderSettings(cache_dir=None, unreadable="skip"),
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        skip.write_manifest(tmp_path / "run")
+    assert len([w for w in caught if "unreadable" in str(w.message)]) == 1  # warned once
+    files = {r["file"] for r in skip.plan()}
+    assert "ind_03/enc_1/e1_f0.jpg" not in files and "ind_03/enc_1/e1_f1.jpg" in files
+    with open(tmp_path / "run" / "skipped_images.csv", newline="") as fh:
+        listed = list(csv.DictReader(fh))
+    assert [(r["catalog"], r["file"]) for r in listed] == [("main", "ind_03/enc_1/e1_f0.jpg")]
+    assert listed[0]["reason"]
+    header = json.loads((tmp_path / "run" / "split_manifest.json").read_text())
+    assert header["skipped_images"] == 1
+    # the split is planned as if the photo were not in the catalog at all
+    bad.unlink()
+    without = WhaleDataModule(
+        FolderReader(), str(tmp_path / "cat"), loader=LoaderSettings(cache_dir=None)
+    )
+    assert _split(skip) == _split(without)
+    with pytest.raises(DataError, match="data.loader.unreadable='ignore'"):
+        WhaleDataModule(
+            FolderReader(), str(tmp_path / "cat"), loader=LoaderSettings(unreadable="ignore")
+        )
+
+
 def test_path_escaping_root_rejected(tmp_path, noaa_catalog, tiny_image):
     outside = tiny_image(tmp_path / "outside.jpg", 1)
     root = tmp_path / "cat"

@@ -285,10 +285,14 @@ def _old(name: str) -> dict:
 def _intended(old: dict) -> dict:
     """The captured values with the deliberate changes since: no ``hp_metric`` of -1, the
     classifier's generic name, the leakage monitor's attack settings (every cheap attack,
-    label-only off, the figure in TensorBoard), and the
+    label-only off, the figure in TensorBoard), the checkpoint written at the end of every
+    training epoch into the same ``last.ckpt`` (no ``last-v1.ckpt``), and the
     detector audit's settings in their own validated ``audit`` section (defaults filled in)
     instead of a ``DetectionAudit`` entry under ``trainer.callbacks``."""
     out = {**old, "trainer.logger.init_args.default_hp_metric": False}
+    if "checkpoint.enable_version_counter" in old:
+        out |= {"checkpoint.enable_version_counter": False}
+        out |= {"checkpoint.save_on_train_epoch_end": True}
     if any(k.startswith("leakage.") for k in old):
         out |= {"leakage.attacks": None, "leakage.label_only": None, "leakage.tb_figure": True}
     if out.get("model.class_path") == "lightning_modules.classifier.WhaleClassifier":
@@ -319,11 +323,13 @@ LETTERBOX = ("gremm_", "humpback_", "noaa_")
 
 def _intended_data(name: str, data: dict) -> dict:
     """The whale data settings added since the capture: resize (letterbox for real catalogs),
-    pad value, the training sampler and the time protocol's column and cutoff (defaults)."""
+    pad value, the training sampler, the unreadable-image policy (``error``) and the time
+    protocol's column and cutoff (defaults)."""
     if data.get("data.class_path") != "datamodules.whale.WhaleDataModule":
         return data
     resize = "letterbox" if name.startswith(LETTERBOX) else "squash"
     loader = {"resize": resize, "pad_value": 0, "sampler": "shuffle", "m_per_individual": 4}
+    loader["unreadable"] = "error"
     split = {"time_column": "date", "time_cutoff": None, "holdout_groups": 0}
     if name == "demo.yaml":  # photo split with one encounter held out whole
         split |= {"group_by": "encounter", "split_protocol": "photo", "holdout_groups": 1}
