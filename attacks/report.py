@@ -16,6 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from attacks.metrics import balance, roc, threshold_metrics  # noqa: E402
 from attacks.open_set import open_set_metrics  # noqa: E402
@@ -179,36 +181,39 @@ def same_score_groups(rows: list[dict], stems) -> list[list[str]]:
     return [names for _, names in groups]
 
 
-def _leakage_fig(epochs: list[int], rows: list[dict], title: str):
-    """The combined overfitting-vs-leakage chart (a matplotlib figure)."""
+def _leakage_fig(epochs: list[int], rows: list[dict], title: str, limits: tuple | None = None):
+    """The combined overfitting-vs-leakage chart: ``(figure, [(line, metric key), ...])``.
+
+    ``limits``: fixed ``(x, left y, right y)`` ranges (:class:`LeakageChart`); None: automatic."""
     from attacks.leakage import CHEAP_ATTACKS
 
-    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    fig = Figure(figsize=(7.2, 4.8))  # no pyplot: nothing to close, nothing kept globally
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     right = ax.twinx()
+    lines = []
     for key, label, (color, ls), on_right in LEAKAGE_CURVES:
         ys = _series(rows, key)
         if not all(y != y for y in ys):
-            (right if on_right else ax).plot(epochs, ys, ls, color=color, label=label, lw=1.2)
+            (line,) = (right if on_right else ax).plot(
+                epochs, ys, ls, color=color, label=label, lw=1.2
+            )
+            lines.append((line, key))
     for i, names in enumerate(same_score_groups(rows, CHEAP_ATTACKS)):
-        name, color = " = ".join(names), f"C{i}"
-        ax.plot(
-            epochs,
-            _series(rows, f"leak/{names[0]}_auc"),
-            "-",
-            color=color,
-            label=f"{name} AUC",
+        name, color, stem = " = ".join(names), f"C{i}", names[0]
+        (auc,) = ax.plot(epochs, _series(rows, f"leak/{stem}_auc"), "-", color=color)
+        auc.set_label(f"{name} AUC")
+        (tpr,) = ax.plot(
+            epochs, _series(rows, f"leak/{stem}_tpr@1%fpr"), "--", color=color, marker="x", ms=3
         )
-        ax.plot(
-            epochs,
-            _series(rows, f"leak/{names[0]}_tpr@1%fpr"),
-            "--",
-            color=color,
-            marker="x",
-            ms=3,
-            label=f"{name} TPR@1%FPR",
-        )
+        tpr.set_label(f"{name} TPR@1%FPR")
+        lines += [(auc, f"leak/{stem}_auc"), (tpr, f"leak/{stem}_tpr@1%fpr")]
     ax.axhline(0.5, color="grey", lw=0.6, ls=":")
     ax.set_ylim(min(-0.02, np.nanmin(_series(rows, "leak/gap") + [0.0]) - 0.02), 1.02)
+    if limits is not None:
+        ax.set_xlim(*limits[0])
+        ax.set_ylim(*limits[1])
+        right.set_ylim(*limits[2])
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy / gap / AUC / TPR")
     right.set_ylabel("KL (nats)")
@@ -219,7 +224,7 @@ def _leakage_fig(epochs: list[int], rows: list[dict], title: str):
     ax.set_title(title or "overfitting vs leakage", fontsize=9)
     # a fixed layout (tight_layout would measure every text: slow for a per-epoch image)
     fig.subplots_adjust(left=0.09, right=0.9, top=0.93, bottom=0.3)
-    return fig
+    return fig, lines
 
 
 def plot_leakage(epochs: list[int], rows: list[dict], path: Path, title: str = "") -> Path:
@@ -227,20 +232,69 @@ def plot_leakage(epochs: list[int], rows: list[dict], path: Path, title: str = "
     cheap attack's AUC (solid) and TPR at 1% FPR (dashed) on the left axis (0-1), the
     members/non-members KL and its permutation null on the right axis (nats). ``rows[i]`` holds
     the metrics (:func:`attacks.leakage.leakage_metrics`) of ``epochs[i]``. Writes ``path``."""
-    fig = _leakage_fig(epochs, rows, title)
+    fig, _ = _leakage_fig(epochs, rows, title)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 def leakage_image(epochs: list[int], rows: list[dict], title: str = "") -> np.ndarray:
-    """The :func:`plot_leakage` chart as an RGB array (H, W, 3) uint8 (for TensorBoard)."""
-    fig = _leakage_fig(epochs, rows, title)
+    """The :func:`plot_leakage` chart as an RGB array (H, W, 3) uint8, built from scratch (for
+    one image; per epoch, :class:`LeakageChart` redraws only what changed)."""
+    fig, _ = _leakage_fig(epochs, rows, title)
     fig.set_dpi(64)
     fig.canvas.draw()
-    img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return img
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+class LeakageChart:
+    """The :func:`leakage_image` chart kept between monitored epochs, as an RGB array (H, W, 3)
+    uint8 at ``dpi`` (64: 460 x 307 px).
+
+    Axes, ticks, labels and legend (most of the drawing) are drawn once onto a cached
+    background; each later call only moves the curves' data and draws the lines onto it. The
+    figure is rebuilt when the set of curves changes (e.g. two attacks stop coinciding) or a
+    value leaves the fixed ranges: epochs ``0..x_max`` (``None``: grows by doubling), the left
+    axis down to the lowest gap (steps of 0.1), KL up to the next power of 4 (at least 1/16).
+    """
+
+    def __init__(self, title: str = "", x_max: int | None = None, dpi: int = 64):
+        self.title, self.x_max, self.dpi = title, x_max, dpi
+        self._key = None
+        self._fig = self._lines = self._background = None
+
+    def _limits(self, epochs: list[int], rows: list[dict]) -> tuple:
+        last = max(epochs)
+        x_hi = self.x_max if self.x_max is not None and self.x_max >= last else None
+        if x_hi is None:
+            x_hi = max(8, 2 ** int(np.ceil(np.log2(last + 1))))
+        gap = np.nanmin(_series(rows, "leak/gap") + [0.0])
+        y_lo = -0.02 if gap >= 0 else float(np.floor((gap - 0.02) * 10) / 10)
+        kl = np.nanmax(_series(rows, "leak/kl") + _series(rows, "leak/kl_null") + [0.0])
+        k_hi = 4.0 ** float(np.ceil(np.log(max(kl * 1.05, 1 / 16)) / np.log(4)))
+        return (-0.5, x_hi + 0.5), (y_lo, 1.02), (-0.02 * k_hi, k_hi)
+
+    def image(self, epochs: list[int], rows: list[dict]) -> np.ndarray:
+        """The chart of ``rows[i]`` (metrics of ``epochs[i]``) as an RGB array."""
+        from attacks.leakage import CHEAP_ATTACKS
+
+        limits = self._limits(epochs, rows)
+        present = tuple(k for k, *_ in LEAKAGE_CURVES if not all(v != v for v in _series(rows, k)))
+        groups = tuple(map(tuple, same_score_groups(rows, CHEAP_ATTACKS)))
+        key = (present, groups, limits)
+        if key != self._key:
+            self._fig, self._lines = _leakage_fig(epochs, rows, self.title, limits)
+            self._fig.set_dpi(self.dpi)
+            for line, _ in self._lines:
+                line.set_animated(True)  # left out of the background (the legend keeps its own)
+            self._fig.canvas.draw()
+            self._background = self._fig.canvas.copy_from_bbox(self._fig.bbox)
+            self._key = key
+        canvas = self._fig.canvas
+        canvas.restore_region(self._background)
+        for line, k in self._lines:
+            line.set_data(epochs, _series(rows, k))
+            line.axes.draw_artist(line)
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 #: signal fields that are losses: an attack on one scores the negated loss, reported as a loss

@@ -1,23 +1,27 @@
 """Leakage-monitor overhead, measured within one run: epochs with and without the monitor
 alternate in the same fit, at demo scale and at 1,000 individuals, every cheap attack enabled.
 
-    python benchmarks/monitor_overhead.py [--scales demo 1000] [--runs 3] [--pairs 2]
+    python benchmarks/monitor_overhead.py [--scales demo 1000] [--runs 3] [--pairs 2] [--every N]
+        [--max-rows N] [--rows-per-train-photo F]
         [--threads 2] [--device cpu] [--full]
 
 Scales (the demo fit of :mod:`fit_throughput`: ``configs/demo.yaml``'s model, resnet18 at 48 px,
 batch 32; ``--full``: resnet50 at 224 px):
 
 * ``demo``: the demo catalog (36 individuals) with the demo's monitor settings
-  (``configs/demo.yaml``: every epoch, every row);
+  (``configs/demo.yaml``: every 4 epochs, 0.4 rows per training photo and epoch);
 * ``1000``: the synthetic generator at 1,000 individuals, 4 encounters of 2 photos each
   (8,000 photos), with the paper configs' monitor settings (``configs/humpback_resnet50_overfit
-  .yaml``: every 5 epochs, ``max_rows`` 4,096).
+  .yaml``: every 5 epochs, 0.4 rows per training photo and epoch, ``max_rows`` 4,096).
+
+The rows scored per pass follow :func:`experiments.monitor.pass_budget`.
 
 Each run is one fit: a warm-up epoch, then ``--pairs`` pairs of epochs, the first of each pair
 with a monitor pass, the second without (validation, logger, checkpointing and progress bar off).
 The pass is the CLI's ``LeakageMonitor`` with every cheap attack (Yeom on both losses, maximum
 softmax, entropy, nearest-neighbour cosine; label-only is opt-in and off), writing its signal and
-metrics files, plus the combined figure it sends to TensorBoard, rendered as the monitor does.
+metrics files, plus the combined figure it sends to TensorBoard, rendered as the monitor does
+(its per-fit chart; the same chart rebuilt from scratch is timed outside the epochs to compare).
 Per run: pass overhead ``p = median(epochs with) / median(epochs without) - 1`` (the cost of
 one pass in epochs), amortised over the scale's ``every_n_epochs``: ``p / every_n_epochs``. The
 result is the median over ``--runs`` runs with its min-max spread. Load that drifts during a run
@@ -37,13 +41,15 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importable
 
-from attacks.report import leakage_image  # noqa: E402
+from attacks.leakage import CHEAP_ATTACKS  # noqa: E402
+from attacks.report import LeakageChart, leakage_image  # noqa: E402
 from benchmarks.common import add_common_args, apply_threads, write_result  # noqa: E402
 from benchmarks.fit_throughput import (  # noqa: E402
     demo_settings,
@@ -52,7 +58,7 @@ from benchmarks.fit_throughput import (  # noqa: E402
     quiet_lightning,
     timed_fit,
 )
-from experiments.monitor import LeakageMonitor  # noqa: E402
+from experiments.monitor import LeakageMonitor, pass_budget  # noqa: E402
 
 #: a paper config: its ``leakage`` section is the monitor setting at catalog scale
 REAL_CONFIG = ROOT / "configs" / "humpback_resnet50_overfit.yaml"
@@ -63,17 +69,20 @@ BIG = {"n_individuals": 1000, "encounters_per_individual": 4, "photos_per_encoun
 
 
 def monitor_settings(path: Path) -> dict:
-    """``every_n_epochs`` and ``max_rows`` of a config's ``leakage`` section."""
+    """``every_n_epochs``, ``max_rows`` and ``rows_per_train_photo`` of a config's
+    ``leakage`` section."""
     section = (yaml.safe_load(path.read_text()) or {}).get("leakage") or {}
     return {
         "every_n_epochs": int(section.get("every_n_epochs", 1)),
         "max_rows": section.get("max_rows"),
+        "rows_per_train_photo": section.get("rows_per_train_photo"),
     }
 
 
 class Alternate(pl.Callback):
     """Runs ``monitor`` after every other epoch (the first timed epoch of each pair), and renders
-    the figure the monitor sends to TensorBoard; records which epochs had a pass."""
+    the figure the monitor sends to TensorBoard (its :class:`LeakageChart`); records which
+    epochs had a pass."""
 
     def __init__(self, monitor: LeakageMonitor):
         self.monitor = monitor
@@ -90,12 +99,28 @@ class Alternate(pl.Callback):
         self.monitor.on_train_epoch_end(trainer, pl_module)
         t1 = time.perf_counter()
         if self.monitor.history:
-            epochs, rows = zip(*self.monitor.history)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                leakage_image(list(epochs), list(rows), "overfitting vs leakage")
+            self.monitor.chart_image()
         self.pass_s.append(time.perf_counter() - t0)
         self.figure_s.append(time.perf_counter() - t1)
+
+
+class FromScratch(pl.Callback):
+    """Outside the timed epochs: the same chart rebuilt from scratch each pass
+    (:func:`leakage_image`, the monitor's former way), timed for comparison."""
+
+    def __init__(self, alt: Alternate):
+        self.alt = alt
+        self.figure_s: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not (self.alt.with_pass and self.alt.with_pass[-1] and self.alt.monitor.history):
+            return
+        epochs, rows = zip(*sorted(self.alt.monitor.history, key=lambda h: h[0]))
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            leakage_image(list(epochs), list(rows), "overfitting vs leakage")
+        self.figure_s.append(time.perf_counter() - t0)
 
 
 def one_run(data_args, model_args, data_dir, pairs: int, device: str, max_rows) -> dict:
@@ -104,8 +129,9 @@ def one_run(data_args, model_args, data_dir, pairs: int, device: str, max_rows) 
     dm = make_datamodule(data_args, data_dir)
     model = make_model(model_args, dm.num_classes)
     alt = Alternate(LeakageMonitor(every_n_epochs=1, max_rows=max_rows))
+    scratch = FromScratch(alt)
     with tempfile.TemporaryDirectory(prefix="monitor_overhead_") as tmp:
-        times = timed_fit(dm, model, 2 * pairs, device, tmp, [alt])
+        times = timed_fit(dm, model, 2 * pairs, device, tmp, [alt], after=[scratch])
         n_files = len(list(Path(tmp).glob("signals/epoch=*.npz")))
     flags = alt.with_pass[1:]  # the warm-up epoch is not timed
     with_m = [t for t, f in zip(times, flags) if f]
@@ -119,6 +145,7 @@ def one_run(data_args, model_args, data_dir, pairs: int, device: str, max_rows) 
         "pass_overhead": p,
         "pass_s": alt.pass_s,
         "figure_s": alt.figure_s,
+        "figure_from_scratch_s": scratch.figure_s,
     }
 
 
@@ -138,10 +165,15 @@ def measure_scale(scale: str, a: argparse.Namespace) -> dict:
         mon["every_n_epochs"] = a.every
     if a.max_rows is not None:
         mon["max_rows"] = a.max_rows or None
+    if a.rows_per_train_photo is not None:
+        mon["rows_per_train_photo"] = a.rows_per_train_photo or None
     t0 = time.perf_counter()
     dm = make_datamodule(data_args, a.data_dir)
     n_train, n_probe = len(dm.rows("train")), len(dm.signal_rows())
-    scored = n_probe if mon["max_rows"] is None else min(n_probe, mon["max_rows"])
+    budget = pass_budget(
+        n_train, mon["every_n_epochs"], mon["rows_per_train_photo"], mon["max_rows"]
+    )
+    scored = n_probe if budget is None else min(n_probe, budget)
     print(
         f"[{scale}] catalog ready in {time.perf_counter() - t0:.1f} s: {n_train} training "
         f"photos, {n_probe} signal rows, {scored} scored per pass, every "
@@ -149,14 +181,15 @@ def measure_scale(scale: str, a: argparse.Namespace) -> dict:
     )
     runs = []
     for r in range(max(1, a.runs)):
-        res = one_run(data_args, model_args, a.data_dir, a.pairs, a.device, mon["max_rows"])
+        res = one_run(data_args, model_args, a.data_dir, a.pairs, a.device, budget)
         res["amortised"] = res["pass_overhead"] / mon["every_n_epochs"]
         runs.append(res)
         print(
             f"[{scale}] run {r + 1}: epochs with pass {_fmt(res['with'])}, without "
             f"{_fmt(res['without'])}: pass {res['pass_overhead']:+.1%} of an epoch, "
             f"amortised {res['amortised']:+.1%}; inside: pass {_fmt(res['pass_s'])}, of which "
-            f"the TensorBoard figure {_fmt(res['figure_s'])}"
+            f"the TensorBoard figure {_fmt(res['figure_s'])} (rebuilt from scratch: "
+            f"{_fmt(res['figure_from_scratch_s'])})"
         )
     amort = [r["amortised"] for r in runs]
     passes = [r["pass_overhead"] for r in runs]
@@ -182,6 +215,42 @@ def measure_scale(scale: str, a: argparse.Namespace) -> dict:
     return out
 
 
+def chart_timing(epochs: int = 20) -> dict:
+    """Render time of the TensorBoard chart over a ``epochs``-epoch fit monitored every epoch
+    (synthetic metrics with every cheap attack): rebuilt from scratch each pass
+    (:func:`leakage_image`) against the monitor's per-fit :class:`LeakageChart`, interleaved in
+    one process (medians over the passes, s)."""
+    rng = np.random.default_rng(0)
+    chart, rows, scratch, kept = LeakageChart("overfitting vs leakage", epochs - 1), [], [], []
+    for e in range(epochs):
+        row = {
+            "leak/train_acc": min(1.0, 0.1 + 0.05 * e),
+            "leak/test_acc": 0.1,
+            "leak/gap": 0.05 * e,
+        }
+        row |= {"leak/kl": 0.02 * e, "leak/kl_null": 0.02}
+        for stem in CHEAP_ATTACKS:
+            row |= {
+                f"leak/{stem}_auc": rng.uniform(0.5, 0.9),
+                f"leak/{stem}_tpr@1%fpr": rng.uniform(0, 0.1),
+            }
+        rows.append(row)
+        t0 = time.perf_counter()
+        leakage_image(list(range(e + 1)), rows, "overfitting vs leakage")
+        t1 = time.perf_counter()
+        chart.image(list(range(e + 1)), rows)
+        scratch.append(t1 - t0)
+        kept.append(time.perf_counter() - t1)
+    out = {"epochs": epochs, "from_scratch_median_s": statistics.median(scratch)}
+    out["per_fit_chart_median_s"] = statistics.median(kept)
+    print(
+        f"TensorBoard chart over {epochs} monitored epochs: rebuilt each pass "
+        f"{out['from_scratch_median_s']:.3f} s, per-fit chart {out['per_fit_chart_median_s']:.3f} s "
+        f"(medians)"
+    )
+    return out
+
+
 def _fmt(xs: list[float]) -> str:
     return "[" + ", ".join(f"{x:.2f}" for x in xs) + "] s"
 
@@ -199,11 +268,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--max-rows", type=int, default=None, help="LeakageMonitor max_rows (all scales; 0: all)"
     )
+    ap.add_argument(
+        "--rows-per-train-photo",
+        type=float,
+        default=None,
+        help="LeakageMonitor rows_per_train_photo (all scales; 0: no budget)",
+    )
     ap.add_argument("--data-dir", default=str(ROOT / "data_cache"), help="synthetic catalog cache")
     add_common_args(ap)
     a = ap.parse_args(argv)
     threads = apply_threads(a.threads)
     quiet_lightning()
+    chart = chart_timing()
     scales = {s: measure_scale(s, a) for s in a.scales}
     value = max(v["overhead_median"] for v in scales.values())
     details = {
@@ -215,6 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
         "pairs": a.pairs,
         "full": a.full,
         "attacks": "every cheap attack (label-only off)",
+        "chart_render": chart,
     }
     print(
         "ratio vs goal (<= 0.15): "

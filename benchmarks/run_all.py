@@ -71,7 +71,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(
         "monitor_overhead.py",
         "leakage_monitor_overhead.json",
-        smoke=("--epochs", "1", "--rounds", "1"),
+        smoke=("--scales", "demo", "--runs", "1", "--pairs", "1"),
     ),
     Benchmark(
         "attack_discrimination.py",

@@ -12,7 +12,8 @@ the suite runs them, with the project's public functions:
   the decoded-image cache for every manifest row;
 * ``train_epoch``: one Lightning training epoch of a tiny network (``--arch``, 32 px);
 * ``monitor_pass``: the :class:`experiments.monitor.LeakageMonitor` pass at the end of that
-  epoch (every manifest row, as the demo config runs it; the real configs cap ``max_rows``);
+  epoch on every manifest row (the configs' ``rows_per_train_photo`` and ``max_rows`` score
+  a fixed sample of them);
 * ``final_signals``: ``experiments.runs.final_signals`` of the finished run (every row, with
   embeddings);
 * one stage per step of ``experiments.attack.STEPS`` (Yeom, Salem, Salem on a 1-epoch shadow,

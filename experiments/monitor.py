@@ -14,7 +14,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from attacks.leakage import CHEAP_ATTACKS, leakage_metrics
-from attacks.report import leakage_image, plot_leakage
+from attacks.report import LeakageChart, plot_leakage
 from attacks.signals import epoch_path, list_epochs, load_signals, save_signals
 from datamodules.detection.datamodule import DetectionDataModule
 from datamodules.whale import WhaleDataModule
@@ -58,6 +58,11 @@ class LeakageMonitor(pl.Callback):
             training photo, so an uncapped pass costs ~1.7 training epochs. Capping bounds the
             overhead on large catalogs (the paper configs use 4,096); the final extraction
             (``cli.py attack``) scores every row.
+        rows_per_train_photo: a per-pass row budget tied to the training set:
+            ``ceil(rows_per_train_photo x training photos x every_n_epochs)`` rows (then capped
+            by ``max_rows``), sampled as for ``max_rows``. A scored row costs about a third of a
+            training photo's step, so the amortised overhead is about ``rows_per_train_photo / 3``
+            of epoch time (0.4: ~13%) plus the fixed cost of a pass; ``None``: no budget.
         seed: seed of the ``max_rows`` sample.
         attacks: the cheap attacks scored each pass (stems of
             :data:`attacks.leakage.CHEAP_ATTACKS`); ``None``: all of them.
@@ -78,6 +83,7 @@ class LeakageMonitor(pl.Callback):
         attacks: list[str] | None = None,
         label_only: LabelOnlySettings | None = None,
         tb_figure: bool = True,
+        rows_per_train_photo: float | None = None,
     ):
         self.every_n_epochs = max(1, every_n_epochs)
         self.topk = topk
@@ -87,6 +93,9 @@ class LeakageMonitor(pl.Callback):
         if max_rows is not None and max_rows < 1:
             raise ValueError("leakage.max_rows must be >= 1 (or null for every row).")
         self.max_rows = max_rows
+        if rows_per_train_photo is not None and not rows_per_train_photo > 0:
+            raise ValueError("leakage.rows_per_train_photo must be > 0 (or null for no budget).")
+        self.rows_per_train_photo = rows_per_train_photo
         self.seed = seed
         unknown = sorted(set(attacks or ()) - set(CHEAP_ATTACKS))
         if unknown:
@@ -100,6 +109,7 @@ class LeakageMonitor(pl.Callback):
         self.tb_figure = tb_figure
         self.last_metrics: dict[str, float] = {}
         self.history: list[tuple[int, dict]] = []
+        self._chart: LeakageChart | None = None
 
     def _due(self, trainer: pl.Trainer) -> bool:
         epoch = trainer.current_epoch
@@ -108,6 +118,7 @@ class LeakageMonitor(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The "overfitting vs leakage" custom-scalars layout in every TensorBoard logger."""
+        self._chart = None  # the chart's epoch range is this fit's
         if self.enabled and trainer.is_global_zero and not trainer.fast_dev_run:
             for writer in _tb_writers(trainer):
                 writer.add_custom_scalars(custom_scalars_layout(self.attacks))
@@ -143,7 +154,10 @@ class LeakageMonitor(pl.Callback):
     def _extract(self, trainer, pl_module, dm) -> dict:
         """One forward pass per (sampled) signal row: logits, losses and, when ``nn_cosine`` is
         scored or embeddings are saved, the embedding; plus boundary distances when opted in."""
-        rows = sample_rows(dm.signal_rows(), self.max_rows, self.seed)
+        budget = pass_budget(
+            len(dm.rows("train")), self.every_n_epochs, self.rows_per_train_photo, self.max_rows
+        )
+        rows = sample_rows(dm.signal_rows(), budget, self.seed)
         want_embed = self.save_embeddings or "nn_cosine" in self.attacks
         embed = getattr(pl_module, "embed", None) if want_embed else None
         # each rank scores rows[rank::world]; every rank gets all rows back, in manifest order
@@ -177,12 +191,20 @@ class LeakageMonitor(pl.Callback):
         self.history = [h for h in self.history if h[0] != epoch] + [(epoch, metrics)]
         writers = _tb_writers(trainer) if self.tb_figure else []
         if writers:
-            epochs, rows = zip(*self.history)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                img = leakage_image(list(epochs), list(rows), "overfitting vs leakage")
+            img = self.chart_image(trainer.max_epochs)
             for writer in writers:
                 writer.add_image("leak/overfitting_vs_leakage", img, epoch, dataformats="HWC")
+
+    def chart_image(self, max_epochs: int | None = None) -> np.ndarray:
+        """The combined chart of the epochs monitored so far, (H, W, 3) uint8: one
+        :class:`LeakageChart` per fit, which redraws only the curves each epoch."""
+        if self._chart is None:
+            x_max = max_epochs - 1 if max_epochs is not None and max_epochs > 0 else None
+            self._chart = LeakageChart("overfitting vs leakage", x_max=x_max)
+        epochs, rows = zip(*sorted(self.history, key=lambda h: h[0]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self._chart.image(list(epochs), list(rows))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Draw ``<run>/leakage.png`` from the run's epoch files (rank 0)."""
@@ -273,6 +295,18 @@ def leakage_figure(run: Path) -> Path | None:
         else:
             rows.append(leakage_metrics(load_signals(epoch_path(run, e))))
     return plot_leakage(epochs, rows, run / "leakage.png", f"overfitting vs leakage: {run}")
+
+
+def pass_budget(
+    n_train: int, every_n_epochs: int, rows_per_train_photo: float | None, max_rows: int | None
+) -> int | None:
+    """Rows scored per monitor pass: ``ceil(rows_per_train_photo x n_train x every_n_epochs)``
+    (at least 1), capped by ``max_rows``; ``None`` (every row) when neither is set."""
+    caps = [] if max_rows is None else [max_rows]
+    if rows_per_train_photo is not None:
+        want = round(rows_per_train_photo * n_train * max(1, every_n_epochs), 9)
+        caps.append(max(1, math.ceil(want)))
+    return min(caps) if caps else None
 
 
 def sample_rows(rows: list[dict], max_rows: int | None, seed: int = 0) -> list[dict]:

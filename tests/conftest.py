@@ -452,6 +452,11 @@ def tiny_args(tmp: Path, epochs: int, name: str = "run") -> list[str]:
         "resnet18",
         "--attack_after_fit",
         "null",  # the attacks have tests of their own
+        # the monitor every epoch on every row (the demo's per-pass row budget is for speed)
+        "--leakage.every_n_epochs",
+        "1",
+        "--leakage.rows_per_train_photo",
+        "null",
     ]
 
 

@@ -141,6 +141,58 @@ def test_monitor_row_sample_is_stratified_seeded_and_ordered():
     )
 
 
+def test_monitor_row_budget_follows_the_training_set():
+    """Rows per pass = ceil(factor x training photos x every_n_epochs), capped by max_rows, and
+    the sampled rows are the same every pass."""
+    from experiments.monitor import LeakageMonitor, pass_budget, sample_rows
+
+    assert pass_budget(96, 4, 0.4, None) == 154  # the demo: ceil(153.6)
+    assert pass_budget(100, 5, 0.4, None) == 200  # no float round-up past an exact product
+    assert pass_budget(666, 5, 0.4, 4096) == 1332  # 1,000 individuals, paper settings
+    assert pass_budget(20_000, 5, 0.4, 4096) == 4096  # max_rows still caps
+    assert pass_budget(96, 1, None, None) is None and pass_budget(96, 1, None, 50) == 50
+    assert pass_budget(3, 1, 0.01, None) == 1
+    rows = [
+        {"split": sp, "set": st, "role": ro, "sample_id": f"{sp}{i}"}
+        for sp, st, ro, n in (
+            ("train", "", "member", 100),
+            ("eval", "eval", "nonmember", 60),
+            ("attack", "attack", "nonmember", 40),
+        )
+        for i in range(n)
+    ]
+    n = pass_budget(100, 1, 0.5, None)
+    got = sample_rows(rows, n, seed=0)
+    assert len(got) == n == 50 and got == sample_rows(rows, n, seed=0)
+    assert sample_rows(rows, pass_budget(100, 5, 0.4, None)) is rows  # clipped to what exists
+    with pytest.raises(ValueError, match="rows_per_train_photo"):
+        LeakageMonitor(rows_per_train_photo=0)
+
+
+def test_leakage_chart_redraws_only_the_curves():
+    """The per-epoch chart keeps its figure while the curves and ranges stay, and matches the
+    from-scratch image's size."""
+    from attacks.leakage import CHEAP_ATTACKS
+    from attacks.report import LeakageChart, leakage_image
+
+    def row(e):
+        r = {"leak/train_acc": 0.3 + 0.03 * e, "leak/test_acc": 0.3, "leak/gap": 0.03 * e}
+        r |= {"leak/kl": 0.1, "leak/kl_null": 0.05}
+        for i, s in enumerate(CHEAP_ATTACKS):
+            r |= {f"leak/{s}_auc": 0.5 + 0.01 * i * e, f"leak/{s}_tpr@1%fpr": 0.01 * i * e}
+        return r
+
+    chart, rows, images = LeakageChart("t", x_max=9), [], []
+    for e in range(4):
+        rows.append(row(e))
+        images.append(chart.image(list(range(e + 1)), rows))
+        if e == 1:
+            fig = chart._fig
+    assert chart._fig is fig  # epochs 2 and 3 only moved the lines
+    assert images[-1].shape == leakage_image(list(range(4)), rows).shape
+    assert images[-1].dtype == np.uint8 and not np.array_equal(images[-1], images[-2])
+
+
 def test_kl_floor_at_n100_and_its_permutation_null():
     """Identical distributions at n = 100 give a KL well above 0 (the small-sample floor); the
     permutation null at the same n sits at the same level, so the excess is ~0, while a real
