@@ -310,7 +310,9 @@ def discriminate_stages(m: Meter, root: Path, run: Path) -> None:
     for k in (10, 30):
         folder = photo_folder(root / "catalog", root / f"photos_{k}", k)
         with m.stage(f"discriminate_{k}", k):
-            discriminate(run, folder, out=root / f"disc_{k}.csv", device="cpu", log=_quiet)
+            discriminate(
+                run, folder, output=root / f"disc_{k}.csv", device="cpu", log=_quiet, quiet=True
+            )
         t[k] = m.stages.pop(f"discriminate_{k}")
     per = {k: max(0.0, (t[30][k] - t[10][k]) / 20) for k in ("seconds", "cpu_seconds")}
     m.stages["discriminate"] = {**t[30], **per, "units": 1, "per_photo": True}
