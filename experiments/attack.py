@@ -250,10 +250,12 @@ def encounter_figures(scores: np.ndarray, ev: dict, rows: list[dict]) -> dict:
     Empty when the manifest records no groups (``group_by`` off) or rows lack ``index``."""
     if "index" not in ev:
         return {}
-    group = np.array([rows[int(i)]["group"] for i in ev["index"]], dtype=str)
-    if not group.size or not all(group):
+    picked = [rows[int(i)] for i in ev["index"]]
+    if not picked or not all(r["group"] for r in picked):
         return {}
-    trained = {r["group"] for r in rows if r["split"] == "train"}
+    # an encounter is (individual, group): catalogs reuse group names across individuals
+    group = np.array([f"{r['identity']}/{r['group']}" for r in picked], dtype=str)
+    trained = {f"{r['identity']}/{r['group']}" for r in rows if r["split"] == "train"}
     member = membership(ev).astype(bool)
     seen = member & np.isin(group, list(trained))
     new = member & ~seen

@@ -222,7 +222,9 @@ def run_one(args, protocol: str, target: str, out: Path) -> dict:
     model = train_target(args, dm, head, out / f"{protocol}_{target}")
     secs = time.perf_counter() - t0
     sig = extract_rows(model, rows, dm.signal_loader, "cpu", embed=model.embed)
-    groups = np.array([rows[i]["group"] or rows[i]["file"] for i in sig["index"]])
+    groups = np.array(
+        [f"{rows[i]['identity']}/{rows[i]['group'] or rows[i]['file']}" for i in sig["index"]]
+    )
     save_signals(out / f"signals_{protocol}_{target}.npz", sig)
     (out / f"split_manifest_{protocol}_{target}.json").write_text(
         json.dumps(dm.manifest_header(), indent=1, default=str)

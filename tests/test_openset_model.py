@@ -306,12 +306,12 @@ def test_encounter_figures_split_member_photos_by_encounter():
     from experiments.attack import encounter_figures
 
     rows = [
-        {"group": "a", "split": "train"},
-        {"group": "a", "split": "test"},  # seen encounter
-        {"group": "b", "split": "test"},  # held-out encounter
-        {"group": "b", "split": "test"},
-        {"group": "n1", "split": "eval"},
-        {"group": "n2", "split": "eval"},
+        {"identity": "x", "group": "a", "split": "train"},
+        {"identity": "x", "group": "a", "split": "test"},  # seen encounter
+        {"identity": "y", "group": "a", "split": "test"},  # y's own "a": held out (names repeat)
+        {"identity": "y", "group": "a", "split": "test"},
+        {"identity": "n", "group": "n1", "split": "eval"},
+        {"identity": "n", "group": "n2", "split": "eval"},
     ]
     ev = {"index": np.arange(1, 6), "role": np.array(["member"] * 3 + ["nonmember"] * 2)}
     scores = np.array([0.9, 0.2, 0.6, 0.5, 0.1])
@@ -319,7 +319,7 @@ def test_encounter_figures_split_member_photos_by_encounter():
     assert (f["n_seen_encounter_photos"], f["n_new_encounter_photos"]) == (1, 2)
     assert f["auc_seen_encounter"] == 1.0  # 0.9 above both non-members
     assert f["auc_new_encounter"] == 0.75  # 0.2 and 0.6 against 0.5 and 0.1: 3 of 4 pairs
-    assert f["auc_encounter_level"] == 0.5  # encounter b mean 0.4: above n2 (0.1), below n1
+    assert f["auc_encounter_level"] == 0.5  # encounter y/a mean 0.4: above n2 (0.1), below n1
     assert "held out" in encounter_table({"yeom": f})
     assert encounter_figures(scores, {"role": ev["role"]}, rows) == {}
 
