@@ -50,13 +50,15 @@ def level_sets(signals: dict, level: str, seed: int = 0) -> tuple[dict, dict] | 
         att, ev = subset(signals, "attack"), subset(signals, "eval")
     else:
         split, has = signals["split"], signals["label"] >= 0
+        if "loss_true" in signals:  # rows whose true label the target has (no NaN loss)
+            has = has & np.isfinite(np.asarray(signals["loss_true"], dtype=np.float64))
         train = np.flatnonzero(split == "train")
         half = np.zeros(len(split), dtype=bool)
         half[np.random.default_rng(seed).permutation(train)[: len(train) // 2]] = True
         sig = dict(signals)
         sig["role"] = np.where(split == "train", "member", "nonmember")
-        att = select(sig, ((split == "val") & has) | half)
-        ev = select(sig, ((split == "test") & has) | ((split == "train") & ~half))
+        att = select(sig, ((split == "val") | half) & has)
+        ev = select(sig, ((split == "test") | ((split == "train") & ~half)) & has)
     for rows in (att, ev):
         if len(np.unique(membership(rows))) < 2:
             return None

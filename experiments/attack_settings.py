@@ -93,6 +93,11 @@ class LabelOnlySettings:
     chunk: int = 1024
     seed: int = 0
 
+    def search_options(self) -> dict:
+        """The boundary search's keyword arguments (``boundary_distances``)."""
+        keys = ("max_iter", "init_eval", "max_eval", "init_size", "max_queries", "chunk", "seed")
+        return {k: getattr(self, k) for k in keys}
+
 
 @dataclass
 class EnsembleSettings:

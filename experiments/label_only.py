@@ -43,15 +43,7 @@ def label_only_signals(
     sel = pick_rows(sig, lo)
     rows = [ctx.rows[i] for i in sig["index"][sel]]
     x = ctx.images(rows).to(ctx.device)
-    hsj = dict(
-        max_iter=lo.max_iter,
-        init_eval=lo.init_eval,
-        max_eval=lo.max_eval,
-        init_size=lo.init_size,
-        max_queries=lo.max_queries,
-        chunk=lo.chunk,
-        seed=lo.seed,
-    )
+    hsj = lo.search_options()
     dist, secs = boundary_distances(ctx.model(), x, len(ctx.class_names), method=lo.method, **hsj)
     lsig = {k: sig[k][sel] for k in (*META_FIELDS, "index", "label", "pred")}
     lsig.update(

@@ -259,15 +259,7 @@ def monitor_label_only(pl_module, dm, rows: list[dict], signals: dict, lo) -> di
     sel = pick_rows(signals, lo)
     picked = [rows[i] for i in signals["index"][sel]]
     x = torch.cat([b[0] for b in dm.signal_loader(picked)]).to(pl_module.device)
-    hsj = dict(
-        max_iter=lo.max_iter,
-        init_eval=lo.init_eval,
-        max_eval=lo.max_eval,
-        init_size=lo.init_size,
-        max_queries=lo.max_queries,
-        chunk=lo.chunk,
-        seed=lo.seed,
-    )
+    hsj = lo.search_options()
     dist, _ = boundary_distances(pl_module, x, dm.num_classes, method=lo.method, **hsj)
     out = dict(signals)
     out["boundary_distance"] = np.full(len(signals["index"]), np.nan)
