@@ -50,7 +50,7 @@ from attacks.signals import balanced, membership, subset
 from attacks.uncertainty import bootstrap_ci
 from datamodules.errors import DataError
 from datamodules.image_check import check_images
-from datamodules.images import eval_transform, load_rgb
+from datamodules.images import load_rgb
 from experiments.config_files import command_parser
 from experiments.outputs import atomic_path, claim, fresh_name, write_json
 from experiments.runs import RunContext, final_signals
@@ -382,7 +382,7 @@ def _progress(loader: DataLoader, total: int, quiet: bool):
 
 def score_photos(ctx: RunContext, model: nn.Module, good: list[Path], quiet: bool) -> dict:
     """Signals (``logits``, ``embedding``, losses ...) of the readable photos ``good``."""
-    loader = DataLoader(_Images(good, eval_transform(ctx.image_size)), batch_size=32)
+    loader = DataLoader(_Images(good, ctx.transform()), batch_size=32)
     return extract_arrays(model, _progress(loader, len(good), quiet), ctx.device, embed=model.embed)
 
 

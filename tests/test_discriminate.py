@@ -320,3 +320,26 @@ def test_the_calibration_scale_keeps_every_ranking():
     ):
         f = feature(name, score)
         assert np.all(np.isfinite(f)) and np.all(np.diff(f) > 0), name
+
+
+def test_new_photos_are_resized_as_the_run_was_trained(run_folder, photos, tmp_path, monkeypatch):
+    """A letterbox run scores new photos letterboxed: the photos go through the run's transform."""
+    from datamodules.images import eval_transform
+    from experiments import discriminate as disc
+    from experiments.runs import RunContext
+
+    made, given = [], []
+
+    def letterbox(self):
+        made.append(eval_transform(self.image_size, "letterbox", 0))
+        return made[-1]
+
+    class Photos(disc._Images):
+        def __init__(self, paths, transform):
+            given.append(transform)
+            super().__init__(paths, transform)
+
+    monkeypatch.setattr(RunContext, "transform", letterbox)
+    monkeypatch.setattr(disc, "_Images", Photos)
+    rows, _ = run(run_folder, photos, tmp_path / "lb.csv")
+    assert rows and given and all(any(t is m for m in made) for t in given)
