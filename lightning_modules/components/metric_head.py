@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from pytorch_metric_learning.losses import ArcFaceLoss, SubCenterArcFaceLoss
 from torch import nn
 
 
@@ -64,6 +63,10 @@ class ArcFaceHead(nn.Module):
 
     def __init__(self, num_classes: int, settings: ArcFaceSettings):
         super().__init__()
+        # imported here: pytorch-metric-learning pulls scipy.stats (~2 s), which a softmax run's
+        # commands (discriminate, attack) never need
+        from pytorch_metric_learning.losses import ArcFaceLoss, SubCenterArcFaceLoss
+
         kw = dict(
             num_classes=num_classes,
             embedding_size=settings.embedding_dim,
