@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from attacks.metrics import auc, tpr_at_fpr
+from attacks.open_set import rates
 from attacks.uncertainty import bootstrap_ci
 
 LOW_FPRS = (0.01, 0.001)
@@ -30,9 +31,10 @@ def bootstrap_groups(identity: np.ndarray, is_member: np.ndarray) -> np.ndarray:
 
 
 def balanced_accuracy(scores, is_member, tau: float) -> float:
-    """(TPR + TNR) / 2 of ``score >= tau -> member``."""
-    s, y = np.asarray(scores), np.asarray(is_member).astype(bool)
-    return 0.5 * ((s[y] >= tau).mean() + (s[~y] < tau).mean())
+    """(TPR + TNR) / 2 of ``score >= tau -> member`` (rates from :func:`attacks.open_set.rates`;
+    NaN when a class is absent)."""
+    tpr, fpr = rates(scores, is_member, tau)
+    return 0.5 * (tpr + 1.0 - fpr)
 
 
 def ci_summary(

@@ -60,6 +60,14 @@ def write_manifest(folder: Path, rows: list[dict], header: dict, columns: Sequen
     return csv_path
 
 
+def encounter_key(row: dict) -> str:
+    """The encounter of one manifest row: ``"<identity>/<group>"`` (catalogs reuse group names
+    across individuals, so the identity is part of the key). A row without a group (a run split
+    without ``group_by``) falls back to ``"<identity>/<file>"``: each photo is its own encounter,
+    as the individual/encounter sampler treats it; no grouping is invented from folder names."""
+    return f"{row['identity']}/{row.get('group') or row['file']}"
+
+
 def read_manifest(folder: Path) -> tuple[list[dict], dict]:
     """Rows (``label`` / ``n_objects`` as int) and header of a saved manifest."""
     folder = Path(folder)

@@ -31,6 +31,7 @@ from attacks.registry import get
 from attacks.report import encounter_table, evaluate, split_note, write_attack, write_summary
 from attacks.signals import accuracy, balanced, membership, subset
 from datamodules.errors import DataError
+from datamodules.manifest import encounter_key
 from experiments.attack_settings import AttackSettings
 from experiments.config_files import command_parser
 from experiments.ensemble import ensemble_attacks, ensemble_config, train_subsets
@@ -253,9 +254,8 @@ def encounter_figures(scores: np.ndarray, ev: dict, rows: list[dict]) -> dict:
     picked = [rows[int(i)] for i in ev["index"]]
     if not picked or not all(r["group"] for r in picked):
         return {}
-    # an encounter is (individual, group): catalogs reuse group names across individuals
-    group = np.array([f"{r['identity']}/{r['group']}" for r in picked], dtype=str)
-    trained = {f"{r['identity']}/{r['group']}" for r in rows if r["split"] == "train"}
+    group = np.array([encounter_key(r) for r in picked], dtype=str)
+    trained = {encounter_key(r) for r in rows if r["split"] == "train"}
     member = membership(ev).astype(bool)
     seen = member & np.isin(group, list(trained))
     new = member & ~seen

@@ -51,6 +51,7 @@ from attacks.uncertainty import bootstrap_ci
 from datamodules.errors import DataError
 from datamodules.image_check import check_images
 from datamodules.images import load_rgb
+from datamodules.manifest import encounter_key
 from experiments.config_files import command_parser
 from experiments.outputs import atomic_path, claim, fresh_name, write_json
 from experiments.runs import RunContext, final_signals
@@ -176,14 +177,9 @@ def groups_for(paths: list[Path], folder: Path, groups_csv: Path | None) -> dict
 
 
 def run_encounters(ctx: RunContext, sig: dict) -> np.ndarray:
-    """Encounter of each signal row: ``identity/group`` from the manifest, or ``identity/photo
-    folder`` for runs split without ``group_by``."""
-    out = []
-    for i in np.asarray(sig["index"]):
-        r = ctx.rows[int(i)]
-        key = r.get("group") or str(Path(r["file"]).parent)
-        out.append(f"{r['identity']}/{key}")
-    return np.asarray(out)
+    """Encounter of each signal row (:func:`datamodules.manifest.encounter_key`:
+    ``identity/group``, or ``identity/file`` for runs split without ``group_by``)."""
+    return np.asarray([encounter_key(ctx.rows[int(i)]) for i in np.asarray(sig["index"])])
 
 
 # ---- scores at one level (photo or encounter) ------------------------------------------------

@@ -43,6 +43,7 @@ from attacks.registry import get
 from attacks.signals import save_signals, subset
 from attacks.uncertainty import bootstrap_ci
 from datamodules.catalogs import NoaaReader
+from datamodules.manifest import encounter_key
 from datamodules.splits import SplitSettings
 from datamodules.whale import LoaderSettings, WhaleDataModule
 from lightning_modules.classifier import ImageClassifier
@@ -222,9 +223,7 @@ def run_one(args, protocol: str, target: str, out: Path) -> dict:
     model = train_target(args, dm, head, out / f"{protocol}_{target}")
     secs = time.perf_counter() - t0
     sig = extract_rows(model, rows, dm.signal_loader, "cpu", embed=model.embed)
-    groups = np.array(
-        [f"{rows[i]['identity']}/{rows[i]['group'] or rows[i]['file']}" for i in sig["index"]]
-    )
+    groups = np.array([encounter_key(rows[i]) for i in sig["index"]])
     save_signals(out / f"signals_{protocol}_{target}.npz", sig)
     (out / f"split_manifest_{protocol}_{target}.json").write_text(
         json.dumps(dm.manifest_header(), indent=1, default=str)

@@ -324,6 +324,24 @@ def test_encounter_figures_split_member_photos_by_encounter():
     assert encounter_figures(scores, {"role": ev["role"]}, rows) == {}
 
 
+def test_one_encounter_key_for_every_command():
+    from types import SimpleNamespace
+
+    from datamodules.manifest import encounter_key
+    from experiments.discriminate import run_encounters
+
+    rows = [
+        {"identity": "x", "group": "a", "file": "x/1.jpg"},
+        {"identity": "y", "group": "a", "file": "y/1.jpg"},  # group names repeat across whales
+        {"identity": "y", "group": "", "file": "y/2.jpg"},  # no group: the photo alone
+        {"identity": "y", "group": "", "file": "y/3.jpg"},  # same folder, not the same encounter
+    ]
+    assert [encounter_key(r) for r in rows] == ["x/a", "y/a", "y/y/2.jpg", "y/y/3.jpg"]
+    ctx = SimpleNamespace(rows=rows)
+    got = run_encounters(ctx, {"index": np.array([3, 0, 2])})
+    assert got.tolist() == ["y/y/3.jpg", "x/a", "y/y/2.jpg"]
+
+
 @pytest.mark.slow
 def test_openset_table_runs_on_a_tiny_noaa_catalog(tmp_path, noaa_catalog):
     from experiments.openset_table import main
