@@ -179,7 +179,9 @@ def ensemble_step(inp: Inputs, loggers: RunLoggers) -> dict[str, tuple[dict, dic
     """The ensemble MIA (it trains its own subset targets): ``{ensemble_<rule>: (m, info)}``."""
     if not inp.settings.ensemble.enabled:
         return {}
-    done = ensemble_attacks(inp.ctx, inp.sig, inp.settings, inp.out, inp.fwd, inp.log)
+    done = ensemble_attacks(
+        inp.ctx, inp.sig, inp.settings, inp.out, inp.fwd, inp.log, scored=inp.scored
+    )
     for name, (m, info) in done.items():
         log_attack(loggers, name, m, inp.out / "ensemble" / info["rule"])
     return done

@@ -186,7 +186,7 @@ def uncertainty_section(inp, scored: dict, out: Path) -> str:
     by_level: dict[str, dict] = {}
     for name, (ev, sc, sel, tau, info) in scored.items():
         y = membership(ev)
-        cis[name] = ci_summary(
+        cis[name] = info.get("ci") or ci_summary(
             sc[sel], y[sel], tau, ev["identity"][sel], n_boot=s.n_boot, seed=inp.settings.seed
         )
         level = info.get("level", "identity")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attacks.confidence import ci_summary, ci_table
 from attacks.ensemble import RULES, combine, split_identities
 from attacks.registry import get
 from attacks.report import evaluate, write_attack
@@ -193,6 +194,7 @@ def run_ensemble(ctx, out_dir: Path, cfg: dict, single_signals: dict, log=print)
             "score": single.score(sev),
             "threshold": single.score_threshold,
             "is_member": membership(sev),
+            "identity": sev["identity"],
         },
         "train_seconds": t_train,
         "combine_seconds_per_sample": per_sample,
@@ -218,38 +220,49 @@ def ensemble_config(ctx, s) -> dict:
 
 
 def ensemble_attacks(
-    ctx, sig: dict, s, out: Path, fwd: float, log=print
+    ctx, sig: dict, s, out: Path, fwd: float, log=print, scored: dict | None = None
 ) -> dict[str, tuple[dict, dict]]:
     """Run the ensemble and write ``<out>/ensemble/{<rule>/, report.md, ensemble.json}``.
 
     ``fwd``: the target's forward time per sample (s); each subset target costs one per sample.
+    Every rule and the single model get 95% bootstrap intervals by individual (``info["ci"]``,
+    :func:`attacks.confidence.ci_summary`, ``s.calibrated.n_boot`` replicates). ``scored``, when
+    given, receives ``{ensemble_<rule>: (eval signals, scores (N,), selected rows, threshold,
+    info)}`` as :class:`experiments.attack.Inputs` keeps it (for ``risk.csv``).
     Returns ``{ensemble_<rule>: (metrics, info)}`` on the evaluation set.
     """
     cfg = ensemble_config(ctx, s)
     edir = out / "ensemble"
     res = run_ensemble(ctx, edir, cfg, sig, log=log)
-    y = res["is_member"]
     ev = select(sig, np.isin(sig["index"], res["eval_index"]))
+    pos = {int(i): k for k, i in enumerate(res["eval_index"])}
+    take = np.array([pos[int(i)] for i in ev["index"]], dtype=np.int64)  # res rows -> ev rows
+    y = res["is_member"][take]
     results = {}
     for rule, r in res["rules"].items():
         # decision margin: the combined score is >= 0 exactly for members except for majority
         tau = 0.0 if rule != "majority" else (res["n_subsets"] // 2 + 1) - 0.5
+        score = r["score"][take]
         kw = dict(identity=ev["identity"], label=ev["label"], pred=ev["pred"], seed=s.seed)
-        m, sel = evaluate(r["score"], y, tau, balanced=s.balanced, name=f"ensemble_{rule}", **kw)
-        assert np.array_equal(r["score"][sel] >= tau, r["decision"][sel]), rule
+        m, sel = evaluate(score, y, tau, balanced=s.balanced, name=f"ensemble_{rule}", **kw)
+        assert np.array_equal(score[sel] >= tau, r["decision"][take][sel]), rule
         info = {
             "rule": rule,
             "base": res["base"],
             "n_subsets": res["n_subsets"],
             "epochs": cfg["epochs"],
             "train_seconds": res["train_seconds"],
+            "fit_seconds": res["train_seconds"],  # the subset targets and their attacks
             "discrimination_seconds_per_sample": res["combine_seconds_per_sample"]
             + res["n_subsets"] * fwd,
+            "ci": _ci(score[sel], y[sel], tau, ev["identity"][sel], s),
         }
-        write_attack(edir / rule, f"ensemble_{rule}", m, r["score"][sel], y[sel], info)
+        write_attack(edir / rule, f"ensemble_{rule}", m, score[sel], y[sel], info)
         results[f"ensemble_{rule}"] = (m, info)
+        if scored is not None:
+            scored[f"ensemble_{rule}"] = (ev, score, sel, tau, info)
     single = res["single"]
-    sm, _ = evaluate(
+    sm, ssel = evaluate(
         single["score"],
         single["is_member"],
         single["threshold"],
@@ -257,15 +270,24 @@ def ensemble_attacks(
         seed=s.seed,
         name=f"ensemble_single_{res['base']}",
     )
+    pick = {k: single[k][ssel] for k in ("score", "is_member", "identity")}
+    sm["ci"] = _ci(pick["score"], pick["is_member"], single["threshold"], pick["identity"], s)
     (edir / "report.md").write_text(ensemble_report(ctx, res, cfg, s, sm, results))
     payload = {
         "subsets": res["subsets"],
         "single": sm,
         "thresholds": res["thresholds"].tolist(),
         "rules": {k: v[0] for k, v in results.items()},
+        "ci": {k: v[1]["ci"] for k, v in results.items()},
     }
     (edir / "ensemble.json").write_text(json.dumps(payload, indent=2, default=str))
     return results
+
+
+def _ci(score: np.ndarray, y: np.ndarray, tau: float, identity: np.ndarray, s) -> dict:
+    """95% bootstrap intervals by individual of one rule's (or the single model's) balanced
+    evaluation rows: :func:`attacks.confidence.ci_summary`."""
+    return ci_summary(score, y, tau, identity, n_boot=s.calibrated.n_boot, seed=s.seed)
 
 
 def ensemble_report(ctx, res: dict, cfg: dict, s, single: dict, results: dict) -> str:
@@ -305,6 +327,13 @@ def ensemble_report(ctx, res: dict, cfg: dict, s, single: dict, results: dict) -
             f"| single target, `{res['base']}` | {single['acc']:.3f} | {single['fpr']:.3f} | "
             f"{single['tpr']:.3f} | {single['auc']:.3f} |",
             *rows,
+            "",
+            "## Confidence intervals (95%, bootstrap by individual)",
+            "",
+            ci_table(
+                {f"single target, `{res['base']}`": single["ci"]}
+                | {f"ensemble `{info['rule']}`": info["ci"] for _, info in results.values()}
+            ),
             "",
         ]
     )

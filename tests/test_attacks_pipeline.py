@@ -73,6 +73,9 @@ def test_attack_command_writes_every_report(run_folder, tmp_path):
     report = (att / "report.md").read_text()
     assert "Figure 6" in report and "Table 4" in report
     assert "Table 6" in (att / "ensemble" / "report.md").read_text()
+    risk_cols = (att / "risk.csv").read_text().splitlines()[0].split(",")
+    assert {"yeom", "ensemble_any", "ensemble_any_rank", "ensemble_majority"} <= set(risk_cols)
+    assert "| ensemble_any |" in report  # in the confidence-interval table
     # results went through the run's loggers: TensorBoard in the run folder, CSV beside the reports
     tags = set()
     for ev in run_folder.glob("events.out.tfevents.*"):
@@ -166,3 +169,65 @@ def test_a_run_saved_with_flat_data_settings_keeps_its_image_size(run_folder, tm
     (old / "config.yaml").write_text(yaml.safe_dump(cfg))
     ctx = RunContext.open(old)
     assert ctx.image_size == RunContext.open(run_folder).image_size == loader["image_size"]
+
+
+def test_ensemble_rules_get_intervals_and_risk_columns(monkeypatch, tmp_path, separable_run):
+    """Every ensemble rule gets bootstrap intervals by individual and its score and rank in
+    risk.csv; scores are matched to the evaluation rows by manifest index, not by position."""
+    import csv
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import experiments.ensemble as ens
+    from attacks.ensemble import combine
+    from attacks.signals import membership, subset
+    from experiments.attack_settings import AttackSettings
+    from experiments.calibrated import uncertainty_section
+
+    sig, _, ev = separable_run
+    order = ev["index"][::-1]  # the ensemble's rows in another order than the signal file's
+    back = {int(i): k for k, i in enumerate(ev["index"])}
+    rows = np.array([back[int(i)] for i in order])
+    loss = ev["loss_pred"][rows].astype(np.float64)
+    scores = np.stack([-loss, -loss + 0.01])
+    res = {
+        "rules": {r: dict(zip(("decision", "score"), combine(scores, [-0.5, -0.5], r))) for r in
+                  ("any", "majority", "mean_score")},
+        "eval_index": order,
+        "is_member": membership(ev)[rows],
+        "thresholds": np.array([-0.5, -0.5]),
+        "subsets": [],
+        "n_subsets": 2,
+        "base": "yeom",
+        "train_seconds": 1.0,
+        "combine_seconds_per_sample": 0.0,
+        "single": {"score": -ev["loss_pred"].astype(np.float64), "threshold": -0.5,
+                   "is_member": membership(ev), "identity": ev["identity"]},
+    }  # fmt: skip
+    monkeypatch.setattr(ens, "run_ensemble", lambda *a, **k: res)
+    s = AttackSettings()
+    s.calibrated.n_boot = 50
+    ctx = SimpleNamespace(
+        config={"trainer": {"max_epochs": 1}},
+        data_setting=lambda *a: a[-1],
+        model_args={"arch": "resnet18"},
+    )
+    scored: dict = {}
+    out = ens.ensemble_attacks(ctx, sig, s, tmp_path, 1e-3, log=lambda *a: None, scored=scored)
+    names = {"ensemble_any", "ensemble_majority", "ensemble_mean_score"}
+    assert set(out) == set(scored) == names
+    for name in names:
+        ci = scored[name][4]["ci"]
+        assert ci["auc"][0] == 1.0  # separable, so the rows were matched up right
+        for k in ("auc", "tpr@1%fpr", "tpr@0.1%fpr", "balanced_acc"):
+            assert ci[k][1] <= ci[k][0] <= ci[k][2]
+    report = (tmp_path / "ensemble" / "report.md").read_text()
+    assert "bootstrap by individual" in report and "| ensemble `majority` | 1.000 [" in report
+    md = uncertainty_section(SimpleNamespace(settings=s), scored, tmp_path)
+    assert "| ensemble_mean_score | 1.000 [" in md
+    got = list(csv.DictReader((tmp_path / "risk.csv").open()))
+    assert len(got) == len(subset(sig, "eval")["index"])
+    first = min(got, key=lambda r: -float(r["ensemble_any"]))
+    assert first["ensemble_any_rank"] == "1" and first["role"] == "member"
+    assert {f"{n}_rank" for n in names} <= set(got[0])
