@@ -16,6 +16,11 @@ replaced by one-sided Clopper-Pearson upper bounds ``FPR_hi``, ``FNR_hi`` (each 
 several is reported), as in Jagielski, Ullman and Oprea (2020) and Nasr et al. (2021). Larger
 rates only lower the bound, so it is conservative. Only sample-level tests count: the members
 must be the training examples the guarantee protects.
+
+:func:`audit_attacks` audits several attacks at once: each threshold chosen on an attack split
+(:func:`audit_threshold`, the largest bound there), the errors counted on a separate evaluation
+split, every bound at level ``alpha / k`` so that the best of the ``k`` is a valid
+``1 - alpha`` bound (see ``docs/defenses.md``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import math
 
 import numpy as np
 from scipy.stats import beta
+
+from attacks.metrics import best_threshold
 
 
 def clopper_pearson_upper(k: int, n: int, alpha: float) -> float:
@@ -73,12 +80,82 @@ def epsilon_lower_bound(
 
 def _bound(fpr: float, fnr: float, delta: float) -> float:
     """``max(0, log((1-delta-FPR)/FNR), log((1-delta-FNR)/FPR))``; inf when a rate is 0."""
-    out = 0.0
-    for num, den in ((1.0 - delta - fpr, fnr), (1.0 - delta - fnr, fpr)):
-        if num <= 0:
-            continue
-        out = max(out, math.inf if den <= 0 else math.log(num / den))
+    return float(_bounds(np.asarray(fpr), np.asarray(fnr), delta))
+
+
+def _bounds(fpr: np.ndarray, fnr: np.ndarray, delta: float) -> np.ndarray:
+    """:func:`_bound` elementwise over arrays of rates."""
+    out = np.zeros(np.broadcast(fpr, fnr).shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for num, den in ((1.0 - delta - fpr, fnr), (1.0 - delta - fnr, fpr)):
+            b = np.where(den <= 0, math.inf, np.log(num / np.where(den <= 0, 1.0, den)))
+            out = np.maximum(out, np.where(num > 0, b, 0.0))
     return out
+
+
+def _cp_uppers(k: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    """:func:`clopper_pearson_upper` elementwise over event counts ``k`` (same ``n``)."""
+    k = np.asarray(k)
+    if n <= 0:
+        return np.ones(k.shape)
+    return np.where(k >= n, 1.0, beta.ppf(1.0 - alpha, k + 1, np.maximum(n - k, 1)))
+
+
+def audit_threshold(
+    scores: np.ndarray,
+    is_member: np.ndarray,
+    *,
+    delta: float,
+    alpha: float = 0.05,
+    n_tests: int = 1,
+) -> float:
+    """The threshold (member iff ``score >= tau``) whose counts on these rows give the largest
+    :func:`epsilon_lower_bound` (same ``alpha`` and ``n_tests``). Chosen on the attack split
+    only; counted on the evaluation split, the bound stays an honest test. Candidates are the
+    midpoints between distinct scores plus both ends; ties go to the lowest. When no candidate
+    proves anything the accuracy-best threshold (:func:`attacks.metrics.best_threshold`)."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(is_member).astype(bool)
+    u = np.unique(s)
+    cand = np.concatenate([[u[0] - 1.0], (u[:-1] + u[1:]) / 2, [u[-1] + 1.0]])
+    mem, non = np.sort(s[y]), np.sort(s[~y])
+    fn = np.searchsorted(mem, cand, side="left")  # members below tau
+    fp = len(non) - np.searchsorted(non, cand, side="left")  # non-members at or above tau
+    a = alpha / (2 * max(1, n_tests))
+    eps = _bounds(_cp_uppers(fp, len(non), a), _cp_uppers(fn, len(mem), a), delta)
+    if not (eps > 0).any():
+        return best_threshold(s, y)[0]
+    return float(cand[int(np.argmax(eps))])
+
+
+def audit_attacks(
+    scored: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    delta: float,
+    alpha: float = 0.05,
+) -> dict:
+    """The bound of every attack and the best one, valid at ``1 - alpha`` together.
+
+    ``scored[name] = (fit scores, fit is_member, eval scores, eval is_member)``, all (N,) of
+    one audit level whose members are training examples. Each attack's threshold is chosen on
+    its fit rows (:func:`audit_threshold`) and its confusion counted on the eval rows. With
+    ``k = len(scored)`` attacks each bound is taken at level ``alpha / k`` (Bonferroni), so
+    every per-attack bound, and their maximum, holds with probability ``1 - alpha``.
+
+    Returns ``{"best": best_epsilon_lower_bound(...) (with "attack", "threshold"),
+    "per_attack": {name: epsilon_lower_bound(...) + "threshold"}}``.
+    """
+    k = len(scored)
+    per, counts = {}, {}
+    for name, (fs, fy, es, ey) in scored.items():
+        tau = audit_threshold(fs, fy, delta=delta, alpha=alpha, n_tests=k)
+        counts[name] = confusion(es, ey, tau)
+        b = epsilon_lower_bound(*counts[name], delta=delta, alpha=alpha, n_tests=k)
+        per[name] = {**b, "threshold": tau}
+    best = best_epsilon_lower_bound(counts, delta=delta, alpha=alpha)
+    if best["attack"] is not None:
+        best["threshold"] = per[best["attack"]]["threshold"]
+    return {"best": best, "per_attack": per}
 
 
 def confusion(scores: np.ndarray, is_member: np.ndarray, tau: float) -> tuple[int, int, int, int]:

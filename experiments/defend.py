@@ -11,8 +11,10 @@ epoch, as the leakage monitor logs them: ``leak/train_acc``, ``leak/test_acc`` (
 ``attack/acc``, ``attack/auc`` (the Yeom loss-threshold attack on members vs non-members),
 ``leak/gap``; and for DP runs ``dp/epsilon`` (Opacus RDP, Poisson) and ``dp/epsilon_yu`` (the
 paper's Yu et al. bound) beside ``leak/eps_lb``, the empirical lower bound on epsilon that the
-best sample-level attack of the leakage monitor proves (Clopper-Pearson, 95%;
-:mod:`attacks.dp_audit`): the accountant's epsilon is an upper bound, the audit's a lower one. Writes ``<out>/defense_table.csv``, ``defense_table.md`` and
+best of the leakage monitor's attacks proves at the sample level (Clopper-Pearson, 95% with
+Bonferroni over the attacks; :mod:`attacks.dp_audit`), and ``epsilon_lb_attack``, which attack
+that is (``-`` when none proves more than 0): the accountant's epsilon is an upper bound, the
+audit's a lower one. Writes ``<out>/defense_table.csv``, ``defense_table.md`` and
 ``privacy_utility.png`` (test accuracy and attack AUC against epsilon; non-DP runs at epsilon =
 inf on the right edge), and ``overfit_vs_no_overfit.png`` when both ``base`` and ``no_overfit``
 variants ran (Figure 9's comparison).
@@ -33,6 +35,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attacks.leakage import best_audit_attack
 from datamodules.errors import DataError
 from experiments.config_files import command_parser
 from experiments.fit import fit_argv
@@ -48,6 +51,7 @@ COLUMNS = (
     "attack_auc",
     "epsilon",
     "epsilon_lb",
+    "epsilon_lb_attack",
     "epsilon_yu",
     "noise_multiplier",
     "epochs",
@@ -90,6 +94,8 @@ def summarize(name: str, run: Path, epochs: int) -> dict:
     row = {"variant": name, "epochs": epochs}
     for col, tag in TAGS.items():
         row[col] = s.get(tag, math.nan)
+    stem, _ = best_audit_attack(s)
+    row["epsilon_lb_attack"] = stem or "-"
     return row
 
 

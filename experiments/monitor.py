@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from attacks.leakage import CHEAP_ATTACKS, leakage_metrics
+from attacks.leakage import CHEAP_ATTACKS, best_audit_attack, leakage_metrics
 from attacks.report import LeakageChart, plot_leakage
 from attacks.signals import epoch_path, list_epochs, load_signals, save_signals
 from datamodules.detection.datamodule import DetectionDataModule
@@ -189,6 +189,9 @@ class LeakageMonitor(pl.Callback):
         write_json(metrics_path(log_dir, epoch), metrics)
         rank_zero_info(f"signals: {Path(path)}")
         self.history = [h for h in self.history if h[0] != epoch] + [(epoch, metrics)]
+        if "leak/eps_lb" in metrics:
+            for writer in _tb_writers(trainer):
+                writer.add_text("leak/eps_lb_attack", eps_text(metrics), epoch)
         writers = _tb_writers(trainer) if self.tb_figure else []
         if writers:
             img = self.chart_image(trainer.max_epochs)
@@ -233,6 +236,14 @@ def _dp_delta(pl_module) -> float | None:
     return None if cfg is None else float(cfg.delta)
 
 
+def eps_text(metrics: dict) -> str:
+    """One line for TensorBoard: the empirical lower bound on epsilon and the attack behind it."""
+    stem, eps = best_audit_attack(metrics)
+    n = sum(k.startswith("leak/eps_lb_") for k in metrics)
+    who = f"best attack `{stem}`" if stem else "no attack proves a bound above 0"
+    return f"epsilon >= {eps:.3f} (95%, Bonferroni over {n} sample-level attacks): {who}"
+
+
 def custom_scalars_layout(attacks: tuple[str, ...]) -> dict:
     """TensorBoard custom-scalars layout of the monitor's tags (``Multiline`` charts)."""
     stems = "|".join(attacks)
@@ -246,7 +257,10 @@ def custom_scalars_layout(attacks: tuple[str, ...]) -> dict:
             "attack AUC": ["Multiline", [rf"leak/({stems})_auc"]],
             "attack TPR at 1% FPR": ["Multiline", [rf"leak/({stems})_tpr@1%fpr"]],
             "attacker advantage (max TPR - FPR)": ["Multiline", [rf"leak/({stems})_adv"]],
-            "empirical epsilon lower bound (DP runs)": ["Multiline", ["leak/eps_lb"]],
+            "accountant's epsilon and the empirical lower bound (DP runs)": [
+                "Multiline",
+                ["^dp/epsilon$", "^leak/eps_lb"],
+            ],
         }
     }
 

@@ -10,6 +10,8 @@ import pytest
 from scipy.stats import beta
 
 from attacks.dp_audit import (
+    audit_attacks,
+    audit_threshold,
     best_epsilon_lower_bound,
     clopper_pearson_upper,
     confusion,
@@ -82,3 +84,51 @@ def test_best_of_several_attacks_pays_for_the_choice():
     assert best["attack"] == "strong" and best["n_tests"] == 2
     assert 0 < best["eps_lb"] < alone["eps_lb"]  # Bonferroni over two attacks
     assert best_epsilon_lower_bound({}, delta=1e-5)["eps_lb"] == 0.0
+
+
+def planted_attacks(eps: float, n: int, rng) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """n members and n non-members; three attacks read planted mechanisms of the membership bit:
+    ``laplace`` b + Laplace(1/eps) (eps-DP), ``weak`` b + Laplace(3/eps) (eps/3-DP) and
+    ``blind`` pure noise (0-DP)."""
+    b = np.repeat([1, 0], n)
+    return b, {
+        "laplace": b + rng.laplace(0, 1 / eps, 2 * n),
+        "weak": b + rng.laplace(0, 3 / eps, 2 * n),
+        "blind": rng.normal(size=2 * n),
+    }
+
+
+def audit_once(eps: float, n: int, rng, alpha: float) -> dict:
+    """Thresholds chosen on one draw (the attack split), counted on a fresh one (evaluation)."""
+    fb, fit = planted_attacks(eps, n, rng)
+    eb, ev = planted_attacks(eps, n, rng)
+    return audit_attacks({k: (fit[k], fb, ev[k], eb) for k in fit}, delta=0.0, alpha=alpha)
+
+
+def test_best_of_several_attacks_names_it_and_stays_below_the_true_epsilon():
+    eps = 2.0
+    rng = np.random.default_rng(3)
+    runs = [audit_once(eps, 1000, rng, 0.05) for _ in range(60)]
+    assert {r["best"]["attack"] for r in runs} == {"laplace"}
+    assert np.mean([r["best"]["eps_lb"] > eps for r in runs]) <= 0.05
+    for r in runs:  # Bonferroni over the three: every bound at alpha / 3
+        assert {v["n_tests"] for v in r["per_attack"].values()} == {3}
+        assert r["best"]["eps_lb"] == max(v["eps_lb"] for v in r["per_attack"].values())
+        assert r["per_attack"]["blind"]["eps_lb"] < 0.5
+    strict = [audit_once(eps, 1000, rng, 1e-4) for _ in range(60)]
+    assert max(r["best"]["eps_lb"] for r in strict) <= eps
+    assert max(r["per_attack"]["weak"]["eps_lb"] for r in strict) <= eps / 3
+
+
+def test_audit_threshold_maximises_the_bound_on_the_fit_rows():
+    # members 0.9-0.99 and one at 0.1; non-members 0.0-0.5: the accuracy cut is near 0.7, the
+    # bound's cut too; with every score tied nothing is proved and the accuracy cut is used
+    s = np.concatenate([np.linspace(0.9, 0.99, 50), [0.1], np.linspace(0.0, 0.5, 51)])
+    y = np.repeat([1, 0], 51)
+    tau = audit_threshold(s, y, delta=0.0)
+    assert 0.5 < tau < 0.9
+    b = epsilon_lower_bound(*confusion(s, y, tau), delta=0.0)["eps_lb"]
+    for t in np.linspace(-0.1, 1.1, 121):
+        assert epsilon_lower_bound(*confusion(s, y, t), delta=0.0)["eps_lb"] <= b + 1e-12
+    flat = audit_threshold(np.zeros(10), np.repeat([1, 0], 5), delta=0.0)
+    assert flat == -1.0  # the accuracy-best cut (every candidate ties; the lowest)

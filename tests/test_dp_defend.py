@@ -44,6 +44,9 @@ def test_defend_writes_table_and_plot(tmp_path):
     assert math.isnan(float(rows[0]["epsilon_lb"]))
     assert 0 <= float(rows[1]["epsilon_lb"]) <= float(rows[1]["epsilon"])
     assert "epsilon_lb" in (out / "defense_table.md").read_text()
+    # which attack proved it (or "-" when none proves more than 0)
+    assert rows[0]["epsilon_lb_attack"] == "-"
+    assert rows[1]["epsilon_lb_attack"] in {"-", "yeom_true", "yeom", "msp", "entropy", "nn_cosine"}
     for r in rows:
         assert 0 <= float(r["attack_auc"]) <= 1 and 0 <= float(r["test_acc"]) <= 1
     assert (out / "privacy_utility.png").stat().st_size > 1000

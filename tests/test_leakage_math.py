@@ -216,7 +216,7 @@ def test_kl_floor_at_n100_and_its_permutation_null():
 def test_every_cheap_attack_at_both_levels(make_classifier_signals):
     """All cheap attacks from one signal file: identity level on the attack/eval sets, sample
     level (yeom_true) on ID1-train against held-out ID1 photos, and epsilon for DP runs."""
-    from attacks.leakage import CHEAP_ATTACKS
+    from attacks.leakage import CHEAP_ATTACKS, best_audit_attack
 
     train = make_classifier_signals(np.linspace(0.01, 0.05, 40), [], "train", seed=3)
     train["split"][:] = "train"
@@ -235,7 +235,29 @@ def test_every_cheap_attack_at_both_levels(make_classifier_signals):
     assert m["leak/yeom_auc"] == m["leak/msp_auc"] == m["attack/auc"]
     # sample level: training losses 0.01-0.05 vs held-out 0.3-1.1: perfectly separated
     assert m["leak/yeom_true_auc"] == 1.0 and m["leak/eps_lb"] > 0
+    # the DP audit scores every cheap attack at the sample level and names the best
+    per = {k[len("leak/eps_lb_") :]: v for k, v in m.items() if k.startswith("leak/eps_lb_")}
+    assert set(per) == {"yeom_true", "yeom", "msp", "entropy", "nn_cosine", "label_only"}
+    assert m["leak/eps_lb"] == max(per.values())
+    assert best_audit_attack(m) == (max(per, key=per.get), m["leak/eps_lb"])
+    assert best_audit_attack({"leak/eps_lb": 0.0, "leak/eps_lb_yeom": 0.0}) == (None, 0.0)
     assert "leak/eps_lb" not in leakage_metrics(sig)  # no delta: not a DP run
     only = leakage_metrics(sig, attacks=("entropy",))
     assert "leak/entropy_auc" in only and "leak/yeom_auc" not in only
     assert set(CHEAP_ATTACKS) >= {"yeom", "yeom_true", "msp", "entropy", "nn_cosine", "label_only"}
+
+
+def test_sample_level_nearest_neighbour_never_scores_a_photo_against_itself():
+    """The audit's gallery is the fit split's training photos: a fit member is compared with the
+    others (leave one out), so its own copy cannot give it cosine 1; eval rows see the whole
+    gallery, which holds none of them."""
+    from attacks.leakage import _loo_nn_cosine
+
+    rng = np.random.default_rng(0)
+    att = {"embedding": rng.normal(size=(12, 16)), "role": np.array(["member", "nonmember"] * 6)}
+    ev = {"embedding": rng.normal(size=(5, 16)), "role": np.array(["member"] * 5)}
+    fit, score = _loo_nn_cosine(att, ev)
+    assert fit.shape == (12,) and score.shape == (5,)
+    assert fit.max() < 0.99 and score.max() < 0.99  # random 16-d vectors: nothing near 1
+    ev_copy = {"embedding": att["embedding"][:1], "role": np.array(["member"])}
+    assert _loo_nn_cosine(att, ev_copy)[1][0] == pytest.approx(1.0, abs=1e-6)  # a gallery photo
