@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 
 from attacks.baselines import nn_cosine_scores
-from attacks.dp_audit import audit_attacks, confusion
+from attacks.dp_audit import audit_attacks
 from attacks.metrics import histogram_kl, kl_permutation_null, threshold_metrics
 from attacks.registry import get
 from attacks.signals import accuracy, balanced, membership, select, subset
@@ -72,10 +72,10 @@ def level_sets(signals: dict, level: str, seed: int = 0) -> tuple[dict, dict] | 
 
 def attack_metrics(
     stem: str, signals: dict, sets: tuple[dict, dict], seed: int = 0
-) -> tuple[dict[str, float], tuple[int, int, int, int]] | None:
+) -> dict[str, float] | None:
     """One cheap attack fitted on ``sets[0]``, scored on ``sets[1]`` (balanced): its
-    ``leak/<stem>_*`` metrics (plus the ``attack/*`` headline for ``yeom``) and the confusion
-    counts at the frozen threshold; None when the signals lack a field it reads."""
+    ``leak/<stem>_*`` metrics (plus the ``attack/*`` headline for ``yeom``); None when the
+    signals lack a field it reads."""
     name, _ = CHEAP_ATTACKS[stem]
     att, ev = sets
     if stem == "label_only":  # only the rows whose boundary distance was measured
@@ -95,7 +95,7 @@ def attack_metrics(
     out = {f"leak/{stem}_{k}": float(m[k if k != "adv" else "advantage"]) for k in ATTACK_METRICS}
     if stem == "yeom":
         out.update({f"attack/{k}": float(m[k]) for k in ("acc", "auc", "tpr@1%fpr", "fpr")})
-    return out, confusion(attack.score(ev), membership(ev), attack.score_threshold)
+    return out
 
 
 def _loo_nn_cosine(att: dict, ev: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -215,7 +215,7 @@ def leakage_metrics(
         level = CHEAP_ATTACKS[stem][1]
         got = None if levels[level] is None else attack_metrics(stem, signals, levels[level], seed)
         if got is not None:
-            out.update(got[0])
+            out.update(got)
     if delta is not None and levels["sample"] is not None:
         out.update(epsilon_audit(signals, levels["sample"], stems, delta))
     return out
