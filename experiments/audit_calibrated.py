@@ -302,7 +302,9 @@ def calibrated_markdown(table1: dict[str, dict], cal: dict | None, shadow_fit_s:
     every = {**table1, **(cal["rows"] if cal else {})}
     parts += [
         "## Confidence intervals (95%, bootstrap by image)\n",
-        ci_table({row: m["ci"] for row, m in every.items() if "ci" in m}),
+        ci_table({row: m["ci"] for row, m in every.items() if "ci" in m}).replace(
+            "(individuals)", "(image groups)", 1
+        ),
         "",
         "## Cost\n",
         cost_table(table1, cal, shadow_fit_s),
