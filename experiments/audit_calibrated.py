@@ -257,7 +257,7 @@ def calibrated_section(config, fit_args, s, runs: tuple[Path, Path], out: Path, 
         "reference_query_seconds": [shadow[1]["query_seconds"]]
         + [r["info"]["query_seconds"] for r in extra],
         "target_query_seconds": target[1]["query_seconds"],
-        "references_cached": [True] + [r["cached"] for r in extra],
+        "extra_references_cached": [r["cached"] for r in extra],
         "references_ready_seconds_this_call": round(ready, 1),
         "attacks_seconds": round(time.perf_counter() - t1, 1),
     }

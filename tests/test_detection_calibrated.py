@@ -229,7 +229,7 @@ def test_reattack_reuses_cached_references(tiny_audit):
             str(root),
         ]
     )
-    assert again["calibrated"]["cost"]["references_cached"] == [True, True, True]
+    assert again["calibrated"]["cost"]["extra_references_cached"] == [True, True]
     first = json.loads((out / "report.json").read_text())["calibrated"]["rows"]
     for row, m in again["calibrated"]["rows"].items():
         assert m["auc"] == first[row]["auc"]
