@@ -32,12 +32,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from attacks.confidence import ci_summary
 from attacks.metrics import threshold_metrics
 from attacks.registry import get
 from attacks.signals import balanced, load_signals, membership
 from datamodules.errors import DataError
 from datamodules.leaks import verify_cross_runs
 from datamodules.manifest import read_manifest
+from experiments.audit_calibrated import calibrated_markdown, calibrated_section, write_pool
 from experiments.audit_settings import TABLE1, AuditSettings, TransferEntry
 from experiments.config_files import command_parser, resolve_config_args
 from experiments.fit import fit_argv, next_version, suite_cli
@@ -65,9 +67,10 @@ def _resolve(config: str) -> str:
 
 
 # ---- one fit ---------------------------------------------------------------------------------
-def fit_run(config: str, args: list[str], run_dir: Path) -> Path:
+def fit_run(config: str, args: list[str], run_dir: Path, pool: bool = False) -> Path:
     """Train one detector with the suite's LightningCLI into ``run_dir``; write its signals and
-    ``detector_metrics.json`` (final train/test mAP). Returns ``run_dir``."""
+    ``detector_metrics.json`` (final train/test mAP); with ``pool``, also its queries on every
+    image of the split (:func:`experiments.audit_calibrated.write_pool`). Returns ``run_dir``."""
     argv = fit_argv(config, run_dir, args)
     t0 = time.time()
     cli = suite_cli(argv, run=False)
@@ -90,6 +93,8 @@ def fit_run(config: str, args: list[str], run_dir: Path) -> Path:
         **metrics,
     }
     (run_dir / "detector_metrics.json").write_text(json.dumps(info, indent=2))
+    if pool:
+        write_pool(run_dir, model, dm)
     return run_dir
 
 
@@ -132,12 +137,21 @@ def evaluate_detector_attack(attack, target: dict, name: str = "") -> dict:
 
 
 def run_attack(row: str, settings: AuditSettings, shadow: dict, target: dict) -> dict:
-    """Fit on shadow in/out, evaluate on target in/out (balanced). Returns the metrics."""
+    """Fit on shadow in/out, evaluate on target in/out (balanced). Returns the metrics, with
+    ``ci`` (95% bootstrap intervals, resampled by image group)."""
     t0 = time.time()
     attack = make_attack(row, settings).fit(shadow)
     m = evaluate_detector_attack(attack, target, row)
     m["val_acc"] = attack.val_metrics.get("acc", float("nan"))
     m["seconds"] = round(time.time() - t0, 1)
+    tgt = balanced(target, seed=0)
+    m["ci"] = ci_summary(
+        attack.score(tgt),
+        membership(tgt),
+        attack.score_threshold,
+        tgt["group"],
+        n_boot=settings.n_boot,
+    )
     return m
 
 
@@ -252,16 +266,19 @@ def parser():
 def train_pair(config: str, settings: AuditSettings, args, fit_args: list[str], out: Path):
     """The target and shadow run folders (trained here unless given) and their fit times."""
     timings = {}
+    pool = settings.calibrated.enabled
     target_run = Path(args.target_run) if args.target_run else None
     if target_run is None:
         t0 = time.time()
-        target_run = fit_run(config, [*fit_args, "--data.init_args.role", "target"], out / "target")
+        target_run = fit_run(
+            config, [*fit_args, "--data.init_args.role", "target"], out / "target", pool
+        )
         timings["fit_target_s"] = round(time.time() - t0, 1)
     shadow_run = Path(args.shadow_run) if args.shadow_run else None
     if shadow_run is None:
         t0 = time.time()
         shadow_args = [*fit_args, *settings.shadow_args, "--data.init_args.role", "shadow"]
-        shadow_run = fit_run(settings.shadow_config or config, shadow_args, out / "shadow")
+        shadow_run = fit_run(settings.shadow_config or config, shadow_args, out / "shadow", pool)
         timings["fit_shadow_s"] = round(time.time() - t0, 1)
     check_runs(target_run, shadow_run)
     return target_run, shadow_run, timings
@@ -308,6 +325,19 @@ def main(argv: list[str]) -> dict:
     t2 = time.time()
     results = attack_rows(args.rows or settings.rows, settings, shadow, target, out)
     timings["attacks_s"] = round(time.time() - t2, 1)
+    cal = None
+    if settings.calibrated.enabled:
+        t3 = time.time()
+        cal = calibrated_section(
+            config,
+            fit_args,
+            settings.calibrated,
+            (target_run, shadow_run),
+            out,
+            fit_run,
+            settings.n_boot,
+        )
+        timings["calibrated_s"] = round(time.time() - t3, 1)
     transfer = {}
     if settings.transfer:
         reuse = {}
@@ -316,6 +346,7 @@ def main(argv: list[str]) -> dict:
         transfer = run_transfer(settings, fit_args, out, reuse)
     timings["total_s"] = round(time.time() - t0, 1)
     text = render_report(t_info, s_info, results)
+    text += "\n" + calibrated_markdown(results, cal, float(s_info.get("fit_seconds", float("nan"))))
     text += (
         "\n" + transfer["markdown"] if transfer else ""
     ) + f"\nTimings (s): {json.dumps(timings)}\n"
@@ -326,6 +357,7 @@ def main(argv: list[str]) -> dict:
         "target": t_info,
         "shadow": s_info,
         "rows": results,
+        "calibrated": cal or {},
         "transfer": transfer.get("grids", {}),
         "timings": timings,
     }

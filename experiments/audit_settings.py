@@ -33,6 +33,41 @@ class TransferEntry:
 
 
 @dataclass
+class DetCalibratedSettings:
+    """The calibrated attacks of the detector audit (LiRA offline/online, RMIA), see
+    ``docs/calibrated_attacks.md`` ("Detectors").
+
+    Args:
+        enabled: run them. The shadow detector is always one OUT reference (it never saw a target
+            image); ``n_references`` more are trained.
+        n_references: extra reference detectors, trained by the target's own config on halves of
+            the target's in and out images (complementary pairs: with an even number every image
+            is IN for exactly half of them). 0: offline LiRA and RMIA with the shadow alone.
+        seed: seed of the halves.
+        iou: IoU a predicted box needs to count for a ground-truth object.
+        variance: LiRA's Gaussian spread: ``auto``, ``global`` (pooled) or ``per_example``.
+        a: RMIA's offline correction parameter.
+        gamma: RMIA's pairwise likelihood-ratio threshold.
+    """
+
+    enabled: bool = False
+    n_references: int = 2
+    seed: int = 0
+    iou: float = 0.5
+    variance: str = "auto"
+    a: float = 0.3
+    gamma: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.n_references < 0:
+            raise ValueError(f"audit.calibrated.n_references={self.n_references}: give >= 0.")
+        if self.variance not in ("auto", "global", "per_example"):
+            raise ValueError(
+                f"audit.calibrated.variance={self.variance!r}: auto|global|per_example"
+            )
+
+
+@dataclass
 class AuditSettings:
     """What ``cli.py audit`` runs.
 
@@ -48,6 +83,8 @@ class AuditSettings:
             as shadow, and the ``transfer_row`` attack trained on each shadow is evaluated on each
             target.
         transfer_row: the attack row used for the grids (paper: the best row of Table 1).
+        calibrated: LiRA and RMIA with reference detectors (:class:`DetCalibratedSettings`).
+        n_boot: bootstrap replicates of every row's confidence intervals (resampled by image).
     """
 
     rows: list[str] | None = None
@@ -57,6 +94,8 @@ class AuditSettings:
     shadow_args: list[str] = field(default_factory=list)
     transfer: dict[str, list[TransferEntry]] = field(default_factory=dict)
     transfer_row: str = "alexnet_aug_u_sr"
+    calibrated: DetCalibratedSettings = field(default_factory=DetCalibratedSettings)
+    n_boot: int = 1000
 
     def __post_init__(self) -> None:
         unknown = [r for r in (self.rows or []) + [self.transfer_row] if r not in TABLE1]

@@ -313,7 +313,9 @@ def _intended(old: dict) -> dict:
         out["model.class_path"] = "lightning_modules.classifier.ImageClassifier"  # renamed
     callbacks = out.pop("trainer.callbacks", None) or []
     audit = {"rows": None, "xgb": {}, "canvas": {}, "shadow_config": None, "shadow_args": []}
-    audit |= {"transfer": {}, "transfer_row": "alexnet_aug_u_sr"}
+    audit |= {"transfer": {}, "transfer_row": "alexnet_aug_u_sr", "n_boot": 1000}
+    audit["calibrated"] = {"enabled": False, "n_references": 2, "seed": 0, "iou": 0.5}
+    audit["calibrated"] |= {"variance": "auto", "a": 0.3, "gamma": 1.0}
     for cb in callbacks:
         assert cb["class_path"].endswith("DetectionAudit"), cb
         args = dict(cb.get("init_args") or {})
@@ -339,6 +341,9 @@ def _intended_data(name: str, data: dict) -> dict:
     """The whale data settings added since the capture: resize (letterbox for real catalogs),
     pad value, the training sampler, the unreadable-image policy (``error``) and the time
     protocol's column and cutoff (defaults)."""
+    if data.get("data.class_path") == "datamodules.detection.datamodule.DetectionDataModule":
+        # the reference detectors of the calibrated audit (data.role: reference), defaults
+        return data | {"data.init_args.reference_index": 0, "data.init_args.reference_seed": 0}
     if data.get("data.class_path") != "datamodules.whale.WhaleDataModule":
         return data
     resize = "letterbox" if name.startswith(LETTERBOX) else "squash"

@@ -41,6 +41,7 @@ TINY = {
     "audit": {
         "rows": ["xgb", "shallow_o", "alexnet_aug_u_sr"],
         "xgb": {"n_estimators": 20},
+        "n_boot": 50,
         "canvas": {"canvas_size": 64, "epochs": 1, "batch_size": 8},
         "transfer": {
             "model": [

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
@@ -19,7 +20,12 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2 as T
 
 from datamodules.detection.records import DetectionReader, DetRecord, ReadReport
-from datamodules.detection.split import COLUMNS, DetSplitSettings, plan_detection_split
+from datamodules.detection.split import (
+    COLUMNS,
+    DetSplitSettings,
+    plan_detection_split,
+    reference_training_rows,
+)
 from datamodules.environment import default_workers, environment_versions
 from datamodules.errors import DataError
 from datamodules.image_cache import sha256_file
@@ -160,7 +166,12 @@ class DetectionDataModule(pl.LightningDataModule):
         root: data root (``--data.root``: the folder holding ``VOCdevkit``, ``INRIAPerson`` or
             ``gt.mat``); for the synthetic reader the tree is written there (default
             ``data_cache/<settings key>``).
-        role: which model this run trains: ``target`` or ``shadow``.
+        role: which model this run trains: ``target``, ``shadow`` or ``reference`` (a
+            reference detector of the calibrated audit: it trains on one half of the target's
+            in and out images, :func:`~datamodules.detection.split.reference_training_rows`,
+            and is evaluated on the other half).
+        reference_index: ``role: reference`` only: which reference (selects the half).
+        reference_seed: ``role: reference`` only: seed of the halves.
         split: seed, protocol, fractions and sizes (:class:`~datamodules.detection.split.
             DetSplitSettings`).
         loader: image size, augmentation, batch sizes, workers and evaluation caps
@@ -174,6 +185,8 @@ class DetectionDataModule(pl.LightningDataModule):
         role: str = "target",
         split: DetSplitSettings = DetSplitSettings(),
         loader: DetLoaderSettings = DetLoaderSettings(),
+        reference_index: int = 0,
+        reference_seed: int = 0,
     ):
         super().__init__()
         if not isinstance(reader, DetectionReader):
@@ -182,14 +195,15 @@ class DetectionDataModule(pl.LightningDataModule):
                 "datamodules.detection.voc.VocReader}, InriaReader, SynthTextReader or "
                 "SyntheticVocReader."
             )
-        if role not in ("target", "shadow"):
-            raise DataError(f"data.role={role!r}: choose 'target' or 'shadow'.")
+        if role not in ("target", "shadow", "reference"):
+            raise DataError(f"data.role={role!r}: choose 'target', 'shadow' or 'reference'.")
         if loader.augment not in AUGMENTS:
             raise DataError(
                 f"data.loader.augment={loader.augment!r}: choose one of {list(AUGMENTS)}."
             )
         self.save_hyperparameters()
         self.reader, self.root_arg, self.role = reader, root, role
+        self.reference_index, self.reference_seed = reference_index, reference_seed
         self.settings = split
         self.loader = loader
         self.batch_size = loader.batch_size
@@ -252,8 +266,45 @@ class DetectionDataModule(pl.LightningDataModule):
         ]
 
     def signal_rows(self) -> list[dict]:
-        """Rows whose predictions form this run's signal file: the role's in and out sets."""
-        return self.rows(self.role)
+        """Rows whose predictions form this run's signal file: the role's in and out sets (a
+        reference: the target's images)."""
+        return self.rows("target" if self.role == "reference" else self.role)
+
+    def training_rows(self) -> list[dict]:
+        """The rows this run trains on: the role's in set, or a reference's half of the target's
+        images."""
+        if self.role != "reference":
+            return self.rows(self.role, "in")
+        return reference_training_rows(
+            self.rows("target"), self.reference_index, self.reference_seed
+        )
+
+    def held_out_rows(self) -> list[dict]:
+        """The role's out set (a reference: the target's images it does not train on)."""
+        if self.role != "reference":
+            return self.rows(self.role, "out")
+        seen = {r["sample_id"] for r in self.training_rows()}
+        return [r for r in self.rows("target") if r["sample_id"] not in seen]
+
+    def ground_truth(self, rows: list[dict]) -> dict[str, np.ndarray]:
+        """Ground truth of ``rows`` for the calibrated detector signal: ``gt_boxes`` f32
+        (N, G, 4) corners normalised by the image's width and height, ``gt_labels`` int64 (N, G)
+        (1-based, -1 = padding), ``n_gt`` int64 (N,). ``difficult`` objects are left out unless
+        an image has no other."""
+        self.plan()
+        index = {n: k + 1 for k, n in enumerate(self._classes)}
+        recs = [self._records[r["file"]] for r in rows]
+        keep = [~np.asarray(r.difficult, bool) for r in recs]
+        keep = [k if k.any() else np.ones_like(k) for k in keep]
+        g = max([int(k.sum()) for k in keep], default=0)
+        boxes = np.zeros((len(recs), max(g, 1), 4), np.float32)
+        labels = np.full((len(recs), max(g, 1)), -1, np.int64)
+        for i, (rec, k) in enumerate(zip(recs, keep)):
+            b = np.asarray(rec.boxes, np.float32).reshape(-1, 4)[k]
+            scale = np.array([rec.width, rec.height, rec.width, rec.height], np.float32)
+            boxes[i, : len(b)] = b / scale
+            labels[i, : len(b)] = [index[n] for n, kk in zip(rec.labels, k) if kk]
+        return {"gt_boxes": boxes, "gt_labels": labels, "n_gt": (labels >= 0).sum(1)}
 
     def verify(self) -> None:
         """Disjointness and byte-identity checks (fails loudly with ``SplitLeakError``)."""
@@ -271,6 +322,11 @@ class DetectionDataModule(pl.LightningDataModule):
             "format": self.reader.name,
             "root": str(Path(self.root).resolve()) if self.root else None,
             "role": self.role,
+            **(
+                {"reference_index": self.reference_index, "reference_seed": self.reference_seed}
+                if self.role == "reference"
+                else {}
+            ),
             "classes": self._classes,
             "reader": {**self.reader.settings(), **self.report.as_dict()},
             "reader_summary": self.report.summary(),
@@ -325,15 +381,15 @@ class DetectionDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.rows(self.role, "in"), train=True)
+        return self._loader(self.training_rows(), train=True)
 
     def val_dataloader(self) -> list[DataLoader]:
         """``[in, out]`` (or ``[out]`` when ``eval_in_set`` is off): train and test mAP."""
         cap = self.loader.max_eval_images
-        out = self._loader(self.rows(self.role, "out"), limit=cap)
+        out = self._loader(self.held_out_rows(), limit=cap)
         if not self.loader.eval_in_set:
             return [out]
-        return [self._loader(self.rows(self.role, "in"), limit=cap), out]
+        return [self._loader(self.training_rows(), limit=cap), out]
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()

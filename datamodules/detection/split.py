@@ -91,6 +91,29 @@ def _cut(groups: list[str], sizes: dict[str, int], fraction: float) -> tuple[lis
     return groups[:k], groups[k:]
 
 
+def reference_training_rows(pool: list[dict], index: int, seed: int = 0) -> list[dict]:
+    """The training rows of reference detector ``index``: one half of ``pool`` (the target's in
+    and out images), cut by whole groups.
+
+    References come in complementary pairs: references ``2j`` and ``2j + 1`` shuffle the pool's
+    groups with the same seed ``[seed, j]`` and take the first and the second half, so with an
+    even number of references every image is in the training set of exactly half of them (the
+    IN and OUT references of online LiRA). Deterministic in (pool, index, seed); pool order kept.
+    """
+    if index < 0:
+        raise DataError(f"data.reference_index={index}: give an index >= 0.")
+    order = list(dict.fromkeys(r["group"] or r["file"] for r in pool))
+    if len(order) < 2:
+        raise DataError("a reference detector needs a pool of at least 2 image groups.")
+    sizes: dict[str, int] = defaultdict(int)
+    for r in pool:
+        sizes[r["group"] or r["file"]] += 1
+    np.random.default_rng([seed, index // 2, 3]).shuffle(order)
+    first, second = _cut(order, sizes, 0.5)
+    keep = set(first if index % 2 == 0 else second)
+    return [r for r in pool if (r["group"] or r["file"]) in keep]
+
+
 def plan_detection_split(
     records: list[DetRecord], settings: DetSplitSettings, dataset: str
 ) -> tuple[list[dict], dict]:
