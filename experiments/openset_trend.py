@@ -13,7 +13,7 @@ neighbour to the gallery of training photos (both from the same signals). Around
 The new whales (attack and evaluation non-members) are the same at every point. Each point is
 one :func:`experiments.openset_table.run_one` (same training, signals and encounter metrics) in
 its own sub-folder with its signals and split manifest, plus wall and CPU seconds of the whole
-point. Run (about 1 h on 2 shared CPU cores; re-measure)::
+point. Run (the 9 default points: about 1.6 h wall and 34 CPU-minutes on a shared 2-core VM)::
 
     nice -n 5 python -m experiments.openset_trend --root ../shared/data/beluga_whaledo_dev \\
         --out /tmp/openset_trend
