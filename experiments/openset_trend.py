@@ -13,7 +13,8 @@ neighbour to the gallery of training photos (both from the same signals). Around
 The new whales (attack and evaluation non-members) are the same at every point. Each point is
 one :func:`experiments.openset_table.run_one` (same training, signals and encounter metrics) in
 its own sub-folder with its signals and split manifest, plus wall and CPU seconds of the whole
-point. Run (the 9 default points: about 1.6 h wall and 34 CPU-minutes on a shared 2-core VM)::
+point. The 7 points of docs/results.md took 1.6 h wall and 34 CPU-minutes on a shared 2-core
+VM; the defaults add ``--max_encounters 1 2`` (two more base-sized points). Run::
 
     nice -n 5 python -m experiments.openset_trend --root ../shared/data/beluga_whaledo_dev \\
         --out /tmp/openset_trend
