@@ -106,6 +106,11 @@ class SplitSettings:
             (encounters, seeded) of each ID1 individual go to ``test`` before its other photos
             are split by photo; the member test photos are then of two kinds, from encounters
             seen in training and from new encounters, and the attack report shows both.
+        member_fraction: keep this share of the ID1 individuals (seeded, nested: the ones kept at
+            0.25 are kept at 0.5), with all their rows; the dropped ones leave the manifest, the
+            non-members (ID2, ID3) stay as they are. Measures how the catalog size matters.
+        max_train_groups: keep at most this many train groups (encounters; photos without
+            ``group_by``) of each ID1 individual (seeded, nested); val/test rows stay. None: all.
     """
 
     seed: int = 0
@@ -121,6 +126,8 @@ class SplitSettings:
     time_column: str = "date"
     time_cutoff: str | None = None
     holdout_groups: int = 0
+    member_fraction: float = 1.0
+    max_train_groups: int | None = None
 
 
 def _check_fractions(fr, key: str) -> tuple[float, float, float]:
@@ -534,7 +541,7 @@ def plan_splits(
     else:
         rows.extend(_nonmember_rows(p, main, id2, "main", "ID2", "attack"))
         rows.extend(_nonmember_rows(p, main, id3, "main", "ID3", "eval"))
-    rows = _finish(rows)
+    rows, subsample = _subsample_members(_finish(rows), s)
     info = {
         "n_individuals": {
             "ID1": len(id1),
@@ -548,7 +555,59 @@ def plan_splits(
     }
     if s.split_protocol == "time":
         info["time_cutoff"] = s.time_cutoff
+    if subsample:
+        info["subsample"] = subsample
+        info["class_names"] = subsample["kept_individuals"]
+        info["n_individuals"]["ID1"] = len(subsample["kept_individuals"])
     return rows, info
+
+
+def _subsample_members(rows: list[dict], s: SplitSettings) -> tuple[list[dict], dict]:
+    """Apply ``member_fraction`` and ``max_train_groups`` to finished rows (labels renumbered
+    0..C-1 over the kept individuals); returns (rows, {} when both are off, else what was kept)."""
+    if not 0 < s.member_fraction <= 1 or (
+        s.max_train_groups is not None and s.max_train_groups < 1
+    ):
+        raise DataError(
+            f"data.split.member_fraction={s.member_fraction}, max_train_groups="
+            f"{s.max_train_groups}: give a fraction in (0, 1] and a group count >= 1 (or null)."
+        )
+    if s.member_fraction == 1 and s.max_train_groups is None:
+        return rows, {}
+    id1 = sorted({r["identity"] for r in rows if r["id_set"] == "ID1"})
+    order = [id1[k] for k in np.random.default_rng([s.seed, 15]).permutation(len(id1))]
+    kept = sorted(order[: max(1, round(len(id1) * s.member_fraction))])
+    train_groups: dict[str, list[str]] = {}
+    for ident in kept:
+        groups = sorted(
+            {
+                r["group"] or r["file"]
+                for r in rows
+                if r["identity"] == ident and r["split"] == "train"
+            }
+        )
+        rng = np.random.default_rng([s.seed, _stable_int(ident), 15])
+        groups = [groups[k] for k in rng.permutation(len(groups))]
+        train_groups[ident] = sorted(groups[: s.max_train_groups or len(groups)])
+    label = {ident: k for k, ident in enumerate(kept)}
+    out = []
+    for r in rows:
+        if r["id_set"] == "ID1":
+            if r["identity"] not in label:
+                continue
+            if (
+                r["split"] == "train"
+                and (r["group"] or r["file"]) not in train_groups[r["identity"]]
+            ):
+                continue
+            r = {**r, "label": label[r["identity"]]}
+        out.append(r)
+    dropped = sorted(set(id1) - set(kept))
+    return out, {
+        "kept_individuals": kept,
+        "dropped_individuals": dropped,
+        "train_groups": train_groups,
+    }
 
 
 #: manifest order of the splits

@@ -21,7 +21,9 @@ bootstrap_ci`). Run (about 20-40 min on 2 CPU cores)::
     nice -n 5 python -m experiments.openset_table --root ../shared/data/beluga_whaledo_dev \
         --out /tmp/openset_table
 
-It writes ``table.md``, ``table.json`` and each target's ``signals_*.npz`` and
+``--known_fraction`` and ``--max_encounters`` shrink the catalog of known whales (seeded; the
+new whales stay as they are); ``experiments.openset_trend`` varies them, the image size and the
+epochs one at a time. It writes ``table.md``, ``table.json`` and each target's ``signals_*.npz`` and
 ``split_manifest_*.json`` into ``--out`` (a new folder; an existing one is refused).
 """
 
@@ -73,6 +75,19 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--n_boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache_dir", default="/tmp/openset_table_cache")
+    p.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=list(ATTACKS))
+    p.add_argument(
+        "--known_fraction",
+        type=float,
+        default=1.0,
+        help="share of the known (ID1) whales kept in the catalog (seeded; 1: all)",
+    )
+    p.add_argument(
+        "--max_encounters",
+        type=int,
+        default=None,
+        help="at most this many training encounters of each known whale (seeded; default all)",
+    )
     return p.parse_args(argv)
 
 
@@ -83,6 +98,8 @@ def datamodule(args, protocol: str, resize: str, head: str) -> WhaleDataModule:
         split_protocol=protocol,
         time_cutoff=args.time_cutoff,
         balance_nonmembers=False,  # every photo of a new whale: more encounters to judge
+        member_fraction=args.known_fraction,
+        max_train_groups=args.max_encounters,
     )
     loader = LoaderSettings(
         image_size=args.image_size,
@@ -201,7 +218,7 @@ def score_target(args, sig: dict, groups: np.ndarray) -> dict:
     is_train = sig["split"] == "train"
     gallery = {"embedding": sig["embedding"][is_train], "label": sig["label"][is_train]}
     out = {}
-    for name in ATTACKS:
+    for name in args.attacks:
         attack = get(name).for_run(sig) if name == "baseline_nn_cosine" else get(name)()
         att_sig, ev_sig = subset(sig, "attack"), subset(sig, "eval")
         attack.fit(att_sig)
@@ -237,6 +254,8 @@ def run_one(args, protocol: str, target: str, out: Path) -> dict:
         "train_acc": float((sig["pred"][train] == sig["label"][train]).mean()),
         "test_photo_acc": float((sig["pred"][known_test] == sig["label"][known_test]).mean()),
         "n_individuals": dm.manifest_header()["n_individuals"],
+        "n_train_photos": int(train.sum()),
+        "n_train_encounters": len(set(groups[train])),
         "time_cutoff": dm.manifest_header().get("time_cutoff"),
         "attacks": score_target(args, sig, groups),
     }

@@ -340,7 +340,7 @@ LETTERBOX = ("gremm_", "humpback_", "noaa_")
 def _intended_data(name: str, data: dict) -> dict:
     """The whale data settings added since the capture: resize (letterbox for real catalogs),
     pad value, the training sampler, the unreadable-image policy (``error``) and the time
-    protocol's column and cutoff (defaults)."""
+    protocol's column and cutoff, the catalog subsampling (defaults)."""
     if data.get("data.class_path") == "datamodules.detection.datamodule.DetectionDataModule":
         # the reference detectors of the calibrated audit (data.role: reference), defaults
         return data | {"data.init_args.reference_index": 0, "data.init_args.reference_seed": 0}
@@ -350,6 +350,7 @@ def _intended_data(name: str, data: dict) -> dict:
     loader = {"resize": resize, "pad_value": 0, "sampler": "shuffle", "m_per_individual": 4}
     loader["unreadable"] = "error"
     split = {"time_column": "date", "time_cutoff": None, "holdout_groups": 0}
+    split |= {"member_fraction": 1.0, "max_train_groups": None}
     if name == "demo.yaml":  # photo split with one encounter held out whole
         split |= {"group_by": "encounter", "split_protocol": "photo", "holdout_groups": 1}
     return data | _flat({"data": {"init_args": {"loader": loader, "split": split}}})
