@@ -46,6 +46,7 @@ from benchmarks.common import add_common_args, apply_threads, sync, write_result
 from datamodules.catalogs import SyntheticWhalesReader  # noqa: E402
 from datamodules.splits import SplitSettings  # noqa: E402
 from datamodules.whale import LoaderSettings, WhaleDataModule  # noqa: E402
+from experiments.training import quiet_trainer  # noqa: E402
 from lightning_modules.classifier import ImageClassifier  # noqa: E402
 
 DEMO = ROOT / "configs" / "demo.yaml"
@@ -140,16 +141,9 @@ def timed_fit(
 
     ``callbacks`` run inside the timed epochs, ``after`` after the timer (outside them)."""
     timer = EpochTimer(stop_after=1 + epochs)
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
+        device,
         max_epochs=10_000,  # the timer stops the fit: no "last epoch" work in the timed ones
-        accelerator="gpu" if str(device).startswith("cuda") else "cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
         default_root_dir=str(root_dir),
         callbacks=[*(callbacks or []), timer, *(after or [])],
     )

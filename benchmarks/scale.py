@@ -160,6 +160,7 @@ def fit_stages(m: Meter, root: Path, a: argparse.Namespace, dm, photos: int):
     import pytorch_lightning as pl
 
     from experiments.monitor import LeakageMonitor
+    from experiments.training import quiet_trainer
     from lightning_modules.classifier import ImageClassifier
 
     marks: dict[str, float] = {}
@@ -176,17 +177,9 @@ def fit_stages(m: Meter, root: Path, a: argparse.Namespace, dm, photos: int):
 
     pl.seed_everything(0, verbose=False)
     model = ImageClassifier(num_classes=dm.num_classes, arch=a.arch, preset="overfit")
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_epochs=1,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
         default_root_dir=str(root / "trainer"),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
         callbacks=[Mark("train_end"), LeakageMonitor(every_n_epochs=1), Mark("monitor_end")],
     )
     with m.stage("fit_total", photos):

@@ -48,6 +48,7 @@ from datamodules.catalogs import NoaaReader
 from datamodules.manifest import encounter_key
 from datamodules.splits import SplitSettings
 from datamodules.whale import LoaderSettings, WhaleDataModule
+from experiments.training import quiet_trainer
 from lightning_modules.classifier import ImageClassifier
 from lightning_modules.extraction import extract_rows
 
@@ -128,18 +129,7 @@ def train_target(args, dm: WhaleDataModule, head: str, root: Path) -> ImageClass
         head=head,
         optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),
     )
-    trainer = pl.Trainer(
-        max_epochs=args.epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        default_root_dir=str(root),
-    )
+    trainer = quiet_trainer(max_epochs=args.epochs, default_root_dir=str(root))
     trainer.fit(model, datamodule=dm)
     return model.eval()
 

@@ -25,6 +25,24 @@ def relabel(rows: list[dict], identities: list[str]) -> list[dict]:
     return [{**r, "label": pos.get(r["identity"], -1)} for r in rows]
 
 
+def quiet_trainer(device: str = "cpu", **overrides) -> pl.Trainer:
+    """A one-device :class:`pl.Trainer` for models the experiments train on the side (shadow,
+    reference, table and benchmark targets): no logger, checkpoints, progress bar, model summary,
+    validation or sanity steps. ``device``: ``cpu`` or ``cuda[:k]``; ``overrides`` are Trainer
+    arguments (``max_epochs``, ``callbacks``, ``default_root_dir``, ...)."""
+    settings = dict(
+        accelerator="gpu" if str(device).startswith("cuda") else "cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    return pl.Trainer(**(settings | overrides))
+
+
 def train_classifier(
     train_rows: list[dict],
     roots: dict[str, Path],
@@ -52,16 +70,7 @@ def train_classifier(
         shuffle=True,
         num_workers=0,
     )
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="gpu" if device.startswith("cuda") else "cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(device, max_epochs=epochs)
     t0 = time.perf_counter()
     trainer.fit(model, train_dataloaders=loader)
     return model.to(device).eval(), time.perf_counter() - t0
