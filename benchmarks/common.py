@@ -177,12 +177,14 @@ def tiny_run_folder(
     photos: int = 3,
     size: int = 32,
     arch: str = "resnet18",
+    batch_size: int = 16,
+    model_args: dict | None = None,
 ) -> Path:
     """A finished-looking run folder (``config.yaml``, split manifest, ``checkpoints/last.ckpt``)
     of an untrained, seeded classifier on generated synthetic whales under ``tmp``; no training.
 
-    The same recipe as the test suite's ``make_run_folder`` fixture (public names only); the
-    generated catalog is ``tmp/cat``, the run ``tmp/run``."""
+    The generated catalog is ``tmp/cat``, the run ``tmp/run``; ``model_args`` are extra
+    ``model.init_args`` (e.g. a ``dp`` block). The test suite's ``make_run_folder`` is this."""
     import yaml
 
     from datamodules.catalogs import SyntheticWhalesReader
@@ -198,18 +200,18 @@ def tiny_run_folder(
             image_size=size,
         ),
         root=str(tmp / "cat"),
-        loader=LoaderSettings(image_size=size, batch_size=16, cache_dir=None),
+        loader=LoaderSettings(image_size=size, batch_size=batch_size, cache_dir=None),
     )
     run = tmp / "run"
     run.mkdir(parents=True)
     dm.write_manifest(run)
-    margs = {"arch": arch, "preset": "overfit"}
+    margs = {"arch": arch, "preset": "overfit", **(model_args or {})}
     torch.manual_seed(0)
     model = ImageClassifier(num_classes=dm.num_classes, **margs)
     (run / "checkpoints").mkdir()
     torch.save({"state_dict": model.state_dict()}, run / "checkpoints" / "last.ckpt")
     cfg = {
-        "data": {"init_args": {"loader": {"image_size": size, "batch_size": 16}}},
+        "data": {"init_args": {"loader": {"image_size": size, "batch_size": batch_size}}},
         "model": {"init_args": margs},
         "trainer": {"max_epochs": 1},
     }

@@ -232,39 +232,19 @@ def make_run_folder(
 ) -> Path:
     """A run folder like ``cli.py fit`` leaves (``config.yaml``, split manifest, ``last.ckpt``)
     of an untrained, seeded demo model on generated synthetic whales; no training.
-    ``model_args``: extra ``model.init_args`` (e.g. a ``dp`` block)."""
-    import torch
-    import yaml
+    ``model_args``: extra ``model.init_args`` (e.g. a ``dp`` block). One recipe with the
+    benchmarks: :func:`benchmarks.common.tiny_run_folder`."""
+    from benchmarks.common import tiny_run_folder
 
-    from datamodules.catalogs import SyntheticWhalesReader
-    from datamodules.whale import LoaderSettings, WhaleDataModule
-    from lightning_modules.classifier import ImageClassifier
-
-    dm = WhaleDataModule(
-        SyntheticWhalesReader(
-            n_individuals=n_individuals,
-            encounters_per_individual=encounters,
-            photos_per_encounter=photos,
-            image_size=size,
-        ),
-        root=str(tmp / "cat"),
-        loader=LoaderSettings(image_size=size, batch_size=batch_size),
+    return tiny_run_folder(
+        tmp,
+        n_individuals=n_individuals,
+        encounters=encounters,
+        photos=photos,
+        size=size,
+        batch_size=batch_size,
+        model_args=model_args,
     )
-    run = tmp / "run"
-    run.mkdir()
-    dm.write_manifest(run)
-    margs = {"arch": "resnet18", "preset": "overfit", **(model_args or {})}
-    torch.manual_seed(0)
-    model = ImageClassifier(num_classes=dm.num_classes, **margs)
-    (run / "checkpoints").mkdir()
-    torch.save({"state_dict": model.state_dict()}, run / "checkpoints" / "last.ckpt")
-    cfg = {
-        "data": {"init_args": {"loader": {"image_size": size, "batch_size": batch_size}}},
-        "model": {"init_args": margs},
-        "trainer": {"max_epochs": 1},
-    }
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return run
 
 
 # ---- detection datasets ----------------------------------------------------------------
