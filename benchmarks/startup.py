@@ -4,13 +4,16 @@
 
 Builds a tiny finished run folder (an untrained seeded resnet18 at 32 px on generated synthetic
 whales, :func:`benchmarks.common.tiny_run_folder`) and a folder of ``--photos`` photos in
-encounter sub-folders, then times, as a user runs them, each in a fresh Python process:
+encounter sub-folders, runs ``cli.py export`` on the run once (timed and reported apart: it also
+extracts the run's final signals), then times, as a user runs them, each in a fresh Python
+process:
 
 * ``python -c pass`` (the interpreter alone) and ``python -c "import torch"``;
 * ``python cli.py --help`` (goal < 1.5 s);
 * ``python cli.py discriminate --run RUN --images PHOTOS --out ...`` end to end (goal < 4 s on 2
-  CPU cores). One untimed call first writes the run's ``signals/final.npz`` (as ``cli.py
-  attack`` leaves it); the cold call, which extracts them, is timed once and reported apart.
+  CPU cores): the default engine, which runs the exported target with ONNX Runtime (the
+  benchmark fails if the summary names another engine);
+* the same with ``--engine torch``, for comparison (no goal).
 
 The commands alternate within each repetition, so every figure sees the same machine load; the
 medians (with min and max) of the wall time are reported, and of the children's CPU time (user +
@@ -22,6 +25,7 @@ system), which on a machine shared with other jobs is close to what the wall tim
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -66,17 +70,23 @@ def commands(run: Path, photos: Path, out_dir: Path) -> dict[str, callable]:
     py = sys.executable
     counter = iter(range(10**6))
 
-    def discriminate() -> list[str]:
+    def discriminate(*extra: str) -> list[str]:
         out = out_dir / f"discriminate_{next(counter)}.csv"
-        args = ["--run", str(run), "--images", str(photos), "--out", str(out)]
-        return [py, "cli.py", "discriminate", *args, "--device", "cpu"]
+        args = ["--run", str(run), "--images", str(photos), "--out", str(out), *extra]
+        return [py, "cli.py", "discriminate", *args, "--quiet", "true"]
 
     return {
         "python_pass": lambda: [py, "-c", "pass"],
         "import_torch": lambda: [py, "-c", "import torch"],
         "cli_help": lambda: [py, "cli.py", "--help"],
         "discriminate": discriminate,
+        "discriminate_torch": lambda: discriminate("--engine", "torch", "--device", "cpu"),
     }
+
+
+def engines(out_dir: Path) -> set[str]:
+    """The ``engine`` of every discriminate summary written under ``out_dir``."""
+    return {json.loads(p.read_text())["engine"] for p in out_dir.glob("discriminate_*.json")}
 
 
 def measure(reps: int, n_photos: int, env: dict) -> dict:
@@ -86,18 +96,23 @@ def measure(reps: int, n_photos: int, env: dict) -> dict:
         run = tiny_run_folder(tmp, n_individuals=12, encounters=2, photos=3, size=32)
         photos = photo_folder(tmp / "cat", tmp / "photos", n_photos)
         cmds = commands(run, photos, tmp)
-        cold = timed(cmds["discriminate"](), env)  # extracts and saves signals/final.npz
+        export = timed([sys.executable, "cli.py", "export", "--run", str(run)], env)
         times: dict[str, list[tuple[float, float]]] = {k: [] for k in cmds}
         for _ in range(reps):
             for name, make in cmds.items():
                 times[name].append(timed(make(), env))
+        used = engines(tmp)
+    if used != {"onnxruntime", "torch"}:
+        raise SystemExit(
+            f"discriminate ran on {sorted(used)}, not on the exported target and torch"
+        )
     out = {name: median_spread([w for w, _ in v]) for name, v in times.items()}
     for name, v in times.items():
         out[name]["cpu"] = median_spread([c for _, c in v])
-    out["discriminate_cold"] = {
-        "seconds": cold[0],
-        "cpu_seconds": cold[1],
-        "note": "first call: extracts final signals",
+    out["export"] = {
+        "seconds": export[0],
+        "cpu_seconds": export[1],
+        "note": "once per checkpoint: cli.py export (ONNX graph, its check, the final signals)",
     }
     out["photos"] = n_photos
     return out
@@ -113,19 +128,19 @@ def main(argv: list[str] | None = None) -> dict:
     if a.threads > 0:
         env["OMP_NUM_THREADS"] = str(a.threads)
     r = measure(a.reps, a.photos, env)
-    for name in ("python_pass", "import_torch", "cli_help", "discriminate"):
+    for name in ("python_pass", "import_torch", "cli_help", "discriminate", "discriminate_torch"):
         m = r[name]
         print(
             f"{name:14s} median {m['median']:.3f} s  (min {m['min']:.3f}, max {m['max']:.3f}); "
             f"CPU {m['cpu']['median']:.3f} s"
         )
-    print(f"discriminate, cold (extracts final signals): {r['discriminate_cold']['seconds']:.2f} s")
+    print(f"export, once (graph, check, final signals): {r['export']['seconds']:.2f} s")
     out = Path(a.out) if a.out else ROOT / "benchmarks" / "results" / "startup_cli_help.json"
     kw = {"threads": a.threads, "device": "cpu"}
     write_result(
         "startup_discriminate_10_photos",
         r["discriminate"]["median"],
-        f"s (python cli.py discriminate on {a.photos} photos, end to end, median)",
+        f"s (python cli.py discriminate on {a.photos} photos, end to end, exported target, median)",
         "< 4 (2 CPU cores)",
         r,
         argv,

@@ -22,8 +22,9 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from datamodules.decode import load_rgb
 from datamodules.errors import DataError
-from datamodules.image_cache import FileHasher
+from datamodules.hashing import FileHasher
 
 POLICIES = ("error", "skip")
 _CHECKED: set[str] = set()
@@ -35,8 +36,6 @@ def _marker(cache_root: Path | None, file_hash: str) -> Path | None:
 
 def _check_one(path: Path, hasher: FileHasher, cache_root: Path | None) -> str | None:
     """None when ``path`` decodes, else the reason."""
-    from datamodules.images import load_rgb
-
     try:
         file_hash = hasher(path)
     except OSError as exc:

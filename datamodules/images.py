@@ -13,62 +13,24 @@ import functools
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageEnhance, ImageOps
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
+from datamodules.decode import (  # noqa: F401  (re-exported: the decoders live in decode.py)
+    MEAN,
+    RESIZE_MODES,
+    STD,
+    WIDE_INT,
+    letterbox_size,
+    load_rgb,
+    to_rgb,
+)
 from datamodules.errors import DataError
 from datamodules.image_cache import DecodeSettings, FileHasher, ImageCache
-
-MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-
-
-def load_rgb(path: Path) -> Image.Image:
-    """Decode an image file to 8-bit RGB as a viewer shows it: EXIF orientation applied, every
-    mode scaled to 0-255 (:func:`to_rgb`). A missing, corrupt or truncated file raises DataError
-    naming it."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return to_rgb(im)
-    except FileNotFoundError as exc:
-        raise DataError(
-            f"{path}: image not found. Restore it or drop it from the catalog."
-        ) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(
-            f"{path}: unreadable or corrupt image ({exc.__class__.__name__}: {exc}). Replace the "
-            "file or remove it from the catalog."
-        ) from exc
-
-
-#: integer modes wider than 8 bits, by the divisor that maps their full range onto 0-255
-WIDE_INT = {"I;16": 257, "I;16B": 257, "I;16L": 257, "I;16N": 257}
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """An opened image as 8-bit RGB: EXIF orientation applied; 16-bit grey divided by 257; 32-bit
-    integer ``I`` taken as 16-bit when any value exceeds 255 (PNG decoders use it for 16-bit
-    grey); float ``F`` taken as 0-1 when its maximum is at most 1, else as 0-255; alpha (LA, PA,
-    RGBA, P with transparency) dropped, keeping the stored colours; CMYK and YCbCr converted."""
-    im = ImageOps.exif_transpose(im) or im
-    if im.mode in WIDE_INT or im.mode in ("I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        if im.mode in WIDE_INT:
-            arr = arr / WIDE_INT[im.mode]
-        elif im.mode == "I" and arr.size and arr.max() > 255:
-            arr = arr / 257
-        elif im.mode == "F" and arr.size and arr.max() <= 1.0:
-            arr = arr * 255
-        grey = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
-        return grey.convert("RGB")
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    return im.convert("RGB")
 
 
 def apply_aug(img: Image.Image, spec: str) -> Image.Image:
@@ -119,16 +81,6 @@ def eval_transform(image_size: int, resize: str = "squash", pad_value: int = 0) 
 JITTER = 0.3
 CROP_SCALE = (0.8, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
-
-
-#: ``data.loader.resize`` modes: stretch to the square, or keep the aspect ratio and pad
-RESIZE_MODES = ("squash", "letterbox")
-
-
-def letterbox_size(h: int, w: int, size: int) -> tuple[int, int]:
-    """``(h', w')`` of an ``h x w`` image scaled so its longer side is ``size`` (each >= 1 px)."""
-    scale = size / max(h, w)
-    return max(1, min(size, round(h * scale))), max(1, min(size, round(w * scale)))
 
 
 def resize_uint8(img: Image.Image, settings: DecodeSettings) -> torch.Tensor:

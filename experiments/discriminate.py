@@ -41,24 +41,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from attacks import open_set as osm
 from attacks.signals import balanced, membership, subset
-from attacks.uncertainty import bootstrap_ci
+from attacks.uncertainty import bootstrap_cis
 from datamodules.errors import DataError
 from datamodules.image_check import check_images
-from datamodules.images import load_rgb
 from datamodules.manifest import encounter_key
 from experiments.config_files import command_parser
 from experiments.outputs import atomic_path, claim, fresh_name, write_json
-from experiments.runs import RunContext, final_signals
-from experiments.validate import load_checkpoint
-from lightning_modules.components.classifier import PRESETS, build_classifier
-from lightning_modules.components.defenses import apply_dropout_defense
-from lightning_modules.extraction import extract_arrays
+from experiments.runs import RunContext, is_embedding_target
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 #: --attack -> (module, class); the module is imported alone (not the whole registry)
@@ -70,74 +62,12 @@ ATTACKS = {
 }
 ALIASES = {"baseline_nn_cosine": "cosine"}
 SIGNAL_ATTACKS = tuple(ATTACKS) + tuple(ALIASES)
+#: --engine: what scores the new photos (see :func:`open_target`)
+ENGINES = ("auto", "onnx", "torch")
 TOPK = 5
 
 
-# ---- the target, without Lightning ------------------------------------------------------------
-class PlainTarget(nn.Module):
-    """A :class:`~lightning_modules.components.classifier.ClassifierNet` with the methods
-    :func:`~lightning_modules.extraction.extract_arrays` uses (one trunk pass for both)."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.embed(x)
-
-    def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        e = self.net.embed(x)
-        return self.net.head(e), e
-
-
-def is_embedding_target(model_args: dict) -> bool:
-    """True when the run's classifier has an embedding head (``model.init_args.head`` other than
-    the softmax one): it is then scored by similarity to the training photos."""
-    return model_args.get("head") not in (None, "softmax", "linear")
-
-
-def load_target(ctx: RunContext) -> nn.Module:
-    """The run's target in eval mode on ``ctx.device``. A plain softmax classifier is rebuilt
-    from ``lightning_modules.components`` and its checkpoint (``weights_only``) without importing
-    Lightning; a DP-wrapped or embedding-head target goes through its LightningModule."""
-    ckpt = ctx.checkpoint
-    if not ckpt.is_file():
-        raise DataError(f"--run {ctx.folder}: no checkpoint {ckpt}; pass a finished fit's folder")
-    args = dict(ctx.model_args)
-    if args.get("dp") or is_embedding_target(args) or args.get("weights_path"):
-        return ctx.model()
-    state = load_checkpoint(ckpt, "--run")
-    hp = {**args, **(state.get("hyper_parameters") or {})}
-    cfg = dict(PRESETS[hp.get("preset") or "overfit"])
-    cfg.update({k: hp[k] for k in ("batchnorm", "dropout") if hp.get(k) is not None})
-    n = len(ctx.class_names)
-    net = build_classifier(
-        hp.get("arch") or "resnet50", n, batchnorm=cfg["batchnorm"], dropout=cfg["dropout"]
-    )
-    if hp.get("dropout_defense"):
-        apply_dropout_defense(net, n, hp.get("dropout_defense_p", 0.5))
-    weights = state.get("state_dict", state)
-    net.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("net.")})
-    model = PlainTarget(net).to(ctx.device).eval()
-    ctx._model = model  # final_signals reuses it instead of rebuilding the LightningModule
-    return model
-
-
 # ---- photos and encounters --------------------------------------------------------------------
-class _Images(Dataset):
-    def __init__(self, paths: list[Path], transform):
-        self.paths, self.transform = paths, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        return self.transform(load_rgb(self.paths[i])), torch.tensor(-1), torch.tensor(i)
-
-
 def scan(
     folder: Path, skip: set[Path] | None = None, unreadable: str = "skip"
 ) -> tuple[list[Path], dict[Path, str]]:
@@ -248,13 +178,12 @@ class Scorer:
         return names, graw, osm.aggregate(cs, enc, "mean" if not self.by_cosine else self.rule)[1]
 
 
-def fit_attack(ctx: RunContext, name: str, seed: int = 0):
-    """The attack ``name`` fitted on the run's balanced attack set."""
+def fit_attack(sig: dict, name: str, seed: int = 0):
+    """The attack ``name`` fitted on the balanced attack set of the run's final signals."""
     name = ALIASES.get(name, name)
     if name not in ATTACKS:
         raise DataError(f"--attack {name}: choose one of {', '.join(SIGNAL_ATTACKS)}")
     module, cls = ATTACKS[name]
-    sig, _ = final_signals(ctx)
     attack_cls = getattr(importlib.import_module(module), cls)
     return attack_cls.for_run(sig).fit(balanced(subset(sig, "attack"), seed))
 
@@ -274,7 +203,7 @@ def make_scorer(ctx: RunContext, sig: dict, name: str, rule: str | None) -> Scor
         )
     train = sig["split"] == "train"
     return Scorer(
-        fit_attack(ctx, name),
+        fit_attack(sig, name),
         name,
         np.asarray(sig["embedding"][train], dtype=np.float64),
         np.asarray(sig["label"][train]),
@@ -335,9 +264,6 @@ def fit_level(name: str, sets: dict, fpr: float, threshold: float | None, n_boot
     p_a, p_e = platt(raw_a), platt(raw_e)
     tau = float(threshold) if threshold is not None else osm.threshold_at_fpr(p_a, y_a, fpr)
 
-    def ci(metric) -> list[float]:
-        return list(bootstrap_ci(metric, p_e, y_e, id_e, n_boot=n_boot, level=0.95, seed=0))
-
     def counts(y, ident) -> dict:
         return {
             "rows_known": int(y.sum()),
@@ -347,14 +273,18 @@ def fit_level(name: str, sets: dict, fpr: float, threshold: float | None, n_boot
         }
 
     tpr_a, fpr_a = osm.rates(p_a, y_a, tau)
+    metrics = {
+        "tpr": lambda s, y: osm.rates(s, y, tau)[0],
+        "fpr": lambda s, y: osm.rates(s, y, tau)[1],
+        "auroc": osm.auroc,
+    }
+    ci = bootstrap_cis(metrics, p_e, y_e, id_e, n_boot=n_boot, level=0.95, seed=0)
     report = {
         "threshold_p": tau,
         "chosen_by": f"FPR {fpr} on the attack set" if threshold is None else "--threshold",
         "attack_set": {"tpr": tpr_a, "fpr": fpr_a, **counts(y_a, id_a)},
         "eval": {
-            "tpr": ci(lambda s, y: osm.rates(s, y, tau)[0]),
-            "fpr": ci(lambda s, y: osm.rates(s, y, tau)[1]),
-            "auroc": ci(osm.auroc),
+            **{k: list(v) for k, v in ci.items()},
             "ci": "95% bootstrap, resampled by individual",
             **counts(y_e, id_e),
         },
@@ -363,8 +293,9 @@ def fit_level(name: str, sets: dict, fpr: float, threshold: float | None, n_boot
 
 
 # ---- the new photos ------------------------------------------------------------------------------
-def _progress(loader: DataLoader, total: int, quiet: bool):
-    """Batches of ``loader``, with a photo progress bar on stderr when it is a terminal."""
+def _progress(loader, total: int, quiet: bool):
+    """Batches of ``loader`` (tuples, images first), with a photo progress bar on stderr when it
+    is a terminal."""
     if quiet or not sys.stderr.isatty():
         yield from loader
         return
@@ -374,12 +305,6 @@ def _progress(loader: DataLoader, total: int, quiet: bool):
         for batch in loader:
             yield batch
             bar.update(len(batch[0]))
-
-
-def score_photos(ctx: RunContext, model: nn.Module, good: list[Path], quiet: bool) -> dict:
-    """Signals (``logits``, ``embedding``, losses ...) of the readable photos ``good``."""
-    loader = DataLoader(_Images(good, ctx.transform()), batch_size=32)
-    return extract_arrays(model, _progress(loader, len(good), quiet), ctx.device, embed=model.embed)
 
 
 def candidate_cells(class_scores: np.ndarray, names: list[str], kind: str) -> dict:
@@ -440,9 +365,10 @@ def write_csv(path: Path, rows: list[dict], kind: str) -> Path:
     return path
 
 
-def new_results(ctx, model, scorer: Scorer, levels: dict, good: list[Path], grp, quiet) -> dict:
-    """Photo and encounter scores, ``p_known`` and candidates of the new photos ``good``."""
-    sig = score_photos(ctx, model, good, quiet)
+def new_results(target, scorer: Scorer, levels: dict, good: list[Path], grp, quiet) -> dict:
+    """Photo and encounter scores, ``p_known`` and candidates of the new photos ``good``,
+    scored by ``target`` (:func:`open_target`)."""
+    sig = target.signals(good, lambda batches, total: _progress(batches, total, quiet))
     raw = scorer.photo_raw(sig)
     enc = np.asarray([grp[p] for p in good], dtype=object).astype(str)
     has = enc != ""
@@ -505,13 +431,34 @@ P_KNOWN = (
 )
 
 
-def check_options(fpr: float, threshold: float | None, unreadable: str) -> None:
+def check_options(fpr: float, threshold: float | None, unreadable: str, engine: str) -> None:
     if not 0 < fpr < 1:
         raise DataError(f"--fpr {fpr}: a false-positive rate between 0 and 1, e.g. 0.05")
     if threshold is not None and not 0 <= threshold <= 1:
         raise DataError(f"--threshold {threshold}: a probability of known between 0 and 1")
     if unreadable not in ("skip", "error"):
         raise DataError(f"--unreadable {unreadable}: choose skip or error")
+    if engine not in ENGINES:
+        raise DataError(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
+
+
+def open_target(ctx: RunContext, engine: str, device: str | None, log):
+    """The engine that scores the new photos: the exported target run by ONNX Runtime
+    (:class:`~experiments.onnx_target.OnnxTarget`, no torch) or the torch model
+    (:class:`~experiments.torch_target.TorchTarget`). ``auto`` takes the exported one when the
+    run's bundle is up to date and ``device`` is None or ``cpu``, else torch, saying why."""
+    if engine == "onnx" or (engine == "auto" and device in (None, "cpu")):
+        from experiments.onnx_target import OnnxTarget
+
+        target, why = OnnxTarget.open(ctx)
+        if target is not None:
+            return target
+        if engine == "onnx":
+            raise DataError(f"--engine onnx: {why}")
+        log(f"scoring with torch: {why}", file=sys.stderr)
+    from experiments.torch_target import TorchTarget
+
+    return TorchTarget(ctx)
 
 
 def discriminate(
@@ -528,12 +475,13 @@ def discriminate(
     unreadable: str = "skip",
     n_boot: int = 1000,
     device: str | None = None,
+    engine: str = "auto",
     quiet: bool = False,
     log=print,
 ) -> dict:
     """Decide known or new for every photo and encounter under ``images``; write the CSV and
     the JSON summary (see the module doc) and return the summary."""
-    check_options(fpr, threshold, unreadable)
+    check_options(fpr, threshold, unreadable, engine)
     folder = Path(images)
     if not folder.is_dir():
         raise DataError(f"--images {folder}: not a folder; pass the folder of new photos")
@@ -552,15 +500,15 @@ def discriminate(
     if not good:
         raise DataError(f"--images {folder}: no readable photos ({', '.join(sorted(IMAGE_EXT))})")
     grp = groups_for(good, folder, Path(groups) if groups else None)
-    model = load_target(ctx)
-    sig, _ = final_signals(ctx)
+    target = open_target(ctx, engine, device, log)
+    sig = target.final_signals()
     scorer = make_scorer(ctx, sig, name, aggregate)
     levels = {
         lvl: fit_level(lvl, level_sets(ctx, sig, scorer, lvl), fpr, threshold, n_boot)
         for lvl in ("photo", "encounter")
     }
     t0 = time.perf_counter()
-    res = new_results(ctx, model, scorer, levels, good, grp, quiet) | {"bad": bad}
+    res = new_results(target, scorer, levels, good, grp, quiet) | {"bad": bad}
     per = (time.perf_counter() - t0) / len(good)
     kind = "cosine" if scorer.by_cosine else "prob"
     write_csv(csv_path, csv_rows(folder, res, levels, ctx.class_names, kind), kind)
@@ -575,6 +523,7 @@ def discriminate(
         if scorer.by_cosine
         else "softmax probability per identity",
         "aggregate": scorer.rule,
+        "engine": target.engine,
         "operating_point": {lvl: lv.report for lvl, lv in levels.items()},
         "counts": {
             "photos": len(good),
@@ -629,6 +578,12 @@ def parser():
     )
     p.add_argument("--n_boot", type=int, default=1000, help="bootstrap replicates for the CIs")
     p.add_argument("--device", type=str | None, default=None, help="cpu, cuda or None (auto)")
+    p.add_argument(
+        "--engine",
+        type=str,
+        default="auto",
+        help="auto (the exported target when up to date, else torch) | onnx | torch",
+    )
     p.add_argument("--quiet", type=bool, default=False, help="no progress bar")
     return p
 
@@ -653,6 +608,7 @@ def main(argv: list[str]) -> dict:
         unreadable=a.unreadable,
         n_boot=a.n_boot,
         device=a.device,
+        engine=a.engine,
         quiet=a.quiet,
         log=log,
     )

@@ -14,19 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 import yaml
-from torch.utils.data import DataLoader
 
 from attacks.signals import load_signals, save_signals
 from datamodules.errors import DataError
-from datamodules.images import ManifestDataset, eval_transform
 from datamodules.manifest import read_manifest
 from experiments.outputs import write_json
 from experiments.validate import check_run_folder, load_checkpoint
-from lightning_modules.extraction import extract_rows, is_rank_zero, rank_world
 
-if TYPE_CHECKING:  # Lightning is imported only when a model is rebuilt (cli.py discriminate)
+if TYPE_CHECKING:  # torch and Lightning are imported only when a model or loader is built
+    import torch
+    from torch.utils.data import DataLoader
+
     from lightning_modules.classifier import ImageClassifier
 
 
@@ -38,7 +37,7 @@ class RunContext:
     config: dict
     rows: list[dict]
     header: dict
-    device: str = "cpu"
+    requested_device: str | None = None
     _model: ImageClassifier | None = field(default=None, repr=False)
 
     @classmethod
@@ -51,8 +50,17 @@ class RunContext:
             )
         cfg = yaml.safe_load((folder / "config.yaml").read_text())
         rows, header = read_manifest(folder)
-        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(folder, cfg, rows, header, dev)
+        return cls(folder, cfg, rows, header, device)
+
+    @property
+    def device(self) -> str:
+        """``--device``, else ``cuda`` when torch sees a GPU, else ``cpu`` (torch is imported
+        here, on first use, so that opening a run does not load it)."""
+        if self.requested_device is None:
+            import torch
+
+            self.requested_device = "cuda" if torch.cuda.is_available() else "cpu"
+        return self.requested_device
 
     @property
     def roots(self) -> dict[str, Path]:
@@ -91,6 +99,8 @@ class RunContext:
 
     def transform(self):
         """The run's evaluation transform: PIL in, normalised float32 ``(3, S, S)`` out."""
+        from datamodules.images import eval_transform
+
         return eval_transform(self.image_size, self.resize, self.pad_value)
 
     @property
@@ -105,13 +115,25 @@ class RunContext:
         return self._model
 
     def loader(self, rows: list[dict], batch_size: int = 64) -> DataLoader:
+        from torch.utils.data import DataLoader
+
+        from datamodules.images import ManifestDataset
+
         ds = ManifestDataset(rows, self.roots, self.transform())
         return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
 
     def images(self, rows: list[dict]) -> torch.Tensor:
         """Eval-transformed images (N, 3, S, S) float32 of ``rows``."""
+        import torch
+
         xs = [x for x, _, _ in self.loader(rows)]
         return torch.cat(xs) if xs else torch.zeros(0, 3, self.image_size, self.image_size)
+
+
+def is_embedding_target(model_args: dict) -> bool:
+    """True when the run's classifier has an embedding head (``model.init_args.head`` other than
+    the softmax one): it is then scored by similarity to the training photos."""
+    return model_args.get("head") not in (None, "softmax", "linear")
 
 
 #: init_args that decide the network's layers (and so the checkpoint's keys)
@@ -172,7 +194,7 @@ def signal_source(ctx: RunContext) -> dict | None:
     ckpt = ctx.checkpoint
     if not ckpt.is_file():
         return None
-    from datamodules.image_cache import sha256_file
+    from datamodules.hashing import sha256_file
 
     st = ckpt.stat()
     key = (str(ckpt), st.st_size, st.st_mtime_ns)
@@ -190,6 +212,20 @@ def signal_source(ctx: RunContext) -> dict | None:
 _SOURCES: dict[tuple, dict] = {}
 
 
+def cached_final_signals(ctx: RunContext, sha256: str | None) -> tuple[dict, float] | None:
+    """``(signals, seconds per sample)`` of ``<run>/signals/final.npz`` when it exists and was
+    extracted from the checkpoint with this ``sha256`` (any checkpoint when None), else None.
+    Needs no torch."""
+    path = ctx.folder / "signals" / "final.npz"
+    timing = path.with_name("final_timing.json")
+    if not (path.is_file() and timing.is_file()):
+        return None
+    info = json.loads(timing.read_text())
+    if sha256 is not None and (info.get("checkpoint") or {}).get("sha256") != sha256:
+        return None
+    return load_signals(path), info["seconds_per_sample"]
+
+
 def final_signals(ctx: RunContext, force: bool = False, cached: bool = False) -> tuple[dict, float]:
     """``<run>/signals/final.npz`` (every manifest row, with embeddings) and the forward-pass
     time per sample in seconds (stored in ``final_timing.json`` with the checkpoint they came
@@ -204,11 +240,14 @@ def final_signals(ctx: RunContext, force: bool = False, cached: bool = False) ->
     path = ctx.folder / "signals" / "final.npz"
     timing = path.with_name("final_timing.json")
     source = signal_source(ctx)
-    if path.is_file() and timing.is_file() and not force:
-        info = json.loads(timing.read_text())
-        recorded = (info.get("checkpoint") or {}).get("sha256")
-        if (source is None and cached) or (source and recorded == source["sha256"]):
-            return load_signals(path), info["seconds_per_sample"]
+    if not force and (source is not None or cached):
+        found = cached_final_signals(ctx, source["sha256"] if source else None)
+        if found is not None:
+            return found
+    import torch
+
+    from lightning_modules.extraction import extract_rows, is_rank_zero, rank_world
+
     t0 = time.perf_counter()
     model = ctx.model()
     sig = extract_rows(model, ctx.rows, ctx.loader, ctx.device, embed=getattr(model, "embed", None))
@@ -233,6 +272,7 @@ def extract_distributed(run: str | Path, device: str | None = None) -> bool:
     group (gloo on CPU, NCCL on ``cuda:LOCAL_RANK``), write ``signals/final.npz`` sharded over the
     ranks (:func:`final_signals`) and leave the group. True on rank 0, which then runs the
     attacks on its own; the other ranks are done."""
+    import torch
     import torch.distributed as dist
 
     local = int(os.environ.get("LOCAL_RANK", "0"))

@@ -139,6 +139,34 @@ def test_cli_help_imports_no_heavy_library():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
 
 
+#: what ``cli.py discriminate`` imports on the exported engine (docs/architecture.md)
+TORCH_FREE = (
+    "experiments.discriminate",
+    "experiments.onnx_target",
+    "experiments.runs",
+    "datamodules.decode",
+    "datamodules.hashing",
+    "datamodules.image_check",
+    "attacks.yeom",
+    "attacks.baselines",
+    "attacks.open_set",
+    "attacks.uncertainty",
+)
+
+
+def test_the_exported_engine_s_modules_import_no_torch():
+    """The modules of ``discriminate``'s exported engine load neither torch, torchvision nor
+    Lightning at import time (structural; tests/test_export.py runs the command itself)."""
+    code = (
+        "import importlib, sys\n"
+        f"for m in {TORCH_FREE!r}:\n    importlib.import_module(m)\n"
+        "heavy = [m for m in ('torch', 'torchvision', 'pytorch_lightning') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+
+
 def test_functions_are_short():
     """No function or method longer than 80 lines outside tests and benchmarks."""
     long = []

@@ -86,7 +86,7 @@ def test_candidates_for_every_photo_and_encounter_and_the_consensus(run_folder, 
 def plant(run_folder: Path) -> dict:
     """Replace the run's final signals' losses: attack-set new whales at 1.0-1.7 nats, eval
     members and non-members at the values below (members of the attack set at 0.3-1.05)."""
-    from experiments.discriminate import load_target
+    from experiments.torch_target import load_target
     from experiments.runs import RunContext, final_signals
 
     ctx = RunContext.open(run_folder, "cpu")
@@ -149,7 +149,7 @@ def test_operating_point_rates_on_planted_signals_and_fpr_vs_threshold(
 
 
 def test_similarity_scoring_for_embedding_targets(run_folder, photos, tmp_path):
-    from experiments.discriminate import is_embedding_target
+    from experiments.runs import is_embedding_target
 
     assert is_embedding_target({"head": "arcface"}) and not is_embedding_target({"arch": "x"})
     rows, s = run(run_folder, photos, tmp_path / "cos.csv", "--attack", "cosine")
@@ -247,7 +247,7 @@ def test_an_embedding_head_run_is_scored_by_similarity(run_folder, photos, tmp_p
     import yaml
 
     from experiments import runs
-    from experiments.discriminate import PlainTarget, load_target
+    from experiments.torch_target import PlainTarget, load_target
 
     emb_run = tmp_path / "emb_run"
     shutil.copytree(run_folder, emb_run, ignore=shutil.ignore_patterns("discriminate"))
@@ -276,7 +276,7 @@ def test_an_embedding_head_run_is_scored_by_similarity(run_folder, photos, tmp_p
 def test_the_plain_target_equals_the_lightning_module(tmp_path, make_run_folder, extra):
     import torch
 
-    from experiments.discriminate import PlainTarget, load_target
+    from experiments.torch_target import PlainTarget, load_target
     from experiments.runs import RunContext, load_classifier
 
     run_folder = make_run_folder(tmp_path, n_individuals=9, model_args=extra)
@@ -325,7 +325,7 @@ def test_the_calibration_scale_keeps_every_ranking():
 def test_new_photos_are_resized_as_the_run_was_trained(run_folder, photos, tmp_path, monkeypatch):
     """A letterbox run scores new photos letterboxed: the photos go through the run's transform."""
     from datamodules.images import eval_transform
-    from experiments import discriminate as disc
+    from experiments import torch_target
     from experiments.runs import RunContext
 
     made, given = [], []
@@ -334,12 +334,12 @@ def test_new_photos_are_resized_as_the_run_was_trained(run_folder, photos, tmp_p
         made.append(eval_transform(self.image_size, "letterbox", 0))
         return made[-1]
 
-    class Photos(disc._Images):
+    class Photos(torch_target.PhotoFiles):
         def __init__(self, paths, transform):
             given.append(transform)
             super().__init__(paths, transform)
 
     monkeypatch.setattr(RunContext, "transform", letterbox)
-    monkeypatch.setattr(disc, "_Images", Photos)
+    monkeypatch.setattr(torch_target, "PhotoFiles", Photos)
     rows, _ = run(run_folder, photos, tmp_path / "lb.csv")
     assert rows and given and all(any(t is m for m in made) for t in given)

@@ -11,7 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from datamodules import image_cache
+from datamodules import hashing
 from datamodules.catalogs import FolderReader
 from datamodules.errors import DataError
 from datamodules.image_cache import DecodeSettings, FileHasher, ImageCache, prune
@@ -54,7 +54,7 @@ def later_clock(monkeypatch):
     """Hashes are taken 'long after' the files changed, so FileHasher trusts its memo."""
     real = time.time_ns
     fake = SimpleNamespace(time_ns=lambda: real() + 10**10, time=time.time)
-    monkeypatch.setattr(image_cache, "time", fake)
+    monkeypatch.setattr(hashing, "time", fake)
 
 
 def test_changed_image_rebuilds_only_its_entry(tmp_path, later_clock, folder_catalog, tiny_image):
