@@ -222,16 +222,23 @@ def write_run(root: Path, a: argparse.Namespace, dm, model) -> Path:
 
 
 def attack_settings(n: int):
-    """Small budgets: label-only on n/8 samples per role and set, 2 x 1-epoch subsets, ..."""
+    """Small budgets: label-only on n/8 samples per role and set, 2 x 1-epoch subsets, the
+    calibrated attacks (LiRA, RMIA) at both levels with 2 references of 1 epoch and one query
+    view, ..."""
     from experiments.attack_settings import (
         AttackSettings,
+        CalibratedSettings,
         EnsembleSettings,
         LabelOnlySettings,
         SalemSettings,
         ShadowSettings,
     )
 
+    calibrated = CalibratedSettings(
+        enabled=True, n_models=2, epochs=1, flip=False, shift=0, rmia_refs=[1, 2], compare=False
+    )
     return AttackSettings(
+        calibrated=calibrated,
         salem=SalemSettings(shadow=ShadowSettings(enabled=True, epochs=1)),
         label_only=LabelOnlySettings(
             max_iter=2, init_eval=8, max_eval=16, init_size=10, max_per_role=max(8, n // 8)
@@ -242,7 +249,10 @@ def attack_settings(n: int):
 
 
 def step_name(names: list[str]) -> str:
-    """One stage name for a step's results (``ensemble_any`` ... -> ``ensemble``)."""
+    """One stage name for a step's results (``ensemble_any`` ... -> ``ensemble``; LiRA and RMIA
+    at every level -> ``calibrated``)."""
+    if any("lira" in n or "rmia" in n for n in names):
+        return "calibrated"
     prefix = os.path.commonprefix(names).rstrip("_")
     return prefix if len(names) > 1 and prefix else names[0]
 

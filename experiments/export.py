@@ -75,15 +75,16 @@ def write_graph(model, size: int, path: Path) -> None:
     )
 
 
+def photo_file(ctx: RunContext, row: dict) -> Path | None:
+    """The photo file of a manifest row (None when its catalog root is unknown)."""
+    root = ctx.roots.get(row["catalog"])
+    return None if root is None else root / row["file"]
+
+
 def check_rows(ctx: RunContext, n: int) -> list[dict]:
     """Up to ``n`` manifest rows spread over the manifest, without augmentation and whose photo
     file is present."""
-    rows = [
-        r
-        for r in ctx.rows
-        if not r.get("aug")
-        and (ctx.roots.get(r["catalog"], Path("/nonexistent")) / r["file"]).is_file()
-    ]
+    rows = [r for r in ctx.rows if not r.get("aug") and (photo_file(ctx, r) or Path()).is_file()]
     step = max(1, len(rows) // max(1, n))
     return rows[::step][:n]
 
@@ -109,7 +110,7 @@ def end_to_end_check(ctx: RunContext, sess, rows: list[dict], torch_outputs) -> 
     from datamodules.decode import eval_array, load_rgb
 
     t = transform_settings(ctx)
-    paths = [ctx.roots[r["catalog"]] / r["file"] for r in rows]
+    paths = [photo_file(ctx, r) for r in rows]
     x = np.stack([eval_array(load_rgb(p), **t) for p in paths])
     ours = run_batches(sess, [(x,)])
     a = signals_from_outputs(*torch_outputs)

@@ -180,6 +180,7 @@ def test_scale_tiny(tmp_path):
     for name in ("read_plan", "decode_cache", "train_epoch", "monitor_pass", "final_signals"):
         assert stages[name]["seconds"] > 0, name
     assert {"attack_yeom", "attack_salem", "attack_label_only", "attack_ensemble"} <= set(stages)
+    assert "attack_calibrated" in stages
     assert "discriminate" in stages and "| read_plan |" in rec["details"]["markdown"]
 
 
