@@ -146,3 +146,16 @@ def test_bootstrap_group_interval_wider_than_row_interval():
     assert bootstrap_ci(auc, s, y, groups, n_boot=50, seed=3) == bootstrap_ci(
         auc, s, y, groups, n_boot=50, seed=3
     )
+
+
+def test_several_metrics_over_one_resampling_equal_each_alone():
+    from attacks.uncertainty import bootstrap_cis
+
+    rng = np.random.default_rng(2)
+    groups = rng.integers(0, 15, 120)
+    y = (groups < 7).astype(int)
+    s = rng.normal(size=120) + 0.5 * y
+    metrics = {"auc": auc, "tpr": lambda a, b: float((a[b == 1] >= 0.2).mean())}
+    together = bootstrap_cis(metrics, s, y, groups, n_boot=150, seed=4)
+    for name, metric in metrics.items():
+        assert together[name] == bootstrap_ci(metric, s, y, groups, n_boot=150, seed=4)
