@@ -105,14 +105,17 @@ def _read_csv(path: Path, required: list[str], what: str) -> list[dict]:
     return rows
 
 
-def _require_exists(root: Path, rel: str, source: str) -> str:
-    target = resolve_inside(root, rel, source=source)
+def _require_exists(root: Path, rel: str, source: str, real_root: Path | None = None) -> str:
+    """``rel`` as a POSIX path relative to ``real_root`` (``root.resolve()``), checked to stay
+    inside the root and to be a file."""
+    real_root = real_root or root.resolve()
+    target = resolve_inside(root, rel, source=source, root_resolved=real_root)
     if not target.is_file():
         raise DataError(
             f"{source}: image {rel!r} is listed but missing under {root}. Restore the file or "
             "remove its row."
         )
-    return target.relative_to(root.resolve()).as_posix()
+    return target.relative_to(real_root).as_posix()
 
 
 def refuse_duplicates(root: Path, files: list[str], sources: list[str]) -> None:
@@ -277,10 +280,10 @@ class NoaaReader(CatalogReader):
         root = _check_root(root)
         csv_path = root / "metadata.csv"
         rows = _read_csv(csv_path, ["path", "whale_id"], "NOAA Where's Whale-do")
-        records, sources = [], []
+        records, sources, real_root = [], [], root.resolve()
         for row in _keep_rows(rows, "viewpoint", self.viewpoint, csv_path):
             source = f"{csv_path}, line {row['_line']}"
-            rel = _require_exists(root, row["path"], source)
+            rel = _require_exists(root, row["path"], source, real_root)
             meta = {k: v for k, v in row.items() if k != "_line"}
             records.append(
                 Record(
@@ -318,10 +321,10 @@ class HappywhaleReader(CatalogReader):
                 f"{csv_path}: data.reader.species={species!r} is set but there is no species "
                 "column."
             )
-        records, sources = [], []
+        records, sources, real_root = [], [], root.resolve()
         for row in _keep_rows(rows, "species", species, csv_path):
             source = f"{csv_path}, line {row['_line']}"
-            rel = _require_exists(root, f"train_images/{row['image']}", source)
+            rel = _require_exists(root, f"train_images/{row['image']}", source, real_root)
             meta = {k: v for k, v in row.items() if k != "_line"}
             records.append(Record(file=rel, identity=row["individual_id"], meta=meta))
             sources.append(source)
