@@ -1,14 +1,15 @@
 """DP-SGD (Opacus, through lightning_modules.dp) against plain SGD: training throughput.
 
     python benchmarks/dp_throughput.py [--arch resnet18] [--image-size 48] [--n 256]
-        [--batch-size 32] [--epochs 2] [--device cpu] [--threads 2] [--full]
+        [--batch-size 32] [--epochs 2] [--warmup-batches 2] [--device cpu] [--threads 2] [--full]
 
 Same model (``build_classifier(arch, overfit preset)``), same data (a fixed random tensor set of
 ``--n`` images, 36 classes), same optimizer (SGD lr 0.01), same batch size. The DP side is what
 ``model.init_args.dp`` builds (``DPTraining.prepare_module`` / ``make_optimizer`` / ``dp_loader``):
 ``ModuleValidator.fix``, Poisson sampling, clip C=1, sigma=1, the RDP accountant; measured in both
 clipping modes: ``ghost`` (the default: Opacus fast gradient clipping with the suite's Conv2d
-ghost-norm rule) and ``hooks`` (per-sample gradients stored). One warm-up epoch each, then
+ghost-norm rule) and ``hooks`` (per-sample gradients stored). Each side first trains
+``--warmup-batches`` untimed batches (the first steps and allocations; 0: a whole epoch), then
 ``--epochs`` timed epochs. Prints samples/s and the ratio DP (ghost) / non-DP (goal >= 0.3);
 writes ``benchmarks/results/dp_throughput.json``.
 """
@@ -33,13 +34,16 @@ from lightning_modules.dp.config import DPConfig  # noqa: E402
 from lightning_modules.dp.training import DPTraining  # noqa: E402
 
 
-def run_epochs(net, opt, loader, epochs, device, dp=None) -> tuple[float, int]:
-    """Train ``epochs`` epochs; returns (seconds, samples). ``dp``: the DPTraining whose
-    per-sample losses and (ghost) backward the suite's modules use."""
+def run_epochs(net, opt, loader, epochs, device, dp=None, max_batches=None) -> tuple[float, int]:
+    """Train ``epochs`` epochs (each cut after ``max_batches`` batches when given); returns
+    (seconds, samples). ``dp``: the DPTraining whose per-sample losses and (ghost) backward the
+    suite's modules use."""
     net.train()
     n, t0 = 0, time.perf_counter()
     for _ in range(epochs):
-        for x, y in loader:
+        for k, (x, y) in enumerate(loader):
+            if max_batches and k >= max_batches:
+                break
             x, y = x.to(device), y.to(device)
             opt.zero_grad(set_to_none=True)
             if dp is None:
@@ -66,7 +70,7 @@ def dp_side(args, loader, device, mode: str) -> tuple[float, DPTraining]:
     )
     opt = dp.make_optimizer(torch.optim.SGD(net.parameters(), lr=0.01), trainer)
     dp_loader = dp.dp_loader(loader)
-    run_epochs(net, opt, dp_loader, 1, device, dp)  # warm-up
+    run_epochs(net, opt, dp_loader, 1, device, dp, args.warmup_batches)  # warm-up
     t, n = run_epochs(net, opt, dp_loader, args.epochs, device, dp)
     return n / t, dp
 
@@ -79,6 +83,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--classes", type=int, default=36)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument(
+        "--warmup-batches", type=int, default=2, help="untimed batches per side (0: one epoch)"
+    )
     add_common_args(ap)  # --full: resnet50, 224 px, 1024 images, batch 64
     args = ap.parse_args(argv)
     if args.out is None:
@@ -97,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     plain = build_classifier(args.arch, args.classes, batchnorm=False).to(device)
     opt = torch.optim.SGD(plain.parameters(), lr=0.01)
-    run_epochs(plain, opt, loader, 1, device)  # warm-up
+    run_epochs(plain, opt, loader, 1, device, max_batches=args.warmup_batches)  # warm-up
     t_plain, n_plain = run_epochs(plain, opt, loader, args.epochs, device)
     hooks_sps, _ = dp_side(args, loader, device, "hooks")
     dp_sps, dp = dp_side(args, loader, device, "ghost")
@@ -117,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         "n": args.n,
         "batch_size": args.batch_size,
         "epochs": args.epochs,
+        "warmup_batches": args.warmup_batches,
         "non_dp_samples_per_s": plain_sps,
         "dp_samples_per_s": dp_sps,
         "dp_grad_sample_mode": "ghost",

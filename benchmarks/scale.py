@@ -30,6 +30,12 @@ and, with ``--tracemalloc``, the peak of Python-allocated memory (``tracemalloc`
 and numpy arrays, not torch tensors). Tracing is off by default: it slowed the plotting and
 Python-heavy stages 2-5x, which distorts the times though not much the exponents.
 
+Garbage collection: each stage starts after an untimed ``gc.collect()``, so a full collection
+(a scan of the whole heap, torch and the earlier stages' objects included: 0.3-0.5 s here) falls
+in a stage only when its own allocations trigger it, not because earlier stages left survivors
+just under the threshold; each stage records its collections per generation
+(``gc_collections``) and their CPU time (``gc_cpu_seconds``).
+
 Growth exponent of a stage between two sizes: ``log(t2 / t1) / log(u2 / u1)``, with ``u`` the
 stage's unit count: photos for the data and model stages, evaluated samples for the attacks
 (their reference models are a fixed number), photos given for discriminate; computed on wall
@@ -42,6 +48,7 @@ at least 1 CPU second is flagged as super-linear. Writes ``scale.json`` with the
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import resource
@@ -86,12 +93,36 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class GcClock:
+    """Collections of Python's cyclic garbage collector and their CPU seconds, per generation,
+    counted through ``gc.callbacks``."""
+
+    def __init__(self):
+        self.count, self.seconds, self._t0 = [0, 0, 0], [0.0, 0.0, 0.0], 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.process_time()
+        else:
+            self.count[info["generation"]] += 1
+            self.seconds[info["generation"]] += time.process_time() - self._t0
+
+    def snapshot(self) -> tuple[list[int], list[float]]:
+        return list(self.count), list(self.seconds)
+
+
+#: one clock for the process (a callback per Meter would pile up)
+GC_CLOCK = GcClock()
+
+
 class Meter:
-    """Times stages and records their peak memory into ``stages``."""
+    """Times stages and records their peak memory and garbage collections into ``stages``."""
 
     def __init__(self, trace: bool):
         self.trace = trace
         self.stages: dict[str, dict] = {}
+        self.gc = GC_CLOCK
         self.rss_method = "VmHWM reset per stage" if _reset_peak_rss() else "ru_maxrss (monotonic)"
 
     @contextmanager
@@ -101,17 +132,23 @@ class Meter:
         if self.trace:
             tracemalloc.reset_peak()
         rec = {"units": units}
+        gc.collect()  # untimed: no stage pays a full collection for what earlier ones left
+        n0, s0 = self.gc.snapshot()
         t0, c0 = time.perf_counter(), time.process_time()
         yield rec
         rec["seconds"] = time.perf_counter() - t0
         rec["cpu_seconds"] = time.process_time() - c0
+        n1, s1 = self.gc.snapshot()
+        rec["gc_collections"] = [b - a for a, b in zip(n0, n1)]  # generations 0, 1, 2
+        rec["gc_cpu_seconds"] = sum(s1) - sum(s0)
         rec["peak_rss_mb"] = _peak_rss_mb()
         if self.trace:
             rec["python_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
         self.stages[name] = rec
         print(
             f"  {name:28s} {rec['seconds']:8.2f} s  cpu {rec['cpu_seconds']:8.2f} s  "
-            f"rss {rec['peak_rss_mb']:7.0f} MiB",
+            f"rss {rec['peak_rss_mb']:7.0f} MiB  gc {rec['gc_collections']} "
+            f"{rec['gc_cpu_seconds']:.2f} s",
             flush=True,
         )
 

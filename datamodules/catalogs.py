@@ -22,6 +22,7 @@ Layouts (reader, manifest ``format``):
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -104,14 +105,17 @@ def _read_csv(path: Path, required: list[str], what: str) -> list[dict]:
     return rows
 
 
-def _require_exists(root: Path, rel: str, source: str) -> str:
-    target = resolve_inside(root, rel, source=source)
+def _require_exists(root: Path, rel: str, source: str, real_root: Path | None = None) -> str:
+    """``rel`` as a POSIX path relative to ``real_root`` (``root.resolve()``), checked to stay
+    inside the root and to be a file."""
+    real_root = real_root or root.resolve()
+    target = resolve_inside(root, rel, source=source, root_resolved=real_root)
     if not target.is_file():
         raise DataError(
             f"{source}: image {rel!r} is listed but missing under {root}. Restore the file or "
             "remove its row."
         )
-    return target.relative_to(root.resolve()).as_posix()
+    return target.relative_to(real_root).as_posix()
 
 
 def refuse_duplicates(root: Path, files: list[str], sources: list[str]) -> None:
@@ -124,8 +128,9 @@ def refuse_duplicates(root: Path, files: list[str], sources: list[str]) -> None:
     (:func:`datamodules.leaks.verify_manifest`), which refuses them in two splits.
     """
     seen: dict[tuple[int, int], int] = {}
+    base = str(root)
     for i, rel in enumerate(files):
-        st = (root / rel).stat()
+        st = os.stat(os.path.join(base, rel))
         if st.st_size == 0:
             raise DataError(f"{sources[i]}: image {rel!r} is an empty file. Restore or remove it.")
         key = (st.st_dev, st.st_ino)
@@ -156,42 +161,92 @@ class CatalogReader:
 
 
 class FolderReader(CatalogReader):
-    """GREMM layout: ``root/<individual>/[<encounter>/]*.jpg``; the sub-folder is the group."""
+    """GREMM layout: ``root/<individual>/[<encounter>/]*.jpg``; the sub-folder is the group.
+
+    Each folder is listed once (``os.scandir``) and paths stay strings: a photo costs one
+    ``stat`` (the duplicate and empty-file check) and no path resolution, unless a symbolic link
+    is on its way (then it is resolved and confined to the root as a listed path is).
+    """
 
     name = "folder"
 
     def read(self, root: str | Path | None) -> Catalog:
         root = _check_root(root)
+        real_root = root.resolve()
+        with os.scandir(root) as it:
+            individuals = sorted(
+                (e for e in it if _is_dir(e) and not e.name.startswith(".")), key=lambda e: e.name
+            )
         records = []
-        for ind_dir in sorted(
-            p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-        ):
-            for img in sorted(ind_dir.rglob("*")):
-                if not img.is_file() or img.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                rel_to_ind = img.relative_to(ind_dir)
-                if len(rel_to_ind.parts) > 2:
-                    raise DataError(
-                        f"{img}: nested too deep. The folder layout is root/<individual>/*.jpg or "
-                        "root/<individual>/<encounter>/*.jpg."
-                    )
-                group = rel_to_ind.parts[0] if len(rel_to_ind.parts) == 2 else None
-                rel = resolve_inside(root, img.relative_to(root).as_posix(), source=str(img))
-                records.append(
-                    Record(
-                        file=rel.relative_to(root.resolve()).as_posix(),
-                        identity=ind_dir.name,
-                        group=group,
-                        meta={"encounter": group} if group else {},
-                    )
-                )
-        refuse_duplicates(root, [r.file for r in records], [str(root / r.file) for r in records])
+        for ind in individuals:
+            records.extend(_individual_records(root, real_root, ind))
+        prefix = str(root / "x")[:-1]  # str(root / file) is prefix + file, without pathlib
+        refuse_duplicates(root, [r.file for r in records], [prefix + r.file for r in records])
         if not records:
             raise DataError(
                 f"data.root: {root} holds no images in the folder layout root/<individual>/*.jpg. "
                 f"Check the path and data.reader. {DEMO_HINT}"
             )
         return Catalog(root=root, records=records)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """``Path.is_dir`` of a listed entry: a folder, or a link to one (no system call unless it
+    is a link)."""
+    if entry.is_symlink():
+        return Path(entry.path).is_dir()
+    return entry.is_dir(follow_symlinks=False)
+
+
+def _walk(path: str, parts: tuple[str, ...], out: list) -> None:
+    """Append ``(parts, entry)`` for every entry below ``path`` (``parts`` relative to where the
+    walk began), descending into folders but not into links to folders, as ``Path.rglob('*')``
+    does; an unreadable folder is skipped as ``rglob`` skips it."""
+    try:
+        with os.scandir(path) as it:
+            entries = list(it)
+    except PermissionError:
+        return
+    for e in entries:
+        sub = (*parts, e.name)
+        out.append((sub, e))
+        if e.is_dir(follow_symlinks=False):
+            _walk(e.path, sub, out)
+
+
+def _suffix(name: str) -> str:
+    """``Path(name).suffix``, lower-cased."""
+    i = name.rfind(".")
+    return name[i:].lower() if 0 < i < len(name) - 1 else ""
+
+
+def _individual_records(root: Path, real_root: Path, ind: os.DirEntry) -> list[Record]:
+    """The photos of one individual's folder ``ind`` (an entry of ``root``), sorted by path."""
+    ind_dir = str(root / ind.name)
+    found: list = []
+    _walk(ind_dir, (), found)
+    found.sort(key=lambda item: item[0])
+    ind_linked = ind.is_symlink()
+    records = []
+    for parts, e in found:
+        linked = ind_linked or e.is_symlink()
+        if _suffix(e.name) not in IMAGE_SUFFIXES:
+            continue
+        if not (Path(e.path).is_file() if linked else e.is_file(follow_symlinks=False)):
+            continue
+        img = ind_dir + "/" + "/".join(parts)
+        if len(parts) > 2:
+            raise DataError(
+                f"{img}: nested too deep. The folder layout is root/<individual>/*.jpg or "
+                "root/<individual>/<encounter>/*.jpg."
+            )
+        group = parts[0] if len(parts) == 2 else None
+        rel = ind.name + "/" + "/".join(parts)
+        if linked:  # a link may lead anywhere: resolve it and keep it inside the root
+            rel = resolve_inside(root, rel, source=img).relative_to(real_root).as_posix()
+        meta = {"encounter": group} if group else {}
+        records.append(Record(file=rel, identity=ind.name, group=group, meta=meta))
+    return records
 
 
 def _keep_rows(rows: list[dict], column: str, value: str | None, csv_path: Path) -> list[dict]:
@@ -225,10 +280,10 @@ class NoaaReader(CatalogReader):
         root = _check_root(root)
         csv_path = root / "metadata.csv"
         rows = _read_csv(csv_path, ["path", "whale_id"], "NOAA Where's Whale-do")
-        records, sources = [], []
+        records, sources, real_root = [], [], root.resolve()
         for row in _keep_rows(rows, "viewpoint", self.viewpoint, csv_path):
             source = f"{csv_path}, line {row['_line']}"
-            rel = _require_exists(root, row["path"], source)
+            rel = _require_exists(root, row["path"], source, real_root)
             meta = {k: v for k, v in row.items() if k != "_line"}
             records.append(
                 Record(
@@ -266,10 +321,10 @@ class HappywhaleReader(CatalogReader):
                 f"{csv_path}: data.reader.species={species!r} is set but there is no species "
                 "column."
             )
-        records, sources = [], []
+        records, sources, real_root = [], [], root.resolve()
         for row in _keep_rows(rows, "species", species, csv_path):
             source = f"{csv_path}, line {row['_line']}"
-            rel = _require_exists(root, f"train_images/{row['image']}", source)
+            rel = _require_exists(root, f"train_images/{row['image']}", source, real_root)
             meta = {k: v for k, v in row.items() if k != "_line"}
             records.append(Record(file=rel, identity=row["individual_id"], meta=meta))
             sources.append(source)

@@ -16,18 +16,22 @@ class SplitLeakError(DataError):
     """A split violates identity or file disjointness (ID1/ID2/ID3, train/val/test)."""
 
 
-def resolve_inside(root: Path, relative: str, *, source: str) -> Path:
+def resolve_inside(
+    root: Path, relative: str, *, source: str, root_resolved: Path | None = None
+) -> Path:
     """Join ``relative`` onto ``root`` and refuse anything that escapes ``root``.
 
     Args:
         root: catalog root directory.
         relative: path as written in the catalog (CSV cell, folder entry).
         source: where the path came from (file and row), used in the error message.
+        root_resolved: ``root.resolve()`` when the caller has it (a reader checking many paths
+            resolves its root once).
 
     Raises:
         DataError: when the path is absolute or resolves outside ``root``.
     """
-    root_resolved = Path(root).resolve()
+    root_resolved = root_resolved or Path(root).resolve()
     rel = Path(relative)
     if rel.is_absolute():
         raise DataError(

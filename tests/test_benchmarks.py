@@ -193,3 +193,38 @@ def test_startup_helpers(tmp_path):
     photos = common.photo_folder(tmp_path / "cat", tmp_path / "photos", 7, per_group=5)
     assert len(list(photos.rglob("*.jpg"))) == 7 and len(list(photos.iterdir())) == 2
     assert common.median_spread([3, 1, 2, 10]) == {"median": 2.5, "min": 1, "max": 10, "n": 4}
+
+
+def test_monitor_overhead_short_warmup(tmp_path):
+    """The monitor benchmark's warm-up epoch stops after the given batches; later epochs run
+    whole (and the DP benchmark's warm-up is cut the same way)."""
+    import pytorch_lightning as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from benchmarks.dp_throughput import run_epochs
+    from benchmarks.monitor_overhead import short_warmup
+    from experiments.training import quiet_trainer
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(4, 2)
+            self.seen: list[int] = []
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append(self.current_epoch)
+            return torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = TensorDataset(torch.randn(40, 4), torch.randint(0, 2, (40,)))
+    loader = DataLoader(data, batch_size=4)
+    model = Tiny()
+    short_warmup(model, 3)
+    quiet_trainer(max_epochs=3, default_root_dir=str(tmp_path)).fit(model, loader)
+    assert [model.seen.count(e) for e in range(3)] == [3, 10, 10]
+    opt = torch.optim.SGD(model.net.parameters(), lr=0.1)
+    _, n = run_epochs(model.net, opt, loader, 1, torch.device("cpu"), max_batches=2)
+    assert n == 8

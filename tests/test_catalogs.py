@@ -191,6 +191,28 @@ def test_symlink_escaping_root_rejected(tmp_path, folder_catalog, tiny_image):
         FolderReader().read(root)
 
 
+def test_folder_reader_order_links_and_depth(tmp_path, tiny_image):
+    """The folder walk keeps pathlib's order and rules: photos sorted by path components, hidden
+    individual folders and other suffixes ignored, a linked photo resolved to its target (so a
+    link to a listed photo is a duplicate), a linked encounter folder not entered, and a photo
+    three levels down refused."""
+    root = tmp_path / "cat"
+    for k, rel in enumerate(["a/e1.jpg", "a/e1/2.JPG", "a/e1-b.png", "b/1.jpg", ".h/1.jpg"]):
+        tiny_image(root / rel, k)
+    (root / "a" / "notes.txt").write_text("x")
+    (root / "b" / "e2").symlink_to(root / "a" / "e1")
+    cat = FolderReader().read(root)
+    assert [r.file for r in cat.records] == ["a/e1/2.JPG", "a/e1-b.png", "a/e1.jpg", "b/1.jpg"]
+    assert [r.group for r in cat.records] == ["e1", None, None, None]
+    (root / "b" / "2.jpg").symlink_to(root / "a" / "e1.jpg")
+    with pytest.raises(DataError, match="'a/e1.jpg' is the same file as"):
+        FolderReader().read(root)
+    (root / "b" / "2.jpg").unlink()
+    tiny_image(root / "b" / "e3" / "deep" / "x.jpg", 9)
+    with pytest.raises(DataError, match="deep/x.jpg: nested too deep"):
+        FolderReader().read(root)
+
+
 def test_individual_with_too_few_photos(tmp_path, folder_catalog):
     # every individual has 2 photos, and data.split.min_images=1 lets them into ID1
     folder_catalog(tmp_path / "two", n_ind=6, n_enc=2, per_enc=1, nested=False)
