@@ -138,8 +138,8 @@ class OnnxTarget:
 
     engine = "onnxruntime"
 
-    def __init__(self, ctx: RunContext, info: dict):
-        self.ctx, self.info = ctx, info
+    def __init__(self, ctx: RunContext, info: dict, final: dict[str, np.ndarray]):
+        self.ctx, self.info, self.final = ctx, info, final
         self.sess = session(bundle_dir(ctx.folder) / MODEL_FILE)
 
     @classmethod
@@ -152,13 +152,14 @@ class OnnxTarget:
             import onnxruntime  # noqa: F401
         except ImportError:
             return None, "onnxruntime is not installed (pip install onnxruntime)"
-        if cached_final_signals(ctx, info["checkpoint"]["sha256"]) is None:
+        found = cached_final_signals(ctx, info["checkpoint"]["sha256"])
+        if found is None:
             return None, f"{ctx.folder}/signals/final.npz is missing or from another checkpoint"
-        return cls(ctx, info), ""
+        return cls(ctx, info, found[0]), ""
 
     def final_signals(self) -> dict[str, np.ndarray]:
         """The run's final signals (extracted by torch from the bundle's checkpoint)."""
-        return cached_final_signals(self.ctx, self.info["checkpoint"]["sha256"])[0]
+        return self.final
 
     def images(self, paths: list[Path]) -> Iterable[tuple[np.ndarray]]:
         """Batches ``(images,)``, images (B, 3, S, S) float32: the photo files transformed as
