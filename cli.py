@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("experiments.fit", "predict with a model (LightningCLI)"),
     "attack": ("experiments.attack", "run every membership attack on a finished run folder"),
     "discriminate": ("experiments.discriminate", "decide known or new for a folder of new photos"),
+    "reid": ("experiments.reid", "re-identify and decide known/new with a population embedding"),
     "export": ("experiments.export", "write a run's target as ONNX: discriminate without torch"),
     "defend": ("experiments.defend", "train defended variants and tabulate utility vs leakage"),
     "study": ("experiments.study", "compare the split protocols on one fit config"),

@@ -274,21 +274,32 @@ def class_similarity(
 
 
 def whaledo_map(
-    similarity: np.ndarray, query_identity: np.ndarray, gallery_identity: np.ndarray, limit=20
+    similarity: np.ndarray,
+    query_identity: np.ndarray,
+    gallery_identity: np.ndarray,
+    limit=20,
+    allowed: np.ndarray | None = None,
 ) -> float:
     """Mean average precision of ranked gallery retrieval, as the Where's Whale-do challenge
     scores it: per query the ``limit`` most similar gallery photos (ties by gallery order),
     ``AP = sum_k P(k) rel(k) / min(R, limit)`` with ``R`` the query's matches in the gallery;
-    queries without a match are left out; NaN if none has one. ``similarity`` (Q, G)."""
+    queries without a match are left out; NaN if none has one. ``similarity`` (Q, G).
+
+    ``allowed`` (Q, G) bool, optional: the photos each query's database holds; the others are
+    never retrieved and not counted in ``R`` (None: every photo)."""
     sim = np.asarray(similarity, dtype=np.float64)
     qid = np.asarray(query_identity).astype(str)
     gid = np.asarray(gallery_identity).astype(str)
+    ok = None if allowed is None else np.asarray(allowed, dtype=bool)
+    if ok is not None and ok.shape != sim.shape:
+        raise ValueError(f"allowed {ok.shape} must have the shape of similarity {sim.shape}")
     aps = []
     for i in range(len(qid)):
-        n_rel = int((gid == qid[i]).sum())
+        cand = np.arange(len(gid)) if ok is None else np.flatnonzero(ok[i])
+        n_rel = int((gid[cand] == qid[i]).sum())
         if n_rel == 0:
             continue
-        order = np.argsort(-sim[i], kind="stable")[:limit]
+        order = cand[np.argsort(-sim[i, cand], kind="stable")[:limit]]
         rel = gid[order] == qid[i]
         prec = np.cumsum(rel) / np.arange(1, len(rel) + 1)
         aps.append(float((prec * rel).sum() / min(n_rel, limit)))

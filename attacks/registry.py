@@ -18,6 +18,7 @@ BUILTIN = (
     "attacks.lira",
     "attacks.rmia",
     "attacks.baselines",
+    "attacks.reference_calibrated",
     "attacks.detection.xgb",
     "attacks.detection.canvas_cnn",
 )

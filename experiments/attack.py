@@ -32,6 +32,7 @@ from attacks.report import encounter_table, evaluate, split_note, write_attack, 
 from attacks.signals import accuracy, balanced, membership, subset
 from datamodules.errors import DataError
 from datamodules.manifest import encounter_key
+from experiments.attack_reference import check_reference, reference_jobs
 from experiments.attack_settings import AttackSettings
 from experiments.config_files import command_parser
 from experiments.ensemble import ensemble_attacks, ensemble_config, train_subsets
@@ -205,6 +206,7 @@ STEPS = (
     ensemble_step,
     signal_step(baseline_jobs),
     signal_step(calibrated_jobs),
+    signal_step(reference_jobs),
 )
 
 
@@ -313,6 +315,7 @@ def run_context(inp: Inputs, seconds: float) -> dict:
 def check_sources(ctx: RunContext, s: AttackSettings) -> None:
     """Refuse, before anything is written, a run whose checkpoint is gone: its cached signals
     may belong to another model (unless ``cached_signals``), and label-only queries the model."""
+    check_reference(ctx, s)  # its photos, their whales and the checkpoint that embeds them
     ckpt = ctx.checkpoint
     if ckpt.is_file():
         signal_source(ctx)  # loads it: a truncated, corrupted or unsafe file is one line here

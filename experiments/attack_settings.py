@@ -178,6 +178,47 @@ class CalibratedSettings:
 
 
 @dataclass
+class ReferenceSettings:
+    """Known/new score calibrated against reference whales (``docs/calibrated_attacks.md``).
+
+    Args:
+        enabled: embed the reference whales with the target and run ``reference_calibrated``.
+        root: a Where's Whale-do catalog folder (``metadata.csv``) of reference whales: whales
+            neither in the target's catalog nor queried.
+        embedding_run: instead of ``root``, an embedding run folder: the rows of its
+            ``population_manifest.csv`` with role ``reference``, under its data root.
+        max_photos: embed at most this many reference photos (seeded subsample).
+        statistic: how the best catalog similarity is judged against the references (one of
+            ``attacks.reference_calibrated.STATISTICS``).
+        seed: seed of the subsample.
+    """
+
+    enabled: bool = False
+    root: str | None = None
+    embedding_run: str | None = None
+    max_photos: int = 2000
+    statistic: str = "zscore"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from attacks.reference_calibrated import STATISTICS
+        from datamodules.errors import DataError
+
+        if self.statistic not in STATISTICS:
+            raise DataError(
+                f"reference.statistic={self.statistic!r}: choose one of {', '.join(STATISTICS)}."
+            )
+        if self.max_photos < 1:
+            raise DataError(f"reference.max_photos={self.max_photos}: give 1 or more.")
+        if self.enabled and (self.root is None) == (self.embedding_run is None):
+            got = "neither" if self.root is None else "both"
+            raise DataError(
+                "reference.enabled needs exactly one of reference.root (a catalog of reference "
+                f"whales) and reference.embedding_run, got {got}; set one of them."
+            )
+
+
+@dataclass
 class AttackSettings:
     """Every attack of ``cli.py attack``.
 
@@ -187,6 +228,7 @@ class AttackSettings:
         label_only: HopSkipJump boundary-distance attack.
         ensemble: ensemble MIA over subset targets.
         calibrated: LiRA and RMIA with reference models, at the sample and identity levels.
+        reference: the known/new score calibrated against reference whales outside the catalog.
         reference_runs: reference folders (``<run>/references/<key>``) trained elsewhere to
             use instead of training references here.
         baselines: also score the open-set baselines (max softmax, nearest-neighbour cosine).
@@ -208,6 +250,7 @@ class AttackSettings:
     label_only: LabelOnlySettings = field(default_factory=LabelOnlySettings)
     ensemble: EnsembleSettings = field(default_factory=EnsembleSettings)
     calibrated: CalibratedSettings = field(default_factory=CalibratedSettings)
+    reference: ReferenceSettings = field(default_factory=ReferenceSettings)
     reference_runs: list[str] = field(default_factory=list)
     baselines: bool = True
     balanced: bool = True

@@ -28,6 +28,9 @@ A summary (JSON beside the CSV, and printed) states the operating point and its 
 is overwritten: the default output is a fresh name in ``<run>/discriminate/``; an existing
 ``--output`` needs ``--overwrite``. Files that are not images are listed, unreadable images are
 skipped and listed (``--unreadable skip``) or stop the command (``--unreadable error``).
+
+An embedding ``--run`` (``cli.py fit --config beluga_reid_cpu.yaml``) needs ``--catalog``, the
+known whales' catalog: see :mod:`experiments.reid_discriminate`.
 """
 
 from __future__ import annotations
@@ -547,6 +550,12 @@ def parser():
     p.add_argument("--run", type=str, required=True, help="finished run folder")
     p.add_argument("--images", type=str, required=True, help="folder of new photos")
     p.add_argument(
+        "--catalog",
+        type=str | None,
+        default=None,
+        help="embedding runs: the catalog of known whales (Where's Whale-do folder)",
+    )
+    p.add_argument(
         "--attack",
         type=str,
         default="auto",
@@ -589,8 +598,17 @@ def parser():
 
 
 def main(argv: list[str]) -> dict:
-    """Entry point of ``python cli.py discriminate``."""
+    """Entry point of ``python cli.py discriminate``; an embedding ``--run`` goes to
+    :mod:`experiments.reid_discriminate`."""
+    from experiments.embedding_run import embedding_run_in
+
+    if embedding_run_in(argv):
+        from experiments import reid_discriminate
+
+        return reid_discriminate.main(argv)
     a = parser().parse_args(argv)
+    if a.catalog is not None:
+        raise DataError(f"--catalog {a.catalog}: only for embedding runs; --run {a.run} is not one")
 
     def log(msg, file=None):
         print(msg, file=file or sys.stdout)

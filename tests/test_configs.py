@@ -49,6 +49,14 @@ def whale_configs() -> list[Path]:
     )
 
 
+def population_configs() -> list[Path]:
+    return sorted(
+        p
+        for p in CONFIGS.glob("*.yaml")
+        if is_fit_config(c := _load(p)) and "PopulationDataModule" in c["data"]["class_path"]
+    )
+
+
 @pytest.fixture(scope="module")
 def catalogs(tmp_path_factory, folder_catalog, noaa_catalog, happywhale_catalog):
     base = tmp_path_factory.mktemp("catalogs")
@@ -124,6 +132,7 @@ def test_every_config_is_covered():
     detection = [p for p in CONFIGS.glob("*.yaml") if p.name.startswith("detection")]
     others = [p for p in CONFIGS.glob("*.yaml") if not is_fit_config(_load(p))]
     uncovered = set(CONFIGS.glob("*.yaml")) - set(whale_configs()) - set(detection) - set(others)
+    uncovered -= set(population_configs())  # test_population_configs_resolve; a fit: test_reid_*
     assert not uncovered, f"configs without a fast_dev_run test: {sorted(uncovered)}"
     assert len(whale_configs()) >= 13  # the 3 x 2 x 2 paper grid + the demo
 
@@ -327,6 +336,8 @@ def _intended(old: dict) -> dict:
     out["trainer.callbacks"] = None  # the suite adds its callbacks itself
     if out.get("model.class_path") == "lightning_modules.classifier.ImageClassifier":
         out["model.init_args.head"] = "softmax"  # the ArcFace head is a setting, softmax default
+        out["model.init_args.weights"] = "none"  # pretrained backbones are a setting
+        out["model.init_args.load_weights"] = True
         arcface = {"embedding_dim": 128, "margin": 28.6, "scale": 30.0, "sub_centers": 1}
         out |= _flat({"model": {"init_args": {"arcface": arcface}}})
     return out | _flat({"audit": audit})
@@ -376,12 +387,27 @@ def resolved(tmp_path_factory):
 
 
 #: fit configs added after the capture (no old values to compare with; smoke-run above)
-ADDED = {"noaa_beluga_cpu.yaml"}
+ADDED = {
+    "noaa_beluga_cpu.yaml",
+    "beluga_target_cpu.yaml",
+    "beluga_reid_cpu.yaml",
+    "beluga_reid_gpu.yaml",
+}
 
 
 def test_every_fit_config_has_a_fixture():
     fit = {p.name for p in CONFIGS.glob("*.yaml") if is_fit_config(_load(p))}
     assert fit - ADDED == set(RESOLVED["configs"])
+
+
+@pytest.mark.parametrize("config", population_configs(), ids=lambda p: p.stem)
+def test_population_configs_resolve(config):
+    cfg = _flat(_print_config(config.name))
+    assert cfg["model.class_path"] == "lightning_modules.embedding.ReIDEmbedding"
+    assert cfg["data.init_args.holdout_individuals"] > 0  # the reference whales
+    assert cfg["model.init_args.arcface.sub_centers"] > 1
+    assert cfg["model.init_args.embedding_dim"] == cfg["model.init_args.arcface.embedding_dim"]
+    assert cfg["leakage.enabled"] is False  # the monitor needs a whale datamodule
 
 
 def test_the_real_catalog_cpu_config_resolves():

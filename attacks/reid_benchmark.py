@@ -1,0 +1,113 @@
+"""The Where's Whale-do (NOAA / DrivenData 2022) style re-identification benchmark, pure numpy.
+
+Every photo is a query in turn; a scenario (:data:`SCENARIOS`, :func:`scenario_mask`) says which
+other photos its database holds. Retrieval by cosine similarity is scored with the challenge's
+mAP@20 (:func:`attacks.open_set.whaledo_map`) and identity top-1/top-5
+(:func:`retrieval_metrics`); :func:`benchmark` runs every scenario on one set of embeddings.
+
+An encounter is one whale's sighting: ``(identity, encounter)`` pairs, as
+``datamodules.manifest.encounter_key`` keys them (catalogs reuse encounter names across whales).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from attacks.open_set import cosine, whaledo_map
+
+#: query/database scenarios of :func:`scenario_mask`
+SCENARIOS = ("photo", "encounter", "same_year", "across_years")
+
+
+def scenario_mask(
+    identity: np.ndarray, encounter: np.ndarray, year: np.ndarray, scenario: str
+) -> np.ndarray:
+    """``allowed (N, N) bool``: ``allowed[q, g]`` iff photo ``g`` is in query ``q``'s database.
+
+    * ``photo``: every other photo (the photo-split figure);
+    * ``encounter``: photos outside the query's encounter (same identity and encounter name);
+    * ``same_year``: outside its encounter and of the same ``year``;
+    * ``across_years``: of another ``year``.
+
+    ``identity``, ``encounter`` (N,) labels; ``year`` (N,) int.
+    """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
+    ident = np.asarray(identity).astype(str)
+    enc = np.asarray(encounter).astype(str)
+    yr = np.asarray(year).astype(np.int64)
+    if not len(ident) == len(enc) == len(yr):
+        raise ValueError(f"identity, encounter, year: lengths {len(ident)}, {len(enc)}, {len(yr)}")
+    same_year = yr[:, None] == yr[None, :]
+    if scenario == "across_years":
+        return ~same_year
+    if scenario == "photo":
+        return ~np.eye(len(ident), dtype=bool)
+    same_enc = (ident[:, None] == ident[None, :]) & (enc[:, None] == enc[None, :])
+    return ~same_enc & same_year if scenario == "same_year" else ~same_enc
+
+
+def _identity_rank(sim_row: np.ndarray, cand: np.ndarray, gid: np.ndarray, query: str) -> int:
+    """1-based rank of ``query`` among the identities of the photos ``cand``, each identity
+    ranked by its best photo (ties by gallery order); ``cand`` must hold a photo of ``query``."""
+    ranked = gid[cand[np.argsort(-sim_row[cand], kind="stable")]]
+    _, first = np.unique(ranked, return_index=True)
+    return int((first < np.flatnonzero(ranked == query)[0]).sum()) + 1
+
+
+def retrieval_metrics(
+    similarity: np.ndarray,
+    query_identity: np.ndarray,
+    gallery_identity: np.ndarray,
+    allowed: np.ndarray | None = None,
+    limit: int = 20,
+) -> dict:
+    """Retrieval quality over the queries with at least one allowed true match.
+
+    Args:
+        similarity: (Q, G) query-to-gallery similarity (higher = more alike).
+        query_identity: (Q,); gallery_identity: (G,).
+        allowed: (Q, G) bool, the photos each query's database holds (None: all).
+        limit: ranked list length of the mAP (the challenge's 20).
+
+    Returns ``map20`` (:func:`attacks.open_set.whaledo_map` on ``allowed``), ``top1``/``top5``
+    (share of queries whose identity is among the 1/5 best identities, each ranked by its best
+    allowed photo) and ``n_queries``; rates are NaN when ``n_queries`` is 0.
+    """
+    sim = np.asarray(similarity, dtype=np.float64)
+    qid = np.asarray(query_identity).astype(str)
+    gid = np.asarray(gallery_identity).astype(str)
+    ok = np.ones(sim.shape, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
+    if ok.shape != sim.shape or sim.shape != (len(qid), len(gid)):
+        raise ValueError(
+            f"similarity {sim.shape}, allowed {ok.shape}: need ({len(qid)}, {len(gid)})"
+        )
+    ranks = []
+    for i in range(len(qid)):
+        cand = np.flatnonzero(ok[i])
+        if (gid[cand] == qid[i]).any():
+            ranks.append(_identity_rank(sim[i], cand, gid, qid[i]))
+    r = np.asarray(ranks)
+    nan = float("nan")
+    return {
+        "map20": whaledo_map(sim, qid, gid, limit=limit, allowed=ok),
+        "top1": float((r <= 1).mean()) if len(r) else nan,
+        "top5": float((r <= 5).mean()) if len(r) else nan,
+        "n_queries": len(r),
+    }
+
+
+def benchmark(
+    embeddings: np.ndarray,
+    identity: np.ndarray,
+    encounter: np.ndarray,
+    year: np.ndarray,
+    scenarios=SCENARIOS,
+) -> dict:
+    """``{scenario: retrieval_metrics}`` with every photo (N, D) a query against the photos its
+    scenario allows; cosine similarity (N, N), computed once."""
+    sim = cosine(embeddings, embeddings)
+    return {
+        s: retrieval_metrics(sim, identity, identity, scenario_mask(identity, encounter, year, s))
+        for s in scenarios
+    }

@@ -1,0 +1,261 @@
+"""`cli.py discriminate` on an embedding run: known/new per photo and encounter against a catalog
+of known whales, the self-calibrated operating point, its outputs, the ``undecided`` rule and bad
+input as one line and exit 2. The hand-sized math of the calibration samples runs without a fit."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments import reid_discriminate
+from experiments.reid_operating_point import (
+    Photos,
+    leave_encounter_out,
+    operating_point,
+    samples,
+)
+
+
+def photo(path: Path, seed: int) -> Path:
+    """A 24x24 random JPEG."""
+    arr = np.random.default_rng(seed).integers(0, 255, (24, 24, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, quality=90)
+    return path
+
+
+def cli(*argv: str) -> None:
+    from cli import main
+
+    main(["discriminate", *argv])
+
+
+# ---- the calibration samples by hand -----------------------------------------------------------
+def unit(*angles: float) -> np.ndarray:
+    return np.stack([np.cos(angles), np.sin(angles)], 1)
+
+
+def test_leave_encounter_out_uses_the_whales_other_encounters():
+    gallery = Photos(unit(0.0, 0.3, 1.0), np.array(["A", "A", "B"]), np.array(["a1", "a2", "b1"]))
+    queries = Photos(unit(0.0), np.array(["A"]), np.array(["a1"]))
+    names, sims = leave_encounter_out(queries, gallery)
+    assert list(names) == ["A", "B"]
+    np.testing.assert_allclose(sims[0], [np.cos(0.3), np.cos(1.0)])  # not its own photo (1.0)
+    alone = Photos(unit(1.0), np.array(["B"]), np.array(["b1"]))
+    assert leave_encounter_out(alone, gallery)[1][0, 1] == -np.inf
+
+
+def test_samples_known_leave_the_encounter_out_and_new_leave_the_whale_out():
+    catalog = Photos(unit(0.0, 0.2, 1.5), np.array(["A", "A", "B"]), np.array(["a1", "a2", "b1"]))
+    ref = Photos(unit(0.1, 1.0), np.array(["R1", "R2"]), np.array(["r1", "r2"]))
+    s = samples(catalog, ref, "difference", "photo")
+    # known: A's two photos (B has one encounter); best = the other A photo minus the best reference
+    want_known = [np.cos(0.2) - np.cos(0.1), np.cos(0.2) - np.cos(0.1)]
+    # new: R1 against the catalog (best cos 0.1 to a1) minus R2 only, and the reverse
+    want_new = [np.cos(0.1) - np.cos(0.9), np.cos(0.5) - np.cos(0.9)]
+    np.testing.assert_allclose(s["score"], want_known + want_new)
+    assert list(s["known"]) == [1, 1, 0, 0]
+    assert list(s["individual"]) == ["catalog:A", "catalog:A", "reference:R1", "reference:R2"]
+    enc = samples(catalog, ref, "raw", "encounter")
+    assert len(enc["score"]) == 4 and list(enc["known"]) == [1, 1, 0, 0]
+
+
+def test_operating_point_separates_only_when_the_tpr_interval_is_above_the_fpr():
+    ident = np.array(["k1", "k2", "k3", "n1", "n2", "n3"])
+    known = np.array([1, 1, 1, 0, 0, 0])
+    good = operating_point(
+        {"score": np.array([3.0, 4, 5, 0, 1, 2]), "known": known, "individual": ident},
+        0.05,
+        None,
+        100,
+    )
+    assert good["separable"] and good["tpr"][0] == 1.0 and good["fpr"][0] == 0.0
+    assert 2.0 < good["threshold"] <= 3.0 and good["auroc"][0] == 1.0
+    assert good["counts"] == {
+        "known_samples": 3,
+        "new_samples": 3,
+        "known_individuals": 3,
+        "new_individuals": 3,
+    }
+    bad = operating_point(
+        {"score": np.array([0.0, 1, 2, 3, 4, 5]), "known": known, "individual": ident},
+        0.05,
+        None,
+        100,
+    )
+    assert not bad["separable"] and bad["tpr"][2] == 0.0
+    fixed = operating_point(
+        {"score": np.array([0.0, 1, 2, 3, 4, 5]), "known": known, "individual": ident},
+        0.05,
+        -1.0,
+        100,
+    )
+    assert fixed["chosen_by"] == "--threshold" and fixed["fpr"][0] == 1.0
+    assert not fixed["separable"]  # TPR 1 does not exceed FPR 1
+
+
+# ---- bad input: one line, exit 2 (no fit needed) -------------------------------------------
+@pytest.fixture
+def fake_run(tmp_path) -> Path:
+    """A folder that looks like an embedding run up to its weights."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(
+        "model:\n  class_path: lightning_modules.embedding.ReIDEmbedding\n  init_args: {}\n"
+        f"data:\n  init_args:\n    root: {tmp_path / 'pop'}\n"
+    )
+    rows = "".join(f"images/r{i}.jpg,ref{i},ref{i}/e0,reference,-1\n" for i in range(2))
+    (run / "population_manifest.csv").write_text("file,identity,encounter,role,label\n" + rows)
+    return run
+
+
+@pytest.mark.parametrize("case", ["no_catalog", "no_metadata", "empty_images", "classifier"])
+def test_bad_input_is_one_line_and_exit_2(case, fake_run, tmp_path, capsys):
+    images, catalog = tmp_path / "images", tmp_path / "catalog"
+    images.mkdir()
+    catalog.mkdir()
+    photo(images / "enc" / "a.jpg", 1)
+    argv = ["--run", str(fake_run), "--images", str(images), "--catalog", str(catalog)]
+    if case == "no_catalog":
+        argv = argv[:4]
+    if case != "no_metadata":
+        (catalog / "metadata.csv").write_text("image_id,path,viewpoint,whale_id,encounter_id\n")
+    if case == "empty_images":
+        shutil.rmtree(images / "enc")
+        (images / "notes.txt").write_text("not a photo")
+    if case == "classifier":
+        (fake_run / "config.yaml").write_text("model:\n  class_path: x.WhaleClassifier\n")
+    with pytest.raises(SystemExit) as exc:
+        cli(*argv, "--output", str(tmp_path / "out"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and err[-1].startswith("error: ")
+    want = {
+        "no_catalog": "--catalog: --run",
+        "no_metadata": "no metadata.csv",
+        "empty_images": "no readable photos",
+        "classifier": "only for embedding runs",
+    }
+    assert want[case] in err[-1] and not (tmp_path / "out").exists()
+
+
+# ---- a tiny embedding run ------------------------------------------------------------------
+def fit_args(pop: Path, out: Path) -> list[str]:
+    """A one-epoch embedding fit of ``beluga_reid_cpu.yaml`` (as tests/test_reid_embedding.py)."""
+    return [
+        "fit", "--config", "beluga_reid_cpu.yaml", "--data.root", str(pop),
+        "--data.init_args.views.height", "64", "--data.init_args.views.width", "32",
+        "--data.init_args.holdout_individuals", "3", "--data.init_args.batch_size", "8",
+        "--data.init_args.cache_dir", str(out / "cache"), "--trainer.max_epochs", "1",
+        "--trainer.default_root_dir", str(out / "runs"),
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, noaa_catalog) -> dict:
+    """The run, a catalog of 6 whales (photos unlike the population's) and a query folder: an
+    encounter of catalog whale000, an encounter of a new whale, a lone photo, two bad files."""
+    from cli import main
+
+    tmp = tmp_path_factory.mktemp("reid_disc")
+    main(fit_args(noaa_catalog(tmp / "pop", n_ind=10, n_enc=2, per_enc=2), tmp))
+    dev = noaa_catalog(tmp / "dev", n_ind=6, n_enc=3, per_enc=2)
+    for i, p in enumerate(sorted((dev / "images").glob("*.jpg"))):
+        photo(p, 5000 + i)
+    q = tmp / "new"
+    for name in ("train0002.jpg", "train0003.jpg"):  # whale000, encounter 1, top view
+        (q / "known_enc").mkdir(parents=True, exist_ok=True)
+        shutil.copy(dev / "images" / name, q / "known_enc" / name)
+    for i in range(3):
+        photo(q / "new_enc" / f"n{i}.jpg", 9000 + i)
+    photo(q / "lone.jpg", 9100)
+    (q / "broken.jpg").write_bytes((dev / "images" / "train0001.jpg").read_bytes()[:200])
+    (q / "notes.txt").write_text("not a photo")
+    return {"run": tmp / "runs" / "beluga_reid_cpu" / "version_0", "catalog": dev, "images": q}
+
+
+def discriminate(tiny: dict, out: Path | None, *extra: str) -> tuple[list, list, dict]:
+    argv = ["--run", str(tiny["run"]), "--catalog", str(tiny["catalog"])]
+    argv += ["--images", str(tiny["images"]), "--n_boot", "50", *extra]
+    cli(*argv, *(["--output", str(out)] if out else []))
+    out = out or sorted((tiny["run"] / "discriminate").iterdir())[-1]
+    photos, encs = (
+        list(csv.DictReader((out / f).open())) for f in ("photos.csv", "encounters.csv")
+    )
+    return photos, encs, json.loads((out / "operating_point.json").read_text())
+
+
+def catalog_whale_of(catalog: Path) -> dict[str, str]:
+    with (catalog / "metadata.csv").open() as fh:
+        return {str(catalog / r["path"]): r["whale_id"] for r in csv.DictReader(fh)}
+
+
+@pytest.mark.slow
+def test_photos_encounters_candidates_and_operating_point(tiny, tmp_path):
+    photos, encs, op = discriminate(tiny, tmp_path / "out")
+    assert list(photos[0]) == reid_discriminate.COLUMNS["photo"]
+    assert list(encs[0]) == reid_discriminate.COLUMNS["encounter"]
+    status = {r["file"]: r["status"] for r in photos}
+    assert status == {
+        "known_enc/train0002.jpg": "ok", "known_enc/train0003.jpg": "ok", "new_enc/n0.jpg": "ok",
+        "new_enc/n1.jpg": "ok", "new_enc/n2.jpg": "ok", "lone.jpg": "ok",
+        "broken.jpg": "corrupt", "notes.txt": "not_an_image",
+    }  # fmt: skip
+    assert {r["encounter"]: int(r["n_photos"]) for r in encs} == {
+        "known_enc": 2, "new_enc": 3, "lone.jpg": 1,
+    }  # fmt: skip
+    whale_of = catalog_whale_of(tiny["catalog"])
+    for r in [r for r in photos if r["status"] == "ok"] + encs:
+        assert r["decision"] in ("known", "new", "undecided") and len(r["score"].split(".")[1]) == 3
+        cos = [float(r[f"cand{k}_cosine"]) for k in range(1, 6)]
+        assert cos == sorted(cos, reverse=True)
+        for k in range(1, 6):
+            assert whale_of[r[f"cand{k}_photo"]] == r[f"cand{k}"]  # an existing catalog photo
+            assert Path(r[f"cand{k}_photo"]).is_file()
+    copy = next(r for r in photos if r["file"] == "known_enc/train0002.jpg")
+    assert copy["cand1"] == "whale000" and copy["cand1_cosine"] == "1.000"
+    assert copy["cand1_photo"].endswith("train0002.jpg")
+    assert op["statistic"] == "zscore" and op["fpr_target"] == 0.05
+    assert op["run"] == str(tiny["run"]) and op["catalog"] == str(tiny["catalog"])
+    assert op["skipped"] == {"broken.jpg": "corrupt", "notes.txt": "not_an_image"}
+    assert op["counts"]["photos"] == 6 and op["counts"]["encounters"] == 3
+    for lvl in ("photo", "encounter"):
+        point = op["levels"][lvl]
+        assert {"threshold", "tpr", "fpr", "auroc", "separable", "counts"} <= set(point)
+        assert all(len(point[m]) == 3 for m in ("tpr", "fpr", "auroc"))
+        assert point["counts"]["new_individuals"] == 3  # the run's reference whales
+        assert point["counts"]["known_individuals"] == 6  # catalog whales with 2+ encounters
+    with pytest.raises(SystemExit) as exc:  # a folder with results is kept
+        discriminate(tiny, tmp_path / "out")
+    assert exc.value.code == 2
+
+
+@pytest.mark.slow
+def test_undecided_unless_the_point_separates_or_decisions_are_forced(tiny, monkeypatch, capsys):
+    real = reid_discriminate.operating_point
+
+    def planted(separable: bool):
+        return lambda *a, **k: {**real(*a, **k), "separable": separable}
+
+    monkeypatch.setattr(reid_discriminate, "operating_point", planted(False))
+    photos, encs, op = discriminate(tiny, None)
+    assert {r["decision"] for r in photos if r["status"] == "ok"} == {"undecided"}
+    assert {r["decision"] for r in encs} == {"undecided"}
+    assert len(op["warnings"]) == 2 and "cannot separate" in capsys.readouterr().err
+    photos, _, op = discriminate(tiny, None, "--force_decisions", "true")
+    assert {r["decision"] for r in photos if r["status"] == "ok"} <= {"known", "new"}
+    assert "deciding anyway" in op["warnings"][0]
+    monkeypatch.setattr(reid_discriminate, "operating_point", planted(True))
+    photos, encs, op = discriminate(tiny, None, "--threshold", "1.5")
+    assert op["warnings"] == [] and op["levels"]["photo"]["threshold"] == 1.5
+    for r in [r for r in photos if r["status"] == "ok"] + encs:
+        if abs(float(r["score"]) - 1.5) > 1e-3:  # the CSV rounds to 3 decimals
+            assert r["decision"] == ("known" if float(r["score"]) > 1.5 else "new")
+    outs = sorted(p.name for p in (tiny["run"] / "discriminate").iterdir())
+    assert outs == ["new", "new-1", "new-2"]  # fresh folders, nothing overwritten
