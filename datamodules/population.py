@@ -32,6 +32,7 @@ from datamodules.errors import DataError
 from datamodules.hashing import FileHasher
 from datamodules.images import normalize_batch
 from datamodules.manifest import _atomic_write
+from datamodules.sampling import EpochShuffle
 from datamodules.views import ArrayCache, ViewSettings, decode_views, key_of
 
 MANIFEST = "population_manifest.csv"
@@ -46,6 +47,8 @@ class PopulationDataModule(pl.LightningDataModule):
         root: the population catalog folder.
         views: input size and the fixed views per photo (:class:`ViewSettings`).
         min_photos: individuals with fewer photos are left out of training.
+        min_encounters: individuals seen in fewer encounters are left out of training (2 keeps
+            only whales whose photos teach what stays the same across encounters).
         holdout_individuals: whales held apart (seeded) as reference and validation whales.
         batch_size: training batch size (views).
         cache_dir: folder of the view and activation caches (``null``: none).
@@ -58,6 +61,7 @@ class PopulationDataModule(pl.LightningDataModule):
         root: str | None = None,
         views: ViewSettings = ViewSettings(),
         min_photos: int = 1,
+        min_encounters: int = 1,
         holdout_individuals: int = 0,
         batch_size: int = 64,
         cache_dir: str | None = "data_cache/views",
@@ -70,6 +74,7 @@ class PopulationDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self.reader, self.root, self.views = reader, root, views
         self.min_photos, self.holdout = min_photos, holdout_individuals
+        self.min_encounters = min_encounters
         self.batch_size, self.seed = batch_size, seed
         self.cache = ArrayCache(cache_dir)
         self._rows: list[dict] | None = None
@@ -92,7 +97,16 @@ class PopulationDataModule(pl.LightningDataModule):
                 "individuals; hold apart fewer."
             )
         held = set(rng.choice(names, size=self.holdout, replace=False).tolist())
-        train = sorted(n for n in names if n not in held and counts[n] >= self.min_photos)
+        encounters: dict[str, set] = {}
+        for r in catalog.records:
+            encounters.setdefault(r.identity, set()).add(r.group or r.file)
+        train = sorted(
+            n
+            for n in names
+            if n not in held
+            and counts[n] >= self.min_photos
+            and len(encounters[n]) >= self.min_encounters
+        )
         if len(train) < 2:
             raise DataError(f"{self.root}: fewer than 2 individuals to train on; add photos.")
         label = {n: i for i, n in enumerate(train)}
@@ -185,10 +199,12 @@ class PopulationDataModule(pl.LightningDataModule):
         v = len(x) // len(rows)
         y = torch.tensor([r["label"] for r in rows]).repeat_interleave(v)
         gen = torch.Generator().manual_seed(self.seed)
+        # a per-epoch seeded order that a resumed run re-enters mid-epoch (datamodules.sampling)
+        order = EpochShuffle(len(y), self.seed, self.batch_size, gen)
         return DataLoader(
             TensorDataset(x, y, torch.arange(len(y))),
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=order,
             drop_last=True,
             generator=gen,
         )

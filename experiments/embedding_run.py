@@ -106,8 +106,9 @@ class EmbeddingRun:
             args = dict(self.config["model"]["init_args"])
             kwargs = {k: args[k] for k in EMBEDDING_KEYS if args.get(k) is not None}
             n = len({r["identity"] for r in self.population if r["role"] == "train"})
-            # the trained weights replace whatever the backbone starts from
-            model = ReIDEmbedding(num_classes=n, weights="none", **kwargs)
+            # the layout and input normalisation of the run's weights; the checkpoint's values
+            weights = str(args.get("weights") or "none")
+            model = ReIDEmbedding(num_classes=n, weights=weights, load_weights=False, **kwargs)
             state = load_checkpoint(self.folder / "checkpoints" / "last.ckpt")
             model.load_state_dict(state.get("state_dict", state))
             self._model = model.eval()

@@ -231,6 +231,8 @@ def check_args(a) -> None:
         raise DataError("--draws must be 1-1000 and --n_boot 10-100000.")
     if not 0 < a.known_fraction < 1:
         raise DataError(f"--known_fraction {a.known_fraction}: give a share between 0 and 1.")
+    if a.statistic not in STATISTICS:
+        raise DataError(f"--statistic {a.statistic!r}: choose one of {list(STATISTICS)}.")
     bad = [p for p in a.protocols if p not in PROTOCOLS]
     if bad or not a.protocols:
         raise DataError(f"--protocols {bad or a.protocols}: choose from {list(PROTOCOLS)}.")

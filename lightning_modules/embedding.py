@@ -44,6 +44,8 @@ class ReIDEmbedding(pl.LightningModule):
         weight_decay: AdamW weight decay of the weights (not of biases and norms).
         warmup_epochs: linear warm-up from 1 % of the peak, then cosine decay to 1 % at the end.
         dropout: dropout before the neck.
+        load_weights: ``False`` builds the layout and input normalisation of ``weights`` without
+            reading them (a run's checkpoint is loaded over it).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class ReIDEmbedding(pl.LightningModule):
         weight_decay: float = 1e-4,
         warmup_epochs: float = 1.0,
         dropout: float = 0.0,
+        load_weights: bool = True,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -72,7 +75,8 @@ class ReIDEmbedding(pl.LightningModule):
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def frozen_key(self) -> str:
-        """sha256 of the frozen part's weights and buffers (the activation cache's key)."""
+        """sha256 of the frozen part's weights and buffers, its input normalisation included (the
+        activation cache's key)."""
         h = hashlib.sha256(self.hparams.arch.encode())
         for name, t in self.net.frozen.state_dict().items():
             h.update(name.encode())

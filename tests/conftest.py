@@ -562,6 +562,35 @@ def one_step() -> list[str]:
     ]
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on 2 shared cores, more threads slow small convolutions."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def reid_fit_args(pop: Path, out: Path, *extra: str) -> list[str]:
+    """A one-epoch embedding fit of ``beluga_reid_cpu.yaml`` on a tiny catalog (64 x 32 views,
+    3 reference whales), its runs and caches under ``out``."""
+    return [
+        "fit", "--config", "beluga_reid_cpu.yaml", "--data.root", str(pop),
+        "--data.init_args.views.height", "64", "--data.init_args.views.width", "32",
+        "--data.init_args.holdout_individuals", "3", "--data.init_args.batch_size", "8",
+        "--data.init_args.cache_dir", str(out / "cache"), "--trainer.max_epochs", "1",
+        "--trainer.default_root_dir", str(out / "runs"),
+        "--trainer.enable_progress_bar", "false", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session", name="reid_fit_args")
+def _reid_fit_args_fixture():
+    return reid_fit_args
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     """The repository root."""

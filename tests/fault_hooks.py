@@ -20,3 +20,15 @@ class PauseAtStep(pl.Callback):
             Path(self.flag).write_text(str(self.step))
             while True:
                 time.sleep(0.05)
+
+
+class StopAtEpoch(pl.Callback):
+    """Raise at the start of training epoch ``epoch`` (after the previous epoch's checkpoint):
+    an in-process stand-in for a job killed between epochs."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError(f"stopped at the start of epoch {self.epoch}")

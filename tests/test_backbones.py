@@ -29,13 +29,7 @@ KNOWN_ARGMAX = 21
 KNOWN_LOGITS = {21: 4.67583, 0: -0.15417, 404: 2.79306}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on 2 shared cores, more threads slow these small convolutions."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

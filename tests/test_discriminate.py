@@ -86,8 +86,8 @@ def test_candidates_for_every_photo_and_encounter_and_the_consensus(run_folder, 
 def plant(run_folder: Path) -> dict:
     """Replace the run's final signals' losses: attack-set new whales at 1.0-1.7 nats, eval
     members and non-members at the values below (members of the attack set at 0.3-1.05)."""
-    from experiments.torch_target import load_target
     from experiments.runs import RunContext, final_signals
+    from experiments.torch_target import load_target
 
     ctx = RunContext.open(run_folder, "cpu")
     load_target(ctx)
@@ -276,8 +276,8 @@ def test_an_embedding_head_run_is_scored_by_similarity(run_folder, photos, tmp_p
 def test_the_plain_target_equals_the_lightning_module(tmp_path, make_run_folder, extra):
     import torch
 
-    from experiments.torch_target import PlainTarget, load_target
     from experiments.runs import RunContext, load_classifier
+    from experiments.torch_target import PlainTarget, load_target
 
     run_folder = make_run_folder(tmp_path, n_individuals=9, model_args=extra)
     ctx = RunContext.open(run_folder, "cpu")

@@ -18,13 +18,7 @@ import cli
 PRETRAINED = {"arch": "tf_efficientnet_lite0", "weights": "packaged"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on 2 shared cores, more threads slow these small convolutions."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(

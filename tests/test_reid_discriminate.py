@@ -145,26 +145,14 @@ def test_bad_input_is_one_line_and_exit_2(case, fake_run, tmp_path, capsys):
 
 
 # ---- a tiny embedding run ------------------------------------------------------------------
-def fit_args(pop: Path, out: Path) -> list[str]:
-    """A one-epoch embedding fit of ``beluga_reid_cpu.yaml`` (as tests/test_reid_embedding.py)."""
-    return [
-        "fit", "--config", "beluga_reid_cpu.yaml", "--data.root", str(pop),
-        "--data.init_args.views.height", "64", "--data.init_args.views.width", "32",
-        "--data.init_args.holdout_individuals", "3", "--data.init_args.batch_size", "8",
-        "--data.init_args.cache_dir", str(out / "cache"), "--trainer.max_epochs", "1",
-        "--trainer.default_root_dir", str(out / "runs"),
-        "--trainer.enable_progress_bar", "false",
-    ]  # fmt: skip
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, noaa_catalog) -> dict:
+def tiny(tmp_path_factory, noaa_catalog, reid_fit_args) -> dict:
     """The run, a catalog of 6 whales (photos unlike the population's) and a query folder: an
     encounter of catalog whale000, an encounter of a new whale, a lone photo, two bad files."""
     from cli import main
 
     tmp = tmp_path_factory.mktemp("reid_disc")
-    main(fit_args(noaa_catalog(tmp / "pop", n_ind=10, n_enc=2, per_enc=2), tmp))
+    main(reid_fit_args(noaa_catalog(tmp / "pop", n_ind=10, n_enc=2, per_enc=2), tmp))
     dev = noaa_catalog(tmp / "dev", n_ind=6, n_enc=3, per_enc=2)
     for i, p in enumerate(sorted((dev / "images").glob("*.jpg"))):
         photo(p, 5000 + i)

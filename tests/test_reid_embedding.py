@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -17,18 +18,6 @@ from lightning_modules.components.reid import EmbeddingNet, GeM
 from lightning_modules.embedding import ReIDEmbedding, warmup_cosine
 
 VIEWS = ViewSettings(height=64, width=32, views=3, seed=0)
-
-
-def fit_args(pop, out, *extra) -> list[str]:
-    """A one-epoch embedding fit of ``beluga_reid_cpu.yaml`` on a tiny catalog."""
-    return [
-        "fit", "--config", "beluga_reid_cpu.yaml", "--data.root", str(pop),
-        "--data.init_args.views.height", "64", "--data.init_args.views.width", "32",
-        "--data.init_args.holdout_individuals", "3", "--data.init_args.batch_size", "8",
-        "--data.init_args.cache_dir", str(out / "cache"), "--trainer.max_epochs", "1",
-        "--trainer.default_root_dir", str(out / "runs"),
-        "--trainer.enable_progress_bar", "false", *extra,
-    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -142,10 +131,10 @@ def test_backbone_file_loads_as_local_weights(tmp_path):
 
 
 @pytest.mark.slow
-def test_fit_writes_a_run_the_reid_command_reads(population, tmp_path, noaa_catalog):
+def test_fit_writes_a_run_the_reid_command_reads(population, tmp_path, noaa_catalog, reid_fit_args):
     import cli
 
-    cli.main(fit_args(population, tmp_path))
+    cli.main(reid_fit_args(population, tmp_path))
     run = tmp_path / "runs" / "beluga_reid_cpu" / "version_0"
     for name in ("config.yaml", MANIFEST, "backbone.pt", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
@@ -160,3 +149,61 @@ def test_fit_writes_a_run_the_reid_command_reads(population, tmp_path, noaa_cata
     enc = res["per_draw"]["encounter"][0]["encounter"]
     assert 0.0 <= enc["auroc_zscore"][0] <= 1.0 and enc["n_known"] > 0 and enc["n_new"] > 0
     assert res["benchmark"]["encounter"]["n_queries"] > 0
+
+
+def test_a_reloaded_embedding_embeds_as_the_trained_one():
+    """The checkpoint carries the input normalisation of its weights (packaged: [-1, 1]); a
+    model rebuilt without reading the weights and loaded from it gives the same embeddings and
+    the same activation-cache key."""
+    torch.manual_seed(0)
+    trained = ReIDEmbedding(num_classes=4, frozen_stages=6, embedding_dim=16).eval()
+    assert "net.frozen.0.scale" in trained.state_dict()
+    again = ReIDEmbedding(num_classes=4, frozen_stages=6, embedding_dim=16, load_weights=False)
+    again.load_state_dict(trained.state_dict())
+    again.eval()
+    x = torch.randn(2, 3, 64, 32)
+    torch.testing.assert_close(again.net(x), trained.net(x))
+    assert again.frozen_key() == trained.frozen_key()
+    again.net.frozen[0].shift.add_(0.1)  # another normalisation, same weights: another key
+    assert again.frozen_key() != trained.frozen_key()
+
+
+def test_frozen_features_use_running_statistics_in_any_mode():
+    """The cached activations must be what the frozen stages give at evaluation: batch norm on
+    its running statistics, never on the batch's (which would also move the running ones)."""
+    net = EmbeddingNet(build_backbone("resnet18", "none"), 8, frozen_stages=2)
+    assert not net.frozen.training  # from construction on
+    x = torch.randn(4, 3, 64, 32)
+    before = {k: v.clone() for k, v in net.frozen.state_dict().items()}
+    for m in net.frozen.modules():  # as a trainer restoring a captured mode might
+        m.train()
+    a = net.frozen_features(x)
+    net.eval()
+    torch.testing.assert_close(a, net.frozen_features(x))
+    for k, v in net.frozen.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.slow
+def test_a_resumed_fit_ends_with_the_weights_of_an_uninterrupted_one(
+    population, tmp_path, reid_fit_args
+):
+    import cli
+
+    def weights(run):
+        state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        return state["state_dict"]
+
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    cli.main(reid_fit_args(population, whole, "--trainer.max_epochs", "2"))
+    stop = {"class_path": "tests.fault_hooks.StopAtEpoch", "init_args": {"epoch": 1}}
+    with pytest.raises(RuntimeError, match="stopped at the start of epoch 1"):
+        cli.main(reid_fit_args(population, part, "--trainer.max_epochs", "2",
+                          f"--trainer.callbacks+={json.dumps(stop)}"))  # fmt: skip
+    run = part / "runs" / "beluga_reid_cpu" / "version_0"
+    cli.main(reid_fit_args(population, part, "--trainer.max_epochs", "2",
+                      "--ckpt_path", str(run / "checkpoints" / "last.ckpt")))  # fmt: skip
+    a, b = weights(whole / "runs" / "beluga_reid_cpu" / "version_0"), weights(run)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)

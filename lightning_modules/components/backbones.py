@@ -104,18 +104,19 @@ def _library(arch: str) -> tuple[str, str]:
     )
 
 
-def _create(lib: str, name: str, weights: str) -> tuple[nn.Module, tuple, tuple]:
-    """The whole classification model, and the mean and std its weights expect."""
-    pretrained = weights == "imagenet"
+def _create(lib: str, name: str, weights: str, load: bool = True) -> tuple[nn.Module, tuple, tuple]:
+    """The whole classification model, and the mean and std its ``weights`` expect (ImageNet
+    weights are downloaded only when ``load``)."""
+    imagenet = weights == "imagenet"
     if lib == "timm":
-        net = _timm().create_model(name, pretrained=pretrained)
+        net = _timm().create_model(name, pretrained=imagenet and load)
         cfg = getattr(net, "pretrained_cfg", {}) or {}
-        mean = tuple(cfg.get("mean", IMAGENET_MEAN)) if pretrained else IMAGENET_MEAN
-        std = tuple(cfg.get("std", IMAGENET_STD)) if pretrained else IMAGENET_STD
+        mean = tuple(cfg.get("mean", IMAGENET_MEAN)) if imagenet else IMAGENET_MEAN
+        std = tuple(cfg.get("std", IMAGENET_STD)) if imagenet else IMAGENET_STD
         return net, mean, std
     from torchvision import models
 
-    net = models.get_model(name, weights="DEFAULT" if pretrained else None)
+    net = models.get_model(name, weights="DEFAULT" if imagenet and load else None)
     return net, IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -200,9 +201,11 @@ class _ForwardFeatures(nn.Module):
         return self.net.forward_features(x)
 
 
-def build_backbone(arch: str, weights: str = "none") -> Backbone:
+def build_backbone(arch: str, weights: str = "none", load: bool = True) -> Backbone:
     """``arch`` (a torchvision or timm name, optionally ``timm/``- or ``torchvision/``-prefixed)
-    with ``weights`` (none | imagenet | packaged | a state-dict path), cut into stages."""
+    with ``weights`` (none | imagenet | packaged | a state-dict path), cut into stages.
+    ``load=False``: the layout and input normalisation of ``weights`` without reading (or
+    downloading) them, for a checkpoint to be loaded over."""
     lib, name = _library(arch)
     if weights == "packaged":
         if name not in PACKAGED_ARCHS:
@@ -212,11 +215,12 @@ def build_backbone(arch: str, weights: str = "none") -> Backbone:
             )
         lib = "timm"
         net, _, _ = _create(lib, name, "none")
-        load_packaged(net)
+        if load:
+            load_packaged(net)
         mean, std = LITE_MEAN, LITE_STD
     else:
-        net, mean, std = _create(lib, name, "imagenet" if weights == "imagenet" else "none")
-        if weights not in WEIGHT_CHOICES:
+        net, mean, std = _create(lib, name, weights, load)
+        if weights not in WEIGHT_CHOICES and load:
             load_local(net, weights)
     stages, width = _stages(net)
     return Backbone(f"{lib}/{name}", stages, width, tuple(mean), tuple(std), weights, net)

@@ -54,8 +54,10 @@ class EmbeddingNet(nn.Module):
                 f"model.frozen_stages={frozen_stages}: {backbone.arch} has {n} stages; freeze "
                 f"0 to {n - 1} of them."
             )
+        # the normalisation is saved with the weights: a checkpoint brings its own
         self.frozen = nn.Sequential(
-            InputNorm(backbone.mean, backbone.std), *backbone.stages[:frozen_stages]
+            InputNorm(backbone.mean, backbone.std, persistent=True),
+            *backbone.stages[:frozen_stages],
         )
         for p in self.frozen.parameters():
             p.requires_grad_(False)
@@ -72,6 +74,7 @@ class EmbeddingNet(nn.Module):
         # the library model whose stages these are, outside the module tree (no second copy of
         # the weights in this net's state dict)
         self._library_model = [backbone.module]
+        self.frozen.eval()  # from the start: Lightning restores each module's mode as it found it
 
     def backbone_state_dict(self) -> dict:
         """The library model's state dict with this net's (trained) stages: a weights file for
@@ -89,7 +92,10 @@ class EmbeddingNet(nn.Module):
 
     @torch.no_grad()
     def frozen_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Activations of the frozen stages: (B, 3, H, W) -> (B, C', h, w); no gradient."""
+        """Activations of the frozen stages: (B, 3, H, W) -> (B, C', h, w); no gradient, always
+        in eval mode (batch norm on its running statistics, which never change), whatever mode
+        a trainer restored."""
+        self.frozen.eval()
         return self.frozen(x)
 
     def embed_frozen(self, a: torch.Tensor) -> torch.Tensor:
