@@ -122,9 +122,15 @@ class ReIDEmbedding(pl.LightningModule):
             return
         from attacks.reid_benchmark import retrieval_metrics
 
-        emb = torch.cat([e for e, _ in self._val]).numpy()
-        order = torch.cat([i for _, i in self._val]).numpy()
+        emb = torch.cat([e for e, _ in self._val])
+        order = torch.cat([i for _, i in self._val])
         self._val.clear()
+        if self.trainer.world_size > 1:  # every rank scored a shard: gather them all
+            emb = self.all_gather(emb.to(self.device)).flatten(0, 1).cpu()
+            order = self.all_gather(order.to(self.device)).flatten(0, 1).cpu()
+        # each reference photo once (a distributed sampler pads its shards with repeats)
+        order, first = np.unique(order.numpy(), return_index=True)
+        emb = emb.numpy()[first]
         rows = self.trainer.datamodule.rows("reference")
         ident = np.asarray([rows[i]["identity"] for i in order])
         enc = np.asarray([rows[i]["encounter"] for i in order])

@@ -131,13 +131,17 @@ def test_backbone_file_loads_as_local_weights(tmp_path):
 
 
 @pytest.mark.slow
-def test_fit_writes_a_run_the_reid_command_reads(population, tmp_path, noaa_catalog, reid_fit_args):
+def test_fit_writes_a_run_the_reid_command_reads(
+    population, tmp_path, noaa_catalog, reid_fit_args, scalars
+):
     import cli
 
     cli.main(reid_fit_args(population, tmp_path))
     run = tmp_path / "runs" / "beluga_reid_cpu" / "version_0"
     for name in ("config.yaml", MANIFEST, "backbone.pt", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
+    (val,) = scalars(run, "val/map20")  # retrieval on the held-apart whales, once per epoch
+    assert 0.0 <= val[1] <= 1.0
     dev = noaa_catalog(tmp_path / "dev", n_ind=8, n_enc=3, per_enc=2)
     out = tmp_path / "reid"
     from experiments.reid import main as reid
