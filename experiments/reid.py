@@ -1,7 +1,7 @@
 """Known or new, and who it is, with a population-trained embedding: the re-identification benchmark.
 
     python cli.py reid --run lightning_logs/beluga_reid_cpu/version_0 \\
-        --catalog ../shared/data/beluga_whaledo_dev --output reid_dev
+        --catalog /path/to/beluga_whaledo_dev --output reid_dev
 
 The embedding run (``cli.py fit --config beluga_reid_cpu.yaml``) learnt from a population of other
 whales. This command embeds the photos of ``--catalog`` (whales the embedding never saw) and:

@@ -149,11 +149,12 @@ def load_packaged(net: nn.Module) -> None:
     net.load_state_dict(mapped)
 
 
-def load_local(net: nn.Module, path: str) -> None:
-    """A local state dict (optionally under ``state_dict``, keys optionally ``module.``-prefixed)."""
+def load_local(net: nn.Module, path: str, option: str = "model.weights") -> None:
+    """A local state dict (optionally under ``state_dict``, keys optionally ``module.``-prefixed);
+    ``option`` names the setting in the error for a missing file."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"model.weights: {p} not found; give none, imagenet, packaged or a file.")
+        raise ValueError(f"{option}: {p} not found; give none, imagenet, packaged or a file.")
     state = torch.load(p, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]

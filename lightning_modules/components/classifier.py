@@ -21,14 +21,18 @@ Two routes build the trunk:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
-from lightning_modules.components.backbones import InputNorm, _ForwardFeatures, build_backbone
+from lightning_modules.components.backbones import (
+    InputNorm,
+    _ForwardFeatures,
+    build_backbone,
+    load_local,
+)
 from lightning_modules.components.metric_head import ArcFaceHead, ArcFaceSettings, arcface_neck
 
 #: ``model.head``: a linear softmax classifier, or the angular-margin embedding head
@@ -150,9 +154,7 @@ def build_classifier(
     if not batchnorm:
         strip_batchnorm(net)
     if head == "arcface":
-        settings = arcface or ArcFaceSettings()
-        trunk = nn.Sequential(net, arcface_neck(embed_dim, settings, dropout))
-        return ClassifierNet(trunk, ArcFaceHead(num_classes, settings), settings.embedding_dim)
+        return _arcface_classifier(net, embed_dim, num_classes, arcface, dropout)
     head_layers: list[nn.Module] = []
     if dropout > 0:
         head_layers.append(nn.Dropout(dropout))
@@ -165,6 +167,15 @@ def build_classifier(
         )
     head_layers.append(fc)
     return ClassifierNet(net, nn.Sequential(*head_layers), embed_dim)
+
+
+def _arcface_classifier(
+    trunk: nn.Module, embed_dim: int, num_classes: int, arcface, dropout: float
+) -> ClassifierNet:
+    """``trunk`` (B, embed_dim) -> the ArcFace neck (normalised (B, D)) -> scaled cosines."""
+    settings = arcface or ArcFaceSettings()
+    trunk = nn.Sequential(trunk, arcface_neck(embed_dim, settings, dropout))
+    return ClassifierNet(trunk, ArcFaceHead(num_classes, settings), settings.embedding_dim)
 
 
 def _staged_classifier(
@@ -193,9 +204,7 @@ def _staged_classifier(
     if not batchnorm:
         strip_batchnorm(trunk)
     if head == "arcface":
-        settings = arcface or ArcFaceSettings()
-        trunk = nn.Sequential(trunk, arcface_neck(embed_dim, settings, dropout))
-        return ClassifierNet(trunk, ArcFaceHead(num_classes, settings), settings.embedding_dim)
+        return _arcface_classifier(trunk, embed_dim, num_classes, arcface, dropout)
     layers = [nn.Dropout(dropout)] if dropout > 0 else []
     return ClassifierNet(
         trunk, nn.Sequential(*layers, nn.Linear(embed_dim, num_classes)), embed_dim
@@ -284,11 +293,5 @@ def _backbone(arch: str, num_classes: int, weights_path: str | None) -> nn.Modul
     if weights_path is None:
         return models.get_model(arch, weights=None, num_classes=num_classes)
     net = models.get_model(arch, weights=None)
-    path = Path(weights_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model.weights_path: {path} not found.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    net.load_state_dict(state)
+    load_local(net, weights_path, option="model.weights_path")
     return net
