@@ -49,7 +49,9 @@ from attacks.reference_calibrated import (
 from attacks.reid_benchmark import benchmark
 from attacks.uncertainty import bootstrap_cis
 from datamodules.catalogs import NoaaReader
+from datamodules.environment import environment_versions
 from datamodules.errors import DataError
+from datamodules.hashing import sha256_file
 from experiments.config_files import command_parser
 from experiments.embedding_run import EmbeddingRun, catalog_rows
 from experiments.outputs import claim_folder, write_json, write_text
@@ -191,6 +193,9 @@ def run(a) -> dict:
         "target": target,
         "discriminate_check": check,
         "seconds": {"embed": t_embed, "total": time.perf_counter() - t0},
+        # what the figures depend on, checked against the run folder before trusting them
+        "checkpoint_sha256": sha256_file(er.folder / "checkpoints" / "last.ckpt"),
+        "versions": environment_versions(),
     }
 
 

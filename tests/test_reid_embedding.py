@@ -153,6 +153,7 @@ def test_fit_writes_a_run_the_reid_command_reads(
     enc = res["per_draw"]["encounter"][0]["encounter"]
     assert 0.0 <= enc["auroc_zscore"][0] <= 1.0 and enc["n_known"] > 0 and enc["n_new"] > 0
     assert res["benchmark"]["encounter"]["n_queries"] > 0
+    assert len(res["checkpoint_sha256"]) == 64 and "torch" in res["versions"]
 
 
 def test_a_reloaded_embedding_embeds_as_the_trained_one():
