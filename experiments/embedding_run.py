@@ -62,6 +62,8 @@ class EmbeddingRun:
     config: dict
     population: list[dict]
     _model: object = field(default=None, repr=False)
+    #: reference embeddings by ``tta``: a command's steps share one embedding of them
+    _reference: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, folder: str | Path) -> EmbeddingRun:
@@ -138,10 +140,13 @@ class EmbeddingRun:
         return torch.nn.functional.normalize(emb, dim=1).numpy()
 
     def reference(self, tta: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings (R, D) and identities (R,) of the population whales held apart."""
-        rows = [r for r in self.population if r["role"] == "reference"]
-        if not rows:
-            return np.zeros((0, 1), np.float32), np.asarray([], dtype=str)
-        reader = NoaaReader()
-        emb = self.embed(reader, self.population_root, rows, tta)
-        return emb, np.asarray([r["identity"] for r in rows])
+        """Embeddings (R, D) and identities (R,) of the population whales held apart (embedded
+        once per ``tta`` setting)."""
+        if tta not in self._reference:
+            rows = [r for r in self.population if r["role"] == "reference"]
+            if not rows:
+                emb = np.zeros((0, 1), np.float32)
+            else:
+                emb = self.embed(NoaaReader(), self.population_root, rows, tta)
+            self._reference[tta] = (emb, np.asarray([r["identity"] for r in rows], dtype=str))
+        return self._reference[tta]

@@ -67,7 +67,7 @@ def _paired(open_set: np.ndarray, mia: np.ndarray, known: np.ndarray, ident, n_b
 
 
 def _open_set(er: EmbeddingRun, rows, roots, eval_rows, statistic: str, tta: bool):
-    """Encounter names, identities, known flags and open-set scores of the evaluation rows."""
+    """Encounter names (G,) and open-set scores (G,) of the evaluation rows' encounters."""
     reader = NoaaReader()
     train = [r for r in rows if r["split"] == "train"]
     root = roots["main"]
