@@ -53,3 +53,21 @@ def command_parser(name: str, doc: str | None, note: str = ""):
 
     first = " ".join((doc or "").split("\n\n")[0].split())
     return ArgumentParser(prog=f"cli.py {name}", description=f"{first} {note}".strip())
+
+
+def add_flag(parser, name: str, help: str, default: bool = False) -> None:
+    """A boolean option that works bare (``--overwrite``), with a value (``--overwrite true``,
+    ``--overwrite=false``) and negated (``--no_overwrite``): the commands' one flag convention.
+
+    Choices are given as ``typing.Literal[...]`` types, so ``--help`` lists them and a wrong
+    value is refused while parsing, before any slow work.
+    """
+    from jsonargparse import ActionYesNo
+
+    parser.add_argument(
+        f"--{name}",
+        action=ActionYesNo(yes_prefix="", no_prefix="no_"),
+        nargs="?",
+        default=default,
+        help=help,
+    )
