@@ -16,6 +16,42 @@ from pathlib import Path
 
 from datamodules.errors import DataError
 
+#: outputs this process created (folders made by :func:`make_output_dir`, files first written by
+#: :func:`atomic_path`), newest last; ``cli.py`` removes them when the command fails or is
+#: interrupted, so no half-made result is left that a later run could take as finished
+CREATED: list[Path] = []
+
+
+def make_output_dir(path: str | Path) -> Path:
+    """Create the output folder ``path`` (and its parents), recording it in :data:`CREATED` when
+    it did not exist before; return it."""
+    path = Path(path)
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        CREATED.append(path)
+    return path
+
+
+def remove_created() -> list[Path]:
+    """Remove every output in :data:`CREATED` (newest first); return what was removed."""
+    import shutil
+
+    removed = []
+    while CREATED:
+        path = CREATED.pop()
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 def claim(path: str | Path, *, overwrite: bool = False, option: str = "--output") -> Path:
     """Return ``path`` if nothing exists there (or ``overwrite``); else raise DataError.
@@ -70,15 +106,21 @@ def claim_folder(path: str | Path, *, overwrite: bool = False, option: str = "--
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success rename it onto ``path`` (``os.replace``).
 
-    On an exception the temp file is removed and ``path`` is left as it was.
+    On an exception the temp file is removed and ``path`` is left as it was. The file's mode
+    follows the umask; a file that did not exist before is recorded in :data:`CREATED`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.exists()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp makes owner-only files; the result gets the mode the user's umask gives
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+        if not existed:
+            CREATED.append(path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
