@@ -3,13 +3,14 @@
     python cli.py fit --config demo.yaml                 # a bare name resolves against configs/
     python cli.py attack --run lightning_logs/demo/version_0 --config attack.yaml
     python cli.py --help                                 # every subcommand, one line each
+    whale-mia attack --help                              # the same entry point, installed
 
-This module only dispatches: it imports no heavy library, and nothing imports it.
+This module only dispatches (the failure boundary is :mod:`experiments.failures`): it imports no
+heavy library, and nothing imports it.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 #: subcommand -> (module implementing it, one-line description)
@@ -33,40 +34,54 @@ def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]
     return (
-        "usage: python cli.py SUBCOMMAND [options]   (python cli.py SUBCOMMAND --help)\n\n"
+        "usage: python cli.py SUBCOMMAND [options] [--debug]   (or: whale-mia SUBCOMMAND ...)\n"
+        "       python cli.py SUBCOMMAND --help  |  python cli.py --version\n\n"
         "subcommands:\n" + "\n".join(lines) + "\n\nConfigs named without a path are looked up "
-        "in configs/ (e.g. --config demo.yaml)."
+        "in configs/ (e.g. --config demo.yaml). --debug shows the traceback of an internal error.\n"
+        "Exit status: 0 done, 1 internal error, 2 bad input, 128+N ended by signal N."
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the subcommand in ``argv`` (``sys.argv[1:]`` when None); user errors exit 2."""
+    """Run the subcommand in ``argv`` (``sys.argv[1:]`` when None).
+
+    Exit status: 0 done; 2 bad input (one line naming the file or key and the fix; a full disk
+    or a read-only place too); 1 an internal error (one line; the traceback goes to a log file,
+    or to stderr with ``--debug``); 128 + N when signal N ended it (SIGINT 130, SIGTERM 143,
+    SIGHUP 129). A command that fails or is interrupted removes the outputs it created.
+    """
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    if argv[:1] == ["--version"]:
+        print(f"whale-mia {version()}")
+        raise SystemExit(0)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         raise SystemExit(0 if argv else 2)
     if argv[0] not in COMMANDS:
         print(f"error: unknown subcommand {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
-    from datamodules.errors import DataError
+    from experiments import failures
 
-    module = importlib.import_module(COMMANDS[argv[0]][0])
+    failures.run_command(
+        argv, from_sys=from_sys, debug=debug, commands=COMMANDS, lightning=LIGHTNING
+    )
+
+
+def version() -> str:
+    """The installed package's version (the source tree's ``pyproject.toml`` when not installed)."""
+    from importlib import metadata
+
     try:
-        if argv[0] in LIGHTNING:
-            module.main(argv, from_sys=from_sys)
-        else:
-            module.main(module_args(argv[1:]))
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return metadata.version("whale-mia")
+    except metadata.PackageNotFoundError:
+        import re
+        from pathlib import Path
 
-
-def module_args(argv: list[str]) -> list[str]:
-    """``--config NAME`` resolved against configs/ (the commands' shared convention)."""
-    from experiments.config_files import resolve_config_args
-
-    return resolve_config_args(argv)
+        text = (Path(__file__).resolve().parent / "pyproject.toml").read_text()
+        return re.search(r'^version = "([^"]+)"', text, re.M).group(1)
 
 
 if __name__ == "__main__":

@@ -32,19 +32,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from attacks.confidence import ci_summary
-from attacks.metrics import threshold_metrics
-from attacks.registry import get
-from attacks.signals import balanced, load_signals, membership
 from datamodules.errors import DataError
-from datamodules.leaks import verify_cross_runs
 from datamodules.manifest import read_manifest
-from experiments.audit_calibrated import calibrated_markdown, calibrated_section, write_pool
 from experiments.audit_settings import TABLE1, AuditSettings, TransferEntry
-from experiments.config_files import command_parser, resolve_config_args
-from experiments.fit import fit_argv, next_version, suite_cli
+from experiments.config_files import add_flag, command_parser, resolve_config_args
 from experiments.outputs import claim_folder
-from lightning_modules.detector import write_prediction_signals
 
 
 def audit_settings(config: str | Path) -> AuditSettings:
@@ -71,6 +63,10 @@ def fit_run(config: str, args: list[str], run_dir: Path, pool: bool = False) -> 
     """Train one detector with the suite's LightningCLI into ``run_dir``; write its signals and
     ``detector_metrics.json`` (final train/test mAP); with ``pool``, also its queries on every
     image of the split (:func:`experiments.audit_calibrated.write_pool`). Returns ``run_dir``."""
+    from experiments.audit_calibrated import write_pool
+    from experiments.fit import fit_argv, suite_cli
+    from lightning_modules.detector import write_prediction_signals
+
     argv = fit_argv(config, run_dir, args)
     t0 = time.time()
     cli = suite_cli(argv, run=False)
@@ -100,6 +96,8 @@ def fit_run(config: str, args: list[str], run_dir: Path, pool: bool = False) -> 
 
 def check_runs(target_run: Path, shadow_run: Path) -> None:
     """Fail (``SplitLeakError``) when the target's and the shadow's data overlap."""
+    from datamodules.leaks import verify_cross_runs
+
     t_rows, _ = read_manifest(target_run)
     s_rows, _ = read_manifest(shadow_run)
     verify_cross_runs(t_rows, s_rows)
@@ -107,6 +105,8 @@ def check_runs(target_run: Path, shadow_run: Path) -> None:
 
 def load_run_signals(run: Path, side: str) -> dict[str, np.ndarray]:
     """The prediction signals of a detector run, all of one ``side`` (target | shadow)."""
+    from attacks.signals import load_signals
+
     path = Path(run) / "signals" / "predictions.npz"
     if not path.is_file():
         raise DataError(f"{path}: missing; pass a finished detector run folder (fit writes it)")
@@ -119,6 +119,8 @@ def load_run_signals(run: Path, side: str) -> dict[str, np.ndarray]:
 # ---- attacks ---------------------------------------------------------------------------------
 def make_attack(row: str, settings: AuditSettings):
     """The attack object of a Table 1 row."""
+    from attacks.registry import get
+
     model, aug, style, sr = TABLE1[row]
     if row == "xgb":
         return get("det_xgb")(**settings.xgb)
@@ -130,6 +132,9 @@ def make_attack(row: str, settings: AuditSettings):
 def evaluate_detector_attack(attack, target: dict, name: str = "") -> dict:
     """Accuracy, average recall (= balanced accuracy), AUC and TPR at 1% FPR of ``attack`` on the
     target's in/out signals, balanced; P(member) >= 0.5 decides. ``name`` labels its warnings."""
+    from attacks.metrics import threshold_metrics
+    from attacks.signals import balanced, membership
+
     tgt = balanced(target, seed=0)
     return threshold_metrics(
         attack.score(tgt), membership(tgt), attack.score_threshold, name=name or attack.name
@@ -139,6 +144,9 @@ def evaluate_detector_attack(attack, target: dict, name: str = "") -> dict:
 def run_attack(row: str, settings: AuditSettings, shadow: dict, target: dict) -> dict:
     """Fit on shadow in/out, evaluate on target in/out (balanced). Returns the metrics, with
     ``ci`` (95% bootstrap intervals, resampled by image group)."""
+    from attacks.confidence import ci_summary
+    from attacks.signals import balanced, membership
+
     t0 = time.time()
     attack = make_attack(row, settings).fit(shadow)
     m = evaluate_detector_attack(attack, target, row)
@@ -254,9 +262,7 @@ def parser():
     )
     p.add_argument("--config", type=str, required=True, help="detection config (YAML)")
     p.add_argument("--output", type=str | None, default=None, help="audit folder (new)")
-    p.add_argument(
-        "--overwrite", type=bool, default=False, help="write into an existing, non-empty --output"
-    )
+    add_flag(p, "overwrite", "write into an existing, non-empty --output")
     p.add_argument("--target_run", type=str | None, default=None, help="reuse a target run")
     p.add_argument("--shadow_run", type=str | None, default=None, help="reuse a shadow run")
     p.add_argument("--rows", type=list[str] | None, default=None, help="Table 1 rows to run")
@@ -306,6 +312,9 @@ def main(argv: list[str]) -> dict:
         parser().print_help()
         sys.exit(0)
     args = parser().parse_args(own)
+    from experiments.audit_calibrated import calibrated_markdown, calibrated_section
+    from experiments.fit import next_version
+
     if args.output:
         claim_folder(args.output, overwrite=args.overwrite)  # before anything else is read
     config = _resolve(args.config)

@@ -1,12 +1,12 @@
 """Defense sweep (detection paper Table 4; whale paper Figure 9): train each variant with the same
 seed and splits, then tabulate utility, attack success and privacy loss.
 
-    python cli.py defend --config defense_sweep.yaml [--epochs 5] [--out DIR]
+    python cli.py defend --config defense_sweep.yaml [--epochs 5] [--output DIR]
         [--fit_args '[--data.init_args.reader.init_args.n_individuals, "12"]']
 
 Each variant is a ``cli.py fit`` run (in this process) of ``variants.<name>.config`` plus its
 ``args``, the sweep's ``fit_args`` and ``--trainer.max_epochs epochs``; runs land in
-``<out>/<name>/version_0``. The numbers are read from each run's TensorBoard scalars at the last
+``<output>/<name>/version_0``. The numbers are read from each run's TensorBoard scalars at the last
 epoch, as the leakage monitor logs them: ``leak/train_acc``, ``leak/test_acc`` (utility),
 ``attack/acc``, ``attack/auc`` (the Yeom loss-threshold attack on members vs non-members),
 ``leak/gap``; and for DP runs ``dp/epsilon`` (Opacus RDP, Poisson) and ``dp/epsilon_yu`` (the
@@ -14,12 +14,12 @@ paper's Yu et al. bound) beside ``leak/eps_lb``, the empirical lower bound on ep
 best of the leakage monitor's attacks proves at the sample level (Clopper-Pearson, 95% with
 Bonferroni over the attacks; :mod:`attacks.dp_audit`), and ``epsilon_lb_attack``, which attack
 that is (``-`` when none proves more than 0): the accountant's epsilon is an upper bound, the
-audit's a lower one. Writes ``<out>/defense_table.csv``, ``defense_table.md`` and
+audit's a lower one. Writes ``<output>/defense_table.csv``, ``defense_table.md`` and
 ``privacy_utility.png`` (test accuracy and attack AUC against epsilon; non-DP runs at epsilon =
 inf on the right edge), and ``overfit_vs_no_overfit.png`` when both ``base`` and ``no_overfit``
 variants ran (Figure 9's comparison).
 
-Nothing in ``<out>`` is overwritten: several sweeps (``--only`` runs) may share it, each variant
+Nothing in ``<output>`` is overwritten: several sweeps (``--only`` runs) may share it, each variant
 once. A variant whose folder exists is refused before anything trains (leave it out of ``--only``;
 ``--overwrite true`` removes and retrains it), and when a table from an earlier sweep is there the
 new table and plots get the first free suffix (``defense_table-1.csv``, ``privacy_utility-1.png``).
@@ -35,11 +35,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from attacks.leakage import best_audit_attack
 from datamodules.errors import DataError
-from experiments.config_files import command_parser
-from experiments.fit import fit_argv
-from experiments.fit import main as fit_main
+from experiments.config_files import add_flag, command_parser
 from experiments.outputs import fresh_tag, write_text
 
 COLUMNS = (
@@ -90,6 +87,8 @@ def last_scalars(run: Path) -> dict[str, float]:
 
 
 def summarize(name: str, run: Path, epochs: int) -> dict:
+    from attacks.leakage import best_audit_attack
+
     s = last_scalars(run)
     row = {"variant": name, "epochs": epochs}
     for col, tag in TAGS.items():
@@ -99,7 +98,7 @@ def summarize(name: str, run: Path, epochs: int) -> dict:
     return row
 
 
-#: the files a sweep writes into ``<out>`` (stem, suffix); they share one :func:`fresh_tag`
+#: the files a sweep writes into ``<output>`` (stem, suffix); they share one :func:`fresh_tag`
 TABLE_FILES = [
     ("defense_table", ".csv"),
     ("defense_table", ".md"),
@@ -115,14 +114,14 @@ def claim_runs(names: list[str], out: Path, overwrite: bool = False) -> dict[str
         if (out / name).exists() and not overwrite:
             raise DataError(
                 f"{out / name}: variant {name!r} already ran in this sweep folder and is kept. "
-                "Leave it out of --only, choose another --out, or pass --overwrite true to train "
+                "Leave it out of --only, choose another --output, or pass --overwrite to train "
                 "it again."
             )
     return {name: out / name / "version_0" for name in names}
 
 
 def write_table(rows: list[dict], out: Path, tag: str = "") -> None:
-    """``<out>/defense_table{tag}.csv`` and ``.md``."""
+    """``<output>/defense_table{tag}.csv`` and ``.md``."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
@@ -140,7 +139,7 @@ def write_table(rows: list[dict], out: Path, tag: str = "") -> None:
 
 
 def plot(rows: list[dict], out: Path, tag: str = "") -> None:
-    """``<out>/privacy_utility{tag}.png`` (and ``overfit_vs_no_overfit{tag}.png``)."""
+    """``<output>/privacy_utility{tag}.png`` (and ``overfit_vs_no_overfit{tag}.png``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,8 +189,11 @@ def run_sweep(
     only: list[str] | None = None,
     overwrite: bool = False,
 ) -> list[dict]:
-    """Train the chosen variants into ``<out>`` and write the table and plots (never over an
+    """Train the chosen variants into ``<output>`` and write the table and plots (never over an
     earlier sweep's files; see the module docstring). Returns the table rows."""
+    from experiments.fit import fit_argv
+    from experiments.fit import main as fit_main
+
     out = Path(out)
     unknown = sorted(set(only or ()) - set(variants))
     if unknown:
@@ -226,14 +228,15 @@ def parser():
         "--variants", type=dict[str, Variant], default={}, help="name -> fit config and args"
     )
     p.add_argument("--epochs", type=int, default=20, help="training epochs of every variant")
-    p.add_argument("--out", type=str, default="lightning_logs/defense_sweep", help="sweep folder")
+    p.add_argument(
+        "--output", type=str, default="lightning_logs/defense_sweep", help="sweep folder"
+    )
     p.add_argument("--fit_args", type=list[str], default=[], help="extra args for every fit")
     p.add_argument("--only", type=list[str] | None, default=None, help="run only these variants")
-    p.add_argument(
-        "--overwrite",
-        type=bool,
-        default=False,
-        help="retrain variants whose folder exists in --out (removed first) and replace the table",
+    add_flag(
+        p,
+        "overwrite",
+        "retrain variants whose folder exists in --output (removed first) and replace the table",
     )
     return p
 
@@ -246,4 +249,4 @@ def main(argv: list[str]) -> list[dict]:
     }
     if not variants:
         raise DataError("cli.py defend: no variants; give --config defense_sweep.yaml")
-    return run_sweep(variants, cfg.epochs, cfg.out, cfg.fit_args, cfg.only, cfg.overwrite)
+    return run_sweep(variants, cfg.epochs, cfg.output, cfg.fit_args, cfg.only, cfg.overwrite)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -52,7 +53,7 @@ from datamodules.catalogs import NoaaReader
 from datamodules.environment import environment_versions
 from datamodules.errors import DataError
 from datamodules.hashing import sha256_file
-from experiments.config_files import command_parser
+from experiments.config_files import add_flag, command_parser
 from experiments.embedding_run import EmbeddingRun, catalog_rows
 from experiments.outputs import claim_folder, write_json, write_text
 from experiments.reid_check import discriminate_check
@@ -208,8 +209,13 @@ def parser():
     p.add_argument("--viewpoint", type=str | None, default="top", help="keep only this viewpoint")
     p.add_argument("--draws", type=int, default=10, help="seeded known/new draws")
     p.add_argument("--known_fraction", type=float, default=0.5, help="share of known whales")
-    p.add_argument("--protocols", type=list[str], default=list(PROTOCOLS), help="encounter, photo")
-    p.add_argument("--tta", type=bool, default=True, help="average photo and mirror embeddings")
+    p.add_argument(
+        "--protocols",
+        type=list[Literal[PROTOCOLS]],
+        default=list(PROTOCOLS),
+        help="known/new protocols to draw",
+    )
+    add_flag(p, "tta", "average photo and mirror embeddings", default=True)
     p.add_argument("--n_boot", type=int, default=1000, help="bootstrap replicates")
     p.add_argument("--seed", type=int, default=0, help="seed of the first draw")
     p.add_argument(
@@ -218,16 +224,20 @@ def parser():
         default=None,
         help="a target run attacked by `cli.py attack`: its attacks against the open-set score",
     )
-    p.add_argument("--statistic", type=str, default="zscore", help="open-set score vs --target")
     p.add_argument(
-        "--discriminate_check",
-        type=bool,
-        default=False,
-        help="lay out the first encounter draw as folders and run discriminate on it",
+        "--statistic",
+        type=Literal[tuple(STATISTICS)],
+        default="zscore",
+        help="open-set score vs --target",
+    )
+    add_flag(
+        p,
+        "discriminate_check",
+        "lay out the first encounter draw as folders and run discriminate on it",
     )
     p.add_argument("--fpr", type=float, default=0.05, help="discriminate's FPR (with the check)")
-    p.add_argument("--save_embeddings", type=bool, default=True, help="write embeddings.npz")
-    p.add_argument("--overwrite", type=bool, default=False, help="write into a non-empty folder")
+    add_flag(p, "save_embeddings", "write embeddings.npz", default=True)
+    add_flag(p, "overwrite", "write into a non-empty folder")
     return p
 
 

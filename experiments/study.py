@@ -5,7 +5,7 @@
 
 For each protocol (``paper``: augment then split by picture; ``photo``: split photos then augment;
 ``group``: split whole encounters then augment) it runs ``cli.py fit`` with the same fit config,
-seed and identities, and the attacks after fit. It then writes into ``<out>/version_N/``:
+seed and identities, and the attacks after fit. It then writes into ``<output>/version_N/``:
 
 * ``report.md`` and ``summary.json``: per protocol the target's train and test accuracy, each
   attack's accuracy, AUC and TPR at 1% FPR; for ``paper`` the number of test pictures that have a
@@ -23,8 +23,6 @@ from jsonargparse import ActionConfigFile
 
 from datamodules.manifest import read_manifest
 from experiments.config_files import command_parser
-from experiments.fit import fit_argv, next_version
-from experiments.fit import main as fit_main
 
 
 @dataclass
@@ -38,7 +36,7 @@ class StudySettings:
         group_by: the grouping column of the ``group`` protocol.
         images_per_identity: photos per individual (None: all).
         fit_args: extra LightningCLI arguments for every fit.
-        out: study folder; each study gets a new ``version_N`` inside.
+        output: study folder; each study gets a new ``version_N`` inside.
     """
 
     fit_config: str = "demo.yaml"
@@ -47,12 +45,14 @@ class StudySettings:
     group_by: str = "encounter"
     images_per_identity: int | None = 36
     fit_args: list[str] = field(default_factory=list)
-    out: str = "lightning_logs/protocol_study"
+    output: str = "lightning_logs/protocol_study"
 
 
 def study_folder(base: str | Path) -> Path:
     """A new ``<base>/version_N`` folder, created here: an earlier study is never written into
     (``mkdir`` without ``exist_ok`` fails rather than share a folder with a concurrent study)."""
+    from experiments.fit import next_version
+
     out = next_version(Path(base))
     out.mkdir(parents=True)
     return out
@@ -60,7 +60,10 @@ def study_folder(base: str | Path) -> Path:
 
 def run_study(s: StudySettings) -> dict:
     """Fit and attack once per protocol; returns the summary written to ``summary.json``."""
-    out = study_folder(s.out)
+    from experiments.fit import fit_argv
+    from experiments.fit import main as fit_main
+
+    out = study_folder(s.output)
     results, identity_sets = {}, {}
     for protocol in s.protocols:
         run = out / protocol / "version_0"

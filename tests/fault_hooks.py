@@ -3,6 +3,7 @@ the process at the start of a chosen training step, so the kill lands at a known
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -10,15 +11,17 @@ import pytorch_lightning as pl
 
 
 class PauseAtStep(pl.Callback):
-    """At the start of the batch that makes ``global_step == step``, write ``flag`` and sleep."""
+    """At the start of the batch that makes ``global_step == step``, write the process id to
+    ``flag`` and sleep until the process is told to stop."""
 
     def __init__(self, step: int, flag: str):
         self.step, self.flag = step, flag
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
-            Path(self.flag).write_text(str(self.step))
-            while True:
+            Path(self.flag).write_text(str(os.getpid()))
+            # a SIGTERM only marks the trainer as told to stop (the batch then finishes)
+            while not trainer.received_sigterm:
                 time.sleep(0.05)
 
 

@@ -22,7 +22,7 @@ def test_defend_writes_table_and_plot(tmp_path):
             "defense_sweep.yaml",
             "--epochs",
             "1",
-            "--out",
+            "--output",
             str(out),
             "--only",
             "[base, dp_sigma2]",

@@ -117,7 +117,7 @@ def test_study_report_count_matches_manifest(tmp_path):
             attack_config=str(attack_cfg),
             images_per_identity=12,
             fit_args=fit_args,
-            out=str(tmp_path / "study"),
+            output=str(tmp_path / "study"),
         )
     )
     out = tmp_path / "study" / "version_0"
