@@ -79,8 +79,8 @@ def check_loss(trainer, outputs) -> None:
         kept = f"the last good checkpoint is {ckpt}" if ckpt.is_file() else "no checkpoint"
         raise NonFiniteLoss(
             f"training loss became {float(loss.detach().float().mean())} at step "
-            f"{trainer.global_step} (epoch {trainer.current_epoch}); {kept}. Lower the learning "
-            "rate (the model's optimizer lr in the config)."
+            f"{max(trainer.global_step - 1, 0)} (epoch {trainer.current_epoch}); {kept}. Lower the "
+            "learning rate (the model's optimizer lr in the config)."
         )
 
 

@@ -35,3 +35,29 @@ class StopAtEpoch(pl.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self.epoch:
             raise RuntimeError(f"stopped at the start of epoch {self.epoch}")
+
+
+class PoisonAtStep(pl.Callback):
+    """At the start of the batch that makes ``global_step == step``, fill the model's first
+    weight with nan: the loss of that step is not finite (a diverging fit, made certain)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            import torch
+
+            with torch.no_grad():
+                next(pl_module.parameters()).fill_(float("nan"))
+
+
+class FailAtEpoch(pl.Callback):
+    """Raise an unexpected error (not bad input) at the start of training epoch ``epoch``."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise ZeroDivisionError("a planted internal error")
