@@ -68,24 +68,3 @@ def ci_summary(
         min_fpr=1.0 / max(1, n_neg),
     )
     return out
-
-
-def _cell(t) -> str:
-    p, lo, hi = t
-    return f"{p:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
-def ci_table(rows: dict[str, dict]) -> str:
-    """Markdown table of :func:`ci_summary` results keyed by attack name."""
-    head = (
-        "| attack | AUC | TPR@1%FPR | TPR@0.1%FPR | balanced acc | members / non-members "
-        "(individuals) | min FPR |"
-    )
-    lines = [head, "|" + "---|" * 7]
-    for name, r in rows.items():
-        lines.append(
-            f"| {name} | {_cell(r['auc'])} | {_cell(r['tpr@1%fpr'])} | "
-            f"{_cell(r['tpr@0.1%fpr'])} | {_cell(r['balanced_acc'])} | {r['n_members']} / "
-            f"{r['n_nonmembers']} ({r['n_individuals']}) | {r['min_fpr']:.4f} |"
-        )
-    return "\n".join(lines)

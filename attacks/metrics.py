@@ -1,5 +1,13 @@
 """Attack math over score arrays: threshold sweep, balancing, AUC/ROC, TPR at low FPR, KL.
 
+Library calls where a library gives the same numbers (tests/test_metrics_library.py checks each
+against a hand-written version on tied data): AUC ``sklearn.metrics.roc_auc_score``, the ROC
+``sklearn.metrics.roc_curve``, KL terms ``scipy.special.rel_entr``. Kept by hand: the seeded
+balancing, the accuracy-maximising threshold sweep (scikit-learn has no such search), the
+largest TPR at FPR <= f read off the ROC (one masked max), and the permutation null's batched
+bincount (scipy has no permutation test of a binned KL), and ranks in place of non-finite scores
+(scikit-learn refuses inf and NaN).
+
 Conventions: ``scores`` (N,) float, higher means "member"; ``is_member`` (N,) in {0, 1}.
 """
 
@@ -61,35 +69,35 @@ def _tpr_at(f: np.ndarray, t: np.ndarray, fpr: float) -> float:
     return float(t[ok].max()) if ok.any() else 0.0
 
 
-def _ranks(scores: np.ndarray) -> np.ndarray:
-    """Dense ranks scaled into [0, 1] (float64): same ROC, and torchmetrics neither applies a
-    sigmoid to scores outside [0, 1] nor merges close scores in float32."""
+def _finite(scores: np.ndarray) -> np.ndarray:
+    """``scores`` as float64; with any non-finite value (which scikit-learn refuses), their dense
+    ranks instead: the same ROC and AUC, +-inf kept in order and NaN ranked highest, as before
+    (hand-written: scikit-learn has no option for non-finite scores)."""
     s = np.asarray(scores, dtype=np.float64)
-    _, inv = np.unique(s, return_inverse=True)
-    return inv.astype(np.float64) / max(1, inv.max(initial=0))
+    if np.isfinite(s).all():
+        return s
+    return np.unique(s, return_inverse=True)[1].astype(np.float64)
 
 
 def roc(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC curve ``(fpr, tpr)`` from torchmetrics, as float64 arrays starting at (0, 0)."""
-    import torch  # torch and torchmetrics on first use: signal files load without them
-    from torchmetrics.functional.classification import binary_roc
+    """ROC curve ``(fpr, tpr)`` from ``sklearn.metrics.roc_curve`` (every distinct score a
+    point, none dropped), as float64 arrays starting at (0, 0)."""
+    from sklearn.metrics import roc_curve  # on first use: signal files load without it
 
-    fpr, tpr, _ = binary_roc(
-        torch.as_tensor(_ranks(scores)),
-        torch.as_tensor(np.asarray(is_member, dtype=np.int64)),
-    )
-    return fpr.double().numpy(), tpr.double().numpy()
+    y = np.asarray(is_member, dtype=np.int64)
+    fpr, tpr, _ = roc_curve(y, _finite(scores), drop_intermediate=False)
+    return fpr.astype(np.float64), tpr.astype(np.float64)
 
 
 def auc(scores: np.ndarray, is_member: np.ndarray) -> float:
-    """Area under the ROC curve (torchmetrics); 0.5 when one class is absent."""
-    import torch
-    from torchmetrics.functional.classification import binary_auroc
+    """Area under the ROC curve (``sklearn.metrics.roc_auc_score``, ties count one half);
+    0.5 when one class is absent."""
+    from sklearn.metrics import roc_auc_score
 
     y = np.asarray(is_member, dtype=np.int64)
-    if y.min() == y.max():
+    if y.size == 0 or y.min() == y.max():
         return 0.5
-    return float(binary_auroc(torch.as_tensor(_ranks(scores)), torch.as_tensor(y)))
+    return float(roc_auc_score(y, _finite(scores)))
 
 
 def advantage(scores: np.ndarray, is_member: np.ndarray) -> float:
@@ -191,7 +199,9 @@ def histogram_kl(
     p = np.histogram(p_samples, edges)[0].astype(np.float64) + pseudo_count
     q = np.histogram(q_samples, edges)[0].astype(np.float64) + pseudo_count
     p, q = p / p.sum(), q / q.sum()
-    return float(np.sum(p * np.log(p / q)))
+    from scipy.special import rel_entr  # on first use: signal files load without scipy
+
+    return float(rel_entr(p, q).sum())
 
 
 def _kl_bins(p_samples, q_samples, bins: int):
@@ -234,4 +244,6 @@ def kl_permutation_null(
     cp = cp.reshape(n_perm, bins) + pseudo_count
     cq = cq.reshape(n_perm, bins) + pseudo_count
     pp, qq = cp / cp.sum(1, keepdims=True), cq / cq.sum(1, keepdims=True)
-    return float(np.mean(np.sum(pp * np.log(pp / qq), axis=1)))
+    from scipy.special import rel_entr
+
+    return float(np.mean(rel_entr(pp, qq).sum(axis=1)))

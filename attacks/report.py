@@ -1,8 +1,9 @@
-"""Attack reports: metrics.json, Markdown, ROC (linear and log-log) and score histograms as PNG,
-and the same scalars and figures in TensorBoard.
+"""Attack reports: metrics.json, Markdown, ROC (linear and log-log) and score histograms as PNG.
 
 ``evaluate`` turns one attack's frozen-threshold scores on the evaluation set into the metric
-dict; ``write_attack`` saves one attack's folder; ``write_summary`` the Figure-6-style table.
+dict; ``write_attack`` saves one attack's folder; ``write_summary`` the run's page
+(``<run>/attacks/report.md``). The tables are in :mod:`attacks.report_tables`, the figures in
+:mod:`attacks.report_figures` (both re-exported here).
 """
 
 from __future__ import annotations
@@ -11,32 +12,30 @@ import json
 import warnings
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from attacks.metrics import balance, roc, threshold_metrics  # noqa: E402
-from attacks.open_set import open_set_metrics  # noqa: E402
-
-#: metrics shown in the Markdown tables, in order
-SHOWN = (
-    "acc",
-    "balanced_acc",
-    "precision",
-    "tpr",
-    "fpr",
-    "auc",
-    "advantage",
-    "tpr@1%fpr",
-    "tpr@0.1%fpr",
-    "baks",
-    "baus",
-    "gmean",
-    "auroc_new",
+from attacks.metrics import balance, roc, threshold_metrics
+from attacks.open_set import open_set_metrics
+from attacks.report_figures import (  # noqa: F401  (re-exported: the report's public names)
+    LEAKAGE_CURVES,
+    LOSS_SIGNALS,
+    LeakageChart,
+    curve_auc,
+    leakage_image,
+    plot_hist,
+    plot_leakage,
+    plot_roc,
+    roc_lines,
+    same_curves,
+    same_score_groups,
+)
+from attacks.report_tables import (  # noqa: F401
+    SHOWN,
+    ci_table,
+    cost_table,
+    encounter_table,
+    figure6_table,
+    metrics_table,
 )
 
 
@@ -82,250 +81,6 @@ def evaluate(
     return m, sel
 
 
-def curve_auc(f: np.ndarray, t: np.ndarray) -> float:
-    """Area under a ROC curve given by its points (trapezoids; = the AUC of its scores)."""
-    return float(np.sum(np.diff(f) * (t[1:] + t[:-1]) / 2)) if len(f) > 1 else float("nan")
-
-
-def same_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, list[str]]:
-    """Curve names grouped when their ROC points coincide (identical rankings): ``{first name:
-    [names]}``, so a curve hidden under another is labelled with it instead."""
-    groups: dict[str, list[str]] = {}
-    for name, (f, t) in curves.items():
-        for first, names in groups.items():
-            f0, t0 = curves[first]
-            if len(f0) == len(f) and np.allclose(f0, f) and np.allclose(t0, t):
-                names.append(name)
-                break
-        else:
-            groups[name] = [name]
-    return groups
-
-
-def roc_lines(
-    curves: dict[str, tuple[np.ndarray, np.ndarray]], loglog: bool
-) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], float]:
-    """What :func:`plot_roc` draws: ``([(label, fpr, tpr)], smallest FPR shown)``. Labels carry
-    the AUC and every name of coinciding curves; on log-log axes each curve starts at its
-    smallest measurable FPR (its first non-zero FPR step, 1 / its non-members)."""
-    lines, floor = [], 1.0
-    for first, names in same_curves(curves).items():
-        f, t = (np.asarray(a, dtype=np.float64) for a in curves[first])
-        label = f"{' = '.join(names)} (AUC {curve_auc(f, t):.3f})"
-        if loglog:
-            pos = f[f > 0]
-            if not len(pos):
-                continue
-            floor = min(floor, pos.min())
-            keep = f >= pos.min()
-            f, t = f[keep], t[keep]
-        lines.append((label, f, t))
-    return lines, (floor if loglog else 0.0)
-
-
-def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, loglog: bool) -> Path:
-    """ROC curves ``{name: (fpr, tpr)}`` (see :func:`roc_lines`); log-log axes show the
-    low-FPR regime down to the smallest measurable FPR."""
-    fig, ax = plt.subplots(figsize=(4.8, 4.4))
-    lines, floor = roc_lines(curves, loglog)
-    for label, f, t in lines:
-        ax.plot(f, t, label=label, drawstyle="steps-post")
-    ax.plot([floor, 1], [floor, 1], "k:", lw=0.8, label="chance")
-    if loglog:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(floor, 1)
-        ax.set_ylim(floor, 1.02)
-    ax.set_xlabel("false positive rate" + (f" (from 1/{round(1 / floor)})" if loglog else ""))
-    ax.set_ylabel("true positive rate")
-    ax.legend(fontsize=6.5, loc="lower right")
-    ax.set_title("ROC" + (" (log-log)" if loglog else ""))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-#: the per-epoch curves of :func:`plot_leakage` besides the attacks': (key, label, style,
-#: on the right-hand axis)
-LEAKAGE_CURVES = (
-    ("leak/train_acc", "train accuracy", ("k", "-"), False),
-    ("leak/test_acc", "test accuracy", ("grey", "-"), False),
-    ("leak/gap", "gap (train - test)", ("k", ":"), False),
-    ("leak/kl", "KL members || non-members (nats)", ("saddlebrown", "-."), True),
-    ("leak/kl_null", "KL permutation null (nats)", ("tan", "-."), True),
-)
-
-
-def _series(rows: list[dict], key: str) -> list[float]:
-    return [float(r.get(key, float("nan"))) for r in rows]
-
-
-def same_score_groups(rows: list[dict], stems) -> list[list[str]]:
-    """Attack stems grouped when their per-epoch AUC and TPR series coincide (identical
-    rankings, e.g. ``yeom`` and ``msp``), so their curves are drawn once and labelled together
-    instead of one hiding the other; stems with no values are left out."""
-    groups: list[tuple[tuple, list[str]]] = []
-    for stem in stems:
-        key = tuple(
-            np.round(_series(rows, f"leak/{stem}_{m}"), 9).tolist() for m in ("auc", "tpr@1%fpr")
-        )
-        if all(v != v for v in key[0]):
-            continue
-        for k, names in groups:
-            if np.allclose(np.array(k, float), np.array(key, float), equal_nan=True):
-                names.append(stem)
-                break
-        else:
-            groups.append((key, [stem]))
-    return [names for _, names in groups]
-
-
-def _leakage_fig(epochs: list[int], rows: list[dict], title: str, limits: tuple | None = None):
-    """The combined overfitting-vs-leakage chart: ``(figure, [(line, metric key), ...])``.
-
-    ``limits``: fixed ``(x, left y, right y)`` ranges (:class:`LeakageChart`); None: automatic."""
-    from attacks.leakage import CHEAP_ATTACKS
-
-    fig = Figure(figsize=(7.2, 4.8))  # no pyplot: nothing to close, nothing kept globally
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    right = ax.twinx()
-    lines = []
-    for key, label, (color, ls), on_right in LEAKAGE_CURVES:
-        ys = _series(rows, key)
-        if not all(y != y for y in ys):
-            (line,) = (right if on_right else ax).plot(
-                epochs, ys, ls, color=color, label=label, lw=1.2
-            )
-            lines.append((line, key))
-    for i, names in enumerate(same_score_groups(rows, CHEAP_ATTACKS)):
-        name, color, stem = " = ".join(names), f"C{i}", names[0]
-        (auc,) = ax.plot(epochs, _series(rows, f"leak/{stem}_auc"), "-", color=color)
-        auc.set_label(f"{name} AUC")
-        (tpr,) = ax.plot(
-            epochs, _series(rows, f"leak/{stem}_tpr@1%fpr"), "--", color=color, marker="x", ms=3
-        )
-        tpr.set_label(f"{name} TPR@1%FPR")
-        lines += [(auc, f"leak/{stem}_auc"), (tpr, f"leak/{stem}_tpr@1%fpr")]
-    ax.axhline(0.5, color="grey", lw=0.6, ls=":")
-    ax.set_ylim(min(-0.02, np.nanmin(_series(rows, "leak/gap") + [0.0]) - 0.02), 1.02)
-    if limits is not None:
-        ax.set_xlim(*limits[0])
-        ax.set_ylim(*limits[1])
-        right.set_ylim(*limits[2])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy / gap / AUC / TPR")
-    right.set_ylabel("KL (nats)")
-    handles, labels = (
-        a + b for a, b in zip(ax.get_legend_handles_labels(), right.get_legend_handles_labels())
-    )
-    fig.legend(handles, labels, fontsize=6.5, loc="lower center", ncol=3, frameon=False)
-    ax.set_title(title or "overfitting vs leakage", fontsize=9)
-    # a fixed layout (tight_layout would measure every text: slow for a per-epoch image)
-    fig.subplots_adjust(left=0.09, right=0.9, top=0.93, bottom=0.3)
-    return fig, lines
-
-
-def plot_leakage(epochs: list[int], rows: list[dict], path: Path, title: str = "") -> Path:
-    """Overfitting against leakage over epochs, one chart: train and test accuracy, gap, every
-    cheap attack's AUC (solid) and TPR at 1% FPR (dashed) on the left axis (0-1), the
-    members/non-members KL and its permutation null on the right axis (nats). ``rows[i]`` holds
-    the metrics (:func:`attacks.leakage.leakage_metrics`) of ``epochs[i]``. Writes ``path``."""
-    fig, _ = _leakage_fig(epochs, rows, title)
-    fig.savefig(path, dpi=110)
-    return path
-
-
-def leakage_image(epochs: list[int], rows: list[dict], title: str = "") -> np.ndarray:
-    """The :func:`plot_leakage` chart as an RGB array (H, W, 3) uint8, built from scratch (for
-    one image; per epoch, :class:`LeakageChart` redraws only what changed)."""
-    fig, _ = _leakage_fig(epochs, rows, title)
-    fig.set_dpi(64)
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-
-
-class LeakageChart:
-    """The :func:`leakage_image` chart kept between monitored epochs, as an RGB array (H, W, 3)
-    uint8 at ``dpi`` (64: 460 x 307 px).
-
-    Axes, ticks, labels and legend (most of the drawing) are drawn once onto a cached
-    background; each later call only moves the curves' data and draws the lines onto it. The
-    figure is rebuilt when the set of curves changes (e.g. two attacks stop coinciding) or a
-    value leaves the fixed ranges: epochs ``0..x_max`` (``None``: grows by doubling), the left
-    axis down to the lowest gap (steps of 0.1), KL up to the next power of 4 (at least 1/16).
-    """
-
-    def __init__(self, title: str = "", x_max: int | None = None, dpi: int = 64):
-        self.title, self.x_max, self.dpi = title, x_max, dpi
-        self._key = None
-        self._fig = self._lines = self._background = None
-
-    def _limits(self, epochs: list[int], rows: list[dict]) -> tuple:
-        last = max(epochs)
-        x_hi = self.x_max if self.x_max is not None and self.x_max >= last else None
-        if x_hi is None:
-            x_hi = max(8, 2 ** int(np.ceil(np.log2(last + 1))))
-        gap = np.nanmin(_series(rows, "leak/gap") + [0.0])
-        y_lo = -0.02 if gap >= 0 else float(np.floor((gap - 0.02) * 10) / 10)
-        kl = np.nanmax(_series(rows, "leak/kl") + _series(rows, "leak/kl_null") + [0.0])
-        k_hi = 4.0 ** float(np.ceil(np.log(max(kl * 1.05, 1 / 16)) / np.log(4)))
-        return (-0.5, x_hi + 0.5), (y_lo, 1.02), (-0.02 * k_hi, k_hi)
-
-    def image(self, epochs: list[int], rows: list[dict]) -> np.ndarray:
-        """The chart of ``rows[i]`` (metrics of ``epochs[i]``) as an RGB array."""
-        from attacks.leakage import CHEAP_ATTACKS
-
-        limits = self._limits(epochs, rows)
-        present = tuple(k for k, *_ in LEAKAGE_CURVES if not all(v != v for v in _series(rows, k)))
-        groups = tuple(map(tuple, same_score_groups(rows, CHEAP_ATTACKS)))
-        key = (present, groups, limits)
-        if key != self._key:
-            self._fig, self._lines = _leakage_fig(epochs, rows, self.title, limits)
-            self._fig.set_dpi(self.dpi)
-            for line, _ in self._lines:
-                line.set_animated(True)  # left out of the background (the legend keeps its own)
-            self._fig.canvas.draw()
-            self._background = self._fig.canvas.copy_from_bbox(self._fig.bbox)
-            self._key = key
-        canvas = self._fig.canvas
-        canvas.restore_region(self._background)
-        for line, k in self._lines:
-            line.set_data(epochs, _series(rows, k))
-            line.axes.draw_artist(line)
-        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-#: signal fields that are losses: an attack on one scores the negated loss, reported as a loss
-LOSS_SIGNALS = ("loss_pred", "loss_true")
-
-
-def plot_hist(
-    scores: np.ndarray,
-    is_member: np.ndarray,
-    tau: float,
-    path: Path,
-    title: str,
-    xlabel: str = "membership score (higher = member)",
-):
-    """Member vs non-member histograms of ``scores`` with the frozen threshold ``tau``."""
-    s, y = np.asarray(scores, dtype=np.float64), np.asarray(is_member).astype(bool)
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    edges = np.histogram_bin_edges(s[np.isfinite(s)], bins=30)
-    ax.hist(s[y], edges, alpha=0.6, label=f"members ({y.sum()})")
-    ax.hist(s[~y], edges, alpha=0.6, label=f"non-members ({(~y).sum()})")
-    ax.axvline(tau, color="k", ls="--", lw=1, label=f"threshold {tau:.3g}")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("samples")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def split_note(protocol: str | None, group_by: str | None = None) -> str:
     """What the figures of a run split by ``protocol`` do and do not predict (one paragraph)."""
     if protocol == "group":
@@ -347,21 +102,9 @@ def split_note(protocol: str | None, group_by: str | None = None) -> str:
     )
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "nan" if v != v else f"{v:.3f}"
-    return str(v)
-
-
-def metrics_table(rows: dict[str, dict], keys=SHOWN) -> str:
-    """Markdown table: one row per attack, one column per metric."""
-    head = "| attack | " + " | ".join(keys) + " |"
-    sep = "|---" * (len(keys) + 1) + "|"
-    body = [
-        f"| {name} | " + " | ".join(_fmt(m.get(k, float("nan"))) for k in keys) + " |"
-        for name, m in rows.items()
-    ]
-    return "\n".join([head, sep, *body])
+def other_warnings(metrics: dict) -> list[str]:
+    """``metrics["warnings"]`` less the low-FPR ones, which the tables mark on their cells."""
+    return [w for w in metrics.get("warnings", []) if not ("TPR at" in w and "FPR" in w)]
 
 
 def write_attack(
@@ -424,7 +167,7 @@ def write_attack(
         ),
         "",
     ]
-    for w in metrics.get("warnings", []):
+    for w in other_warnings(metrics):
         lines.append(f"> warning: {w}")
     lines += [
         "",
@@ -453,66 +196,100 @@ def _json(o):
     return str(o)
 
 
-def figure6_table(results: dict[str, dict[str, dict]]) -> str:
-    """Figure-6-style table: rows = attacks, columns = architectures, cells 'acc / FPR'.
-
-    ``results[arch][attack] = metrics``.
-    """
-    archs = list(results)
-    attacks = list(dict.fromkeys(a for r in results.values() for a in r))
-    head = "| attack | " + " | ".join(f"{a} acc / FPR / AUC" for a in archs) + " |"
-    sep = "|---" * (len(archs) + 1) + "|"
-    body = []
-    for att in attacks:
-        cells = []
-        for arch in archs:
-            m = results[arch].get(att)
-            cells.append("-" if m is None else f"{m['acc']:.3f} / {m['fpr']:.3f} / {m['auc']:.3f}")
-        body.append(f"| {att} | " + " | ".join(cells) + " |")
-    return "\n".join([head, sep, *body])
-
-
-def timing_table(results: dict[str, dict], infos: dict[str, dict]) -> str:
-    """Markdown: training time and discrimination time per sample of each attack (Table 4)."""
-    rows = [
-        "| attack | train time (s) | discrimination time per sample (s) | n eval |",
-        "|---|---|---|---|",
-    ]
-    for name, inf in infos.items():
-        rows.append(
-            f"| {name} | {inf.get('train_seconds', float('nan')):.3f} | "
-            f"{inf.get('discrimination_seconds_per_sample', float('nan')):.2e} | "
-            f"{results[name]['n_members'] + results[name]['n_nonmembers']} |"
-        )
-    return "\n".join(rows)
-
-
-def encounter_table(rows: dict[str, dict]) -> str:
-    """Markdown: per attack, AUC on all evaluation photos beside AUC with only the member photos
-    of encounters seen in training, only those of held-out encounters, and per encounter
-    (``experiments.attack.encounter_figures``); empty when no attack has these figures."""
-    rows = {k: v for k, v in rows.items() if v}
-    if not rows:
+def fit_health_banner(run: str | Path | None) -> str:
+    """A warning banner (one Markdown line) when ``<run>/fit_health.json`` says the fit ended
+    at chance level on its own training data (``at_chance``); empty otherwise."""
+    path = Path(run or ".") / "fit_health.json"
+    if run is None or not path.is_file():
         return ""
-    any_row = next(iter(rows.values()))
-    lines = [
-        "## Photo split and encounter-grouped figures",
-        "",
-        f"Member test photos: {any_row['n_seen_encounter_photos']} from encounters that also "
-        f"gave training photos, {any_row['n_new_encounter_photos']} from encounters held out "
-        f"whole; {any_row['n_nonmember_photos']} photos of new individuals. A photo split "
-        "measures the first kind (a near-duplicate of a training photo is easy to recognise); "
-        "an ecologist meets the second: a known whale seen again on a new day. AUCs over all "
-        "evaluation rows (not subsampled).",
-        "",
-        "| attack | AUC all photos | AUC seen-encounter members | AUC new-encounter members "
-        "| AUC per encounter (new encounters) |",
-        "|---|---|---|---|---|",
-    ]
-    keys = ("auc_photos", "auc_seen_encounter", "auc_new_encounter", "auc_encounter_level")
-    for name, m in rows.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(m.get(k)) for k in keys) + " |")
+    try:
+        h = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return f"> **Warning:** `{path}` could not be read ({e}); the fit's health is unknown."
+    if not h.get("at_chance"):
+        return ""
+    acc, chance = h.get("train_accuracy"), h.get("chance_accuracy")
+    nums = ""
+    if isinstance(acc, (int, float)) and isinstance(chance, (int, float)):
+        nums = f" (training accuracy {acc:.3f}, chance {chance:.3f})"
+    return (
+        "> **Warning: the target ended at chance level on its own training data**"
+        f"{nums}, per `fit_health.json`. It learned nothing, so the figures below measure an "
+        "untrained model: low AUCs here are not evidence that a trained model would not leak."
+    )
+
+
+def _scores_of(attacks_dir: Path, name: str, info: dict) -> Path:
+    """Where :func:`write_attack` saved ``name``'s scores (the ensemble's under ``ensemble/``)."""
+    if name.startswith("ensemble_") and info.get("rule"):
+        return attacks_dir / "ensemble" / info["rule"] / "scores.npz"
+    return attacks_dir / name / "scores.npz"
+
+
+def roc_figures(attacks_dir: Path, results: dict, infos: dict) -> dict[str, dict]:
+    """One ROC figure per level (``info["level"]``, default ``identity``), linear and log-log,
+    every attack of the level in it: ``roc.png``/``roc_loglog.png`` for the identity level,
+    ``roc_<level>.png``/``roc_<level>_loglog.png`` for the others. An attack whose scores are
+    0/1 decisions (a hard vote) has one operating point and is drawn as a point.
+
+    Returns ``{level: {"files": [...], "attacks": names drawn, "points": names drawn as points,
+    "missing": {name: why}}}``."""
+    levels: dict[str, list[str]] = {}
+    for name in results:
+        levels.setdefault(infos.get(name, {}).get("level", "identity"), []).append(name)
+    out = {}
+    for level, names in levels.items():
+        curves, points, gone = {}, {}, {}
+        for name in names:
+            path = _scores_of(attacks_dir, name, infos.get(name, {}))
+            if not path.is_file():
+                gone[name] = f"no scores saved ({path.relative_to(attacks_dir)})"
+                continue
+            with np.load(path) as z:
+                s, y = z["score"], z["is_member"]
+            if len(np.unique(y)) < 2:
+                gone[name] = "its evaluation rows hold one class only"
+            elif set(np.unique(s).tolist()) <= {0.0, 1.0}:  # decisions (a hard vote): no ranking
+                points[name] = (float(results[name]["fpr"]), float(results[name]["tpr"]))
+            else:
+                curves[name] = roc(s, y)
+        stem = "roc" if level == "identity" else f"roc_{level}"
+        files = [f"{stem}.png", f"{stem}_loglog.png"]
+        drawn = []
+        for f, loglog in zip(files, (False, True)):
+            title = f"ROC, {level} level"
+            drawn = plot_roc(curves, attacks_dir / f, loglog, points, title)
+        out[level] = {"files": files, "attacks": drawn, "points": list(points), "missing": gone}
+    return out
+
+
+def roc_section(figures: dict[str, dict]) -> str:
+    """Markdown: each level's ROC figures with a caption naming what is drawn and why any
+    attack is not."""
+    lines = ["## ROC curves", ""]
+    for level, fig in figures.items():
+        lines.append(f"**{level} level**: {', '.join(f'`{a}`' for a in fig['attacks'])}.")
+        if fig["points"]:
+            lines.append(
+                f"Drawn as one point (its scores are 0/1 decisions, a hard vote: one operating "
+                f"point, no curve): {', '.join(fig['points'])}."
+            )
+        for name, why in fig["missing"].items():
+            lines.append(f"Not drawn: `{name}`, {why}.")
+        lines += ["", " ".join(f"![ROC {level}]({f})" for f in fig["files"]), ""]
     return "\n".join(lines)
+
+
+def _compared(others: list[Path] | None) -> dict[str, dict]:
+    """``{column: metrics}`` of the ``--compare`` run folders that have a summary.json."""
+    out = {}
+    for other in others or []:
+        p = Path(other) / "attacks" / "summary.json"
+        if p.is_file():
+            o = json.loads(p.read_text())
+            c = o["context"]
+            out[f"{c.get('arch')} ({c.get('preset', '')}) {Path(other).name}"] = o["metrics"]
+    return out
 
 
 def write_summary(
@@ -522,29 +299,21 @@ def write_summary(
     context: dict,
     others: list[Path] | None = None,
     extra_md: str = "",
+    cis: dict[str, dict] | None = None,
 ) -> Path:
     """``<run>/attacks/{summary.json, report.md, roc*.png}``: every attack and baseline of this
-    run, plus the Figure-6 table across this and ``others`` run folders (their summary.json)."""
+    run, the Figure-6 table across this and ``others`` run folders (their summary.json), with
+    the 95% intervals by individual of ``cis`` (``{attack: {"acc"|"fpr"|"auc": (point, lo,
+    hi), ...}}``), one ROC figure per level, one cost table."""
     arch = context.get("arch", "target")
-    fig6 = {f"{arch} ({context.get('preset', '')})": results}
-    for other in others or []:
-        p = Path(other) / "attacks" / "summary.json"
-        if p.is_file():
-            o = json.loads(p.read_text())
-            fig6[
-                f"{o['context'].get('arch')} ({o['context'].get('preset', '')}) {Path(other).name}"
-            ] = o["metrics"]
-    curves = {}
-    for name in results:
-        p = attacks_dir / name / "scores.npz"
-        if p.is_file():
-            with np.load(p) as z:
-                curves[name] = (z["roc_fpr"], z["roc_tpr"])
-    plot_roc(curves, attacks_dir / "roc.png", loglog=False)
-    plot_roc(curves, attacks_dir / "roc_loglog.png", loglog=True)
-    summary = {"context": context, "metrics": results, "info": infos}
+    here = f"{arch} ({context.get('preset', '')})"
+    fig6 = {here: results, **_compared(others)}
+    figures = roc_figures(attacks_dir, results, infos)
+    summary = {"context": context, "metrics": results, "info": infos, "figures": figures}
     (attacks_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json))
-    lines = [
+    banner = fit_health_banner(context.get("run"))
+    lines = [banner, ""] if banner else []
+    lines += [
         f"# Membership inference report: `{context.get('run')}`",
         "",
         f"Target: {arch}, preset {context.get('preset')}, {context.get('n_classes')} known "
@@ -558,7 +327,10 @@ def write_summary(
         "",
         "## Accuracy / FPR / AUC per attack and architecture (Figure 6 style)",
         "",
-        figure6_table(fig6),
+        "Each cell: point [95% bootstrap interval, resampled by individual] (runs added with "
+        "`--compare`: points only).",
+        "",
+        figure6_table(fig6, {here: cis or {}}),
         "",
         "## All metrics",
         "",
@@ -569,21 +341,17 @@ def write_summary(
         "'new individual' as the positive class. The two baselines (`baseline_msp`, "
         "`baseline_nn_cosine`) are standard open-set detectors on the same splits.",
         "",
-        "## Time (Table 4 style)",
+        roc_section(figures),
+        "## Cost (Table 4 style)",
         "",
-        timing_table(results, infos),
-        "",
-        "Discrimination time per sample includes the target's forward pass (signal "
-        "extraction) for signal attacks and the HopSkipJump queries for label-only.",
+        cost_table(results, infos),
         "",
         extra_md,
         "",
-        "![ROC](roc.png) ![ROC log-log](roc_loglog.png)",
-        "",
     ]
-    warn = sorted({w for m in results.values() for w in m.get("warnings", [])})
-    if warn:
-        lines += ["## Warnings", "", *[f"- {w}" for w in warn], ""]
+    other = [f"- `{n}`: {w}" for n, m in results.items() for w in other_warnings(m)]
+    if other:
+        lines += ["## Other warnings", "", *other, ""]
     path = attacks_dir / "report.md"
     path.write_text("\n".join(lines))
     return path

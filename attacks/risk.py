@@ -1,5 +1,6 @@
 """Per-photo and per-individual membership risk: every evaluated photo's score and rank under
-each attack (``risk.csv``), and the tables of the most exposed photos and individuals.
+each attack (``risk.csv``), and the tables of the most exposed member photos and individuals
+(the training data at risk) beside the false alarms (high-scored non-members).
 
 Rank 1 = the highest score (most exposed); ties share the lowest rank. A photo's exposure is its
 mean rank percentile over the attacks that scored it (0 = most exposed of its level); an
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import rankdata
+from tabulate import tabulate
 
 META = ("level", "sample_id", "file", "identity", "role")
 
@@ -61,37 +63,50 @@ def write_risk_csv(path: str | Path, rows: list[dict]) -> Path:
     return path
 
 
+def _photo_table(rows: list[dict]) -> str:
+    body = [(r["file"], r["identity"], r["role"], float(r["exposure"])) for r in rows]
+    head = ("file", "identity", "role", "exposure")
+    return tabulate(body, head, tablefmt="github", floatfmt=".3f")
+
+
+def _individual_table(rows: list[dict], top: int) -> str:
+    """Individuals of ``rows`` by their photos' mean exposure, lowest first."""
+    by_id: dict[str, list[float]] = {}
+    for r in rows:
+        by_id.setdefault(r["identity"], []).append(float(r["exposure"]))
+    ids = sorted(by_id, key=lambda i: np.mean(by_id[i]))[:top]
+    body = [(i, len(by_id[i]), float(np.mean(by_id[i]))) for i in ids]
+    return tabulate(body, ("identity", "photos", "mean exposure"), "github", floatfmt=".3f")
+
+
 def most_exposed(rows: list[dict], top: int = 10) -> str:
-    """Markdown: per level, the ``top`` photos and individuals with the lowest exposure
-    (highest-ranked across attacks)."""
+    """Markdown: per level, the ``top`` MEMBER photos and individuals with the lowest exposure
+    (ranked highest across attacks): the training data at risk. Non-members that score high are
+    false alarms, not leaks; they get their own, separate lists."""
     parts = []
     for level in dict.fromkeys(r["level"] for r in rows):
         lr = [r for r in rows if r["level"] == level and r["exposure"] != "nan"]
-        photos = sorted(lr, key=lambda r: float(r["exposure"]))[:top]
+        lr = sorted(lr, key=lambda r: float(r["exposure"]))
+        mem = [r for r in lr if r["role"] == "member"]
+        non = [r for r in lr if r["role"] != "member"]
         parts += [
-            f"**{level} level: most exposed photos** (exposure 0 = ranked first by every attack)",
+            f"**{level} level: most exposed member photos** (exposure 0 = ranked first by every "
+            f"attack; {len(mem)} member photos)",
             "",
-            "| file | identity | role | exposure |",
-            "|---|---|---|---|",
-        ]
-        parts += [
-            f"| {r['file']} | {r['identity']} | {r['role']} | {float(r['exposure']):.3f} |"
-            for r in photos
-        ]
-        by_id: dict[str, list] = {}
-        for r in lr:
-            by_id.setdefault(r["identity"], []).append(r)
-        ids = sorted(by_id, key=lambda i: np.mean([float(r["exposure"]) for r in by_id[i]]))
-        parts += [
+            _photo_table(mem[:top]) if mem else "No member photos were scored.",
             "",
-            f"**{level} level: most exposed individuals**",
+            f"**{level} level: most exposed members (individuals)** (mean over their member "
+            "photos)",
             "",
-            "| identity | roles | photos | mean exposure |",
-            "|---|---|---|---|",
+            _individual_table(mem, top) if mem else "No member photos were scored.",
+            "",
+            f"**{level} level: false alarms**: the highest-scored non-member photos "
+            f"({len(non)} scored), then individuals by the mean over their non-member photos; "
+            "these photos were never trained on, so a high score is an attack error, not a leak.",
+            "",
+            _photo_table(non[:top]) if non else "No non-member photos were scored.",
+            "",
+            _individual_table(non, top) if non else "",
+            "",
         ]
-        for i in ids[:top]:
-            roles = "/".join(sorted({r["role"] for r in by_id[i]}))
-            mean = np.mean([float(r["exposure"]) for r in by_id[i]])
-            parts.append(f"| {i} | {roles} | {len(by_id[i])} | {mean:.3f} |")
-        parts.append("")
     return "\n".join(parts)

@@ -134,7 +134,13 @@ def add_common_args(
         help=f"torch CPU threads (default {threads}; 0 keeps torch's default)",
     )
     ap.add_argument("--device", default=device, help=f"torch device (default {device})")
-    ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/...)")
+    ap.add_argument(
+        "--output",
+        "--out",
+        dest="out",
+        default=None,
+        help="result JSON (default benchmarks/results/...)",
+    )
     return ap
 
 

@@ -115,7 +115,7 @@ def accepts(script: Path, flag: str) -> bool:
 
 def command(b: Benchmark, a: argparse.Namespace, out_dir: Path) -> list[str]:
     script = HERE / b.script
-    cmd = [sys.executable, str(script), *b.args, "--out", str(out_dir / b.result)]
+    cmd = [sys.executable, str(script), *b.args, "--output", str(out_dir / b.result)]
     if getattr(a, "smoke", False):
         cmd += list(b.smoke)
     if a.full:

@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from datamodules.cells import check_name, clean_rows, refuse_duplicate_columns
 from datamodules.errors import DataError, resolve_inside
 from datamodules.synthetic_whales import SyntheticWhales, generate
 
@@ -36,13 +37,15 @@ DEMO_HINT = "To try the suite without data, run the demo: python cli.py fit --co
 
 @dataclass(frozen=True)
 class Record:
-    """One photo. ``file`` is relative to the catalog root, in POSIX form."""
+    """One photo. ``file`` is relative to the catalog root, in POSIX form; ``source`` says where
+    the row was read (``"<csv>, line N"``; ``""`` for a folder catalog), for error messages."""
 
     file: str
     identity: str
     group: str | None = None
     viewpoint: str | None = None
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    source: str = field(default="", compare=False, hash=False, repr=False)
 
 
 @dataclass
@@ -75,12 +78,16 @@ def _check_root(root: str | Path, key: str = "data.root") -> Path:
 
 
 def _read_csv(path: Path, required: list[str], what: str) -> list[dict]:
+    """The rows of a catalog CSV as dicts (plus ``_line``, the row's line number). Header names
+    are stripped of surrounding whitespace and must be unique; every row needs a value in each
+    ``required`` column and no extra cells."""
     if not path.is_file():
         raise DataError(f"{path}: not found. A {what} catalog needs this file at its root.")
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
+            header = refuse_duplicate_columns(reader.fieldnames or [], path)
+            reader.fieldnames = header
             missing = [c for c in required if c not in header]
             if missing:
                 raise DataError(
@@ -88,7 +95,8 @@ def _read_csv(path: Path, required: list[str], what: str) -> list[dict]:
                     f"the columns {required}."
                 )
             rows = []
-            for lineno, row in enumerate(reader, start=2):
+            for row in reader:
+                lineno = reader.line_num
                 if None in row or any(row.get(c) in (None, "") for c in required):
                     raise DataError(
                         f"{path}, line {lineno}: malformed row {row!r}; every row needs a value in "
@@ -227,6 +235,7 @@ def _individual_records(root: Path, real_root: Path, ind: os.DirEntry) -> list[R
     _walk(ind_dir, (), found)
     found.sort(key=lambda item: item[0])
     ind_linked = ind.is_symlink()
+    identity = check_name(ind.name, str(root))
     records = []
     for parts, e in found:
         linked = ind_linked or e.is_symlink()
@@ -240,12 +249,12 @@ def _individual_records(root: Path, real_root: Path, ind: os.DirEntry) -> list[R
                 f"{img}: nested too deep. The folder layout is root/<individual>/*.jpg or "
                 "root/<individual>/<encounter>/*.jpg."
             )
-        group = parts[0] if len(parts) == 2 else None
+        group = check_name(parts[0], ind_dir, "encounter") if len(parts) == 2 else None
         rel = ind.name + "/" + "/".join(parts)
         if linked:  # a link may lead anywhere: resolve it and keep it inside the root
             rel = resolve_inside(root, rel, source=img).relative_to(real_root).as_posix()
         meta = {"encounter": group} if group else {}
-        records.append(Record(file=rel, identity=ind.name, group=group, meta=meta))
+        records.append(Record(file=rel, identity=identity, group=group, meta=meta))
     return records
 
 
@@ -280,6 +289,7 @@ class NoaaReader(CatalogReader):
         root = _check_root(root)
         csv_path = root / "metadata.csv"
         rows = _read_csv(csv_path, ["path", "whale_id"], "NOAA Where's Whale-do")
+        clean_rows(rows, csv_path, "whale_id", ("encounter_id", "viewpoint"), ("path",))
         records, sources, real_root = [], [], root.resolve()
         for row in _keep_rows(rows, "viewpoint", self.viewpoint, csv_path):
             source = f"{csv_path}, line {row['_line']}"
@@ -292,6 +302,7 @@ class NoaaReader(CatalogReader):
                     group=row.get("encounter_id") or None,
                     viewpoint=row.get("viewpoint") or None,
                     meta=meta,
+                    source=source,
                 )
             )
             sources.append(source)
@@ -315,6 +326,7 @@ class HappywhaleReader(CatalogReader):
         root = _check_root(root)
         csv_path = root / "train.csv"
         rows = _read_csv(csv_path, ["image", "individual_id"], "Happywhale")
+        clean_rows(rows, csv_path, "individual_id", ("species",), ("image",))
         species = self.species
         if species is not None and "species" not in rows[0]:
             raise DataError(
@@ -326,7 +338,9 @@ class HappywhaleReader(CatalogReader):
             source = f"{csv_path}, line {row['_line']}"
             rel = _require_exists(root, f"train_images/{row['image']}", source, real_root)
             meta = {k: v for k, v in row.items() if k != "_line"}
-            records.append(Record(file=rel, identity=row["individual_id"], meta=meta))
+            records.append(
+                Record(file=rel, identity=row["individual_id"], meta=meta, source=source)
+            )
             sources.append(source)
         refuse_duplicates(root, [r.file for r in records], sources)
         return Catalog(root=root, records=records)

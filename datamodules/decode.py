@@ -10,6 +10,8 @@ rounding differs from torch's uint8 kernel by at most one grey level on a few pe
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,21 +24,51 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 def load_rgb(path: Path) -> Image.Image:
     """Decode an image file to 8-bit RGB as a viewer shows it: EXIF orientation applied, every
-    mode scaled to 0-255 (:func:`to_rgb`). A missing, corrupt or truncated file raises DataError
-    naming it."""
+    mode scaled to 0-255 (:func:`to_rgb`). A missing, corrupt or truncated file, or one larger
+    than Pillow's decompression-bomb limit ``PIL.Image.MAX_IMAGE_PIXELS`` (checked from the
+    header, before any pixel is decoded), raises DataError naming it."""
     try:
-        with Image.open(path) as im:
+        # Pillow only warns between 1x and 2x the limit; such files are refused below instead.
+        # (catch_warnings is process-wide: at worst a concurrent decode also misses that warning)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            refuse_bomb(path, *im.size)
             im.load()
             return to_rgb(im)
+    except DataError:
+        raise
     except FileNotFoundError as exc:
         raise DataError(
             f"{path}: image not found. Restore it or drop it from the catalog."
         ) from exc
+    except Image.DecompressionBombError as exc:  # over 2x the limit: refused by Image.open
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{found.group(1) if found else 'too many'} pixels"
+        raise DataError(_bomb_message(path, size)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"{path}: unreadable or corrupt image ({exc.__class__.__name__}: {exc}). Replace the "
             "file or remove it from the catalog."
         ) from exc
+
+
+def refuse_bomb(path: Path, width: int, height: int) -> None:
+    """DataError when a ``width x height`` image is over ``PIL.Image.MAX_IMAGE_PIXELS`` (None:
+    no limit), so it is never decoded (it could exhaust memory)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        raise DataError(_bomb_message(path, f"{width}x{height} = {width * height} pixels"))
+
+
+def _bomb_message(path: Path, size: str) -> str:
+    """One line: ``path`` is over the decompression-bomb limit (``size`` says by how much)."""
+    return (
+        f"{path}: image of {size} is over Pillow's decompression-bomb limit "
+        f"(PIL.Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS} pixels), so it is not decoded. "
+        "Replace the file with a smaller copy or remove it from the catalog."
+    )
 
 
 #: integer modes wider than 8 bits, by the divisor that maps their full range onto 0-255

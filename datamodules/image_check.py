@@ -5,6 +5,9 @@ real with :func:`datamodules.images.load_rgb`. A file decoded without error is r
 sha256: in this process, and, with a decoded-image cache, as an empty marker
 ``<cache>/checked/<hash[:2]>/<hash>`` so the next run skips it.
 
+An image larger than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS`` pixels,
+read from its header) counts as unreadable: it is never decoded (:func:`load_rgb`).
+
 Policies for an image that cannot be read:
 
 * ``error`` (default): stop with one line naming the first bad file (all of them are counted).

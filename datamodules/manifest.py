@@ -2,6 +2,8 @@
 
 A run folder holds ``split_manifest.csv`` (one row per sample, columns chosen by the pipeline)
 and ``split_manifest.json`` (seed, settings, counts, and the sha256 ``hash`` of the CSV text).
+:func:`read_manifest` checks the CSV against that hash: a manifest edited, truncated or
+replaced after the fit (or one without its JSON) is refused instead of trusted.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from datamodules.errors import SplitLeakError
+from datamodules.errors import DataError, SplitLeakError
 
 #: columns written as integers, turned back into ints by :func:`read_manifest`
 INT_COLUMNS = ("label", "n_objects")
@@ -47,7 +49,7 @@ def write_manifest(folder: Path, rows: list[dict], header: dict, columns: Sequen
     text = manifest_csv(rows, columns)
     digest = hashlib.sha256(text.encode()).hexdigest()
     if csv_path.exists():
-        old = json.loads(json_path.read_text()) if json_path.exists() else {}
+        _, old = verified_manifest_text(folder)  # the run's manifest, as the fit wrote it
         if old.get("hash") != digest:
             raise SplitLeakError(
                 f"{csv_path}: this run folder already holds a different split (hash "
@@ -69,19 +71,46 @@ def encounter_key(row: dict) -> str:
 
 
 def read_manifest(folder: Path) -> tuple[list[dict], dict]:
-    """Rows (``label`` / ``n_objects`` as int) and header of a saved manifest."""
-    folder = Path(folder)
-    with (folder / "split_manifest.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    """Rows (``label`` / ``n_objects`` as int) and header of a saved manifest, once the CSV
+    matches the ``hash`` its JSON recorded (:func:`verified_manifest_text`)."""
+    text, header = verified_manifest_text(Path(folder))
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     for r in rows:
         for c in INT_COLUMNS:
             if c in r:
                 r[c] = int(r[c])
-    header = json.loads((folder / "split_manifest.json").read_text())
     return rows, header
+
+
+def verified_manifest_text(folder: Path) -> tuple[str, dict]:
+    """``(CSV text, header)`` of ``folder``'s manifest; :class:`DataError` (one line naming the
+    file) when the JSON is missing or unreadable or the CSV's sha256 is not the recorded hash.
+
+    The manifest is the truth about membership: a changed row silently changes every result."""
+    csv_path, json_path = folder / "split_manifest.csv", folder / "split_manifest.json"
+    fix = "restore both files from the fit (or a copy of the run folder), or re-run the fit"
+    if not json_path.is_file():
+        raise DataError(
+            f"{json_path}: missing, so {csv_path.name} cannot be checked against the hash the fit "
+            f"recorded; {fix}."
+        )
+    try:
+        header = json.loads(json_path.read_text(encoding="utf-8"))
+        text = csv_path.read_bytes().decode("utf-8")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{json_path.parent}: unreadable split manifest ({exc}); {fix}.") from None
+    if not isinstance(header, dict) or not isinstance(header.get("hash"), str):
+        raise DataError(f"{json_path}: no manifest hash recorded (truncated or edited?); {fix}.")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if digest != header["hash"]:
+        raise DataError(
+            f"{csv_path}: the split manifest was changed after the fit (sha256 {digest[:12]}, "
+            f"the fit recorded {header['hash'][:12]}); {fix}."
+        )
+    return text, header
 
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(text.encode("utf-8"))  # exactly the bytes the hash is taken over
     tmp.replace(path)

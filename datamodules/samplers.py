@@ -6,6 +6,13 @@ photos of one individual; the ``m`` are taken round-robin over the individual's 
 manifest's ``group``), so they come from ``m`` different encounters where the individual has
 that many, and repeat photos only when it has fewer than ``m``. With a batch size that is a
 multiple of ``m``, every batch holds ``batch_size / m`` individuals.
+
+Why not pytorch-metric-learning's ``MPerClassSampler`` (checked against 2.9): it sees labels
+only, so its ``m`` photos of an individual are a uniform draw from all of its photos and often
+come from one encounter (near-duplicate frames) although the individual has others; and its
+epoch is ``length_before_new_iter`` indices (100000 by default), not one pass over the training
+rows. (Both draw from a global generator that ``seed_everything`` seeds: no difference there.)
+``tests/test_individual_sampler.py`` shows the encounter difference.
 """
 
 from __future__ import annotations

@@ -48,10 +48,12 @@ import hashlib
 import math
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 import numpy as np
 
 from datamodules.catalogs import Catalog, Record, group_key
+from datamodules.cells import parse_date, record_date
 from datamodules.errors import DataError
 
 COLUMNS = [
@@ -99,7 +101,7 @@ class SplitSettings:
         balance_nonmembers: a non-member individual contributes as many photos (seeded choice)
             as a target individual contributes to val, as in the paper's Table 3.
         time_column: with ``split_protocol: time``, the metadata column holding each photo's date
-            (ISO ``YYYY-MM-DD``, or any text that sorts in time order).
+            (ISO 8601 ``YYYY-MM-DD``, optionally with a time; compared as dates, not text).
         time_cutoff: with ``split_protocol: time``, the first date of the query period (None:
             the date below which ``photo_fractions[0]`` of the photos lie).
         holdout_groups: with ``split_protocol: photo`` and ``group_by``, this many whole groups
@@ -314,21 +316,21 @@ def _paper_protocol(p: _Planner, ident: str, recs: list[Record], rng) -> list[di
     return [{**r, "split": sp, "set": SPLIT_TO_SET[sp]} for r, sp in zip(pool, splits)]
 
 
-def _when(rec: Record, s: SplitSettings) -> str:
-    """The photo's date (``time_column``); a missing one is a DataError naming the file."""
-    value = rec.meta.get(s.time_column) or ""
-    if not value:
-        raise DataError(
-            f"{rec.file}: no {s.time_column!r} value; split_protocol 'time' needs a date for "
-            "every photo (set data.split.time_column to the catalog's date column)."
-        )
-    return str(value)
+def _when(rec: Record, s: SplitSettings) -> datetime:
+    """The photo's date (``time_column``, ISO 8601); a missing or malformed one is a DataError
+    naming the row (:func:`datamodules.cells.record_date`)."""
+    return record_date(rec, s.time_column)
+
+
+def _cut(s: SplitSettings) -> datetime:
+    """``time_cutoff`` as a datetime (dates are compared as datetimes, never as text)."""
+    return parse_date(s.time_cutoff, source="data.split.time_cutoff")
 
 
 def _time_protocol(p: _Planner, ident: str, recs: list[Record], rng) -> list[dict]:
     """Photos before the cutoff to train; later groups (``group_by``, else photos) to val or
     test, each to the side with fewer photos so far (ties by seed)."""
-    cut = p.s.time_cutoff
+    cut = _cut(p.s)
     later: dict[str, list[Record]] = defaultdict(list)
     split_of = {}
     for r in recs:
@@ -345,11 +347,14 @@ def _time_protocol(p: _Planner, ident: str, recs: list[Record], rng) -> list[dic
 
 
 def _time_cutoff(records: list[Record], s: SplitSettings, fractions) -> str:
-    """``time_cutoff``, or the date below which ``fractions[0]`` of the photos lie."""
+    """``time_cutoff`` (checked to be a date), or the date (as written) below which
+    ``fractions[0]`` of the photos lie."""
     if s.time_cutoff:
-        return str(s.time_cutoff)
-    dates = sorted(_when(r, s) for r in records)
-    return dates[min(len(dates) - 1, int(round(fractions[0] * len(dates))))]
+        _cut(s)
+        return str(s.time_cutoff).strip()
+    dated = sorted(records, key=lambda r: (_when(r, s), r.file))
+    pick = dated[min(len(dated) - 1, int(round(fractions[0] * len(dated))))]
+    return str(pick.meta[s.time_column]).strip()
 
 
 def _time_identity_sets(
@@ -357,7 +362,8 @@ def _time_identity_sets(
 ) -> tuple[list[str], list[str], list[str]]:
     """ID1: individuals seen before the cutoff; the rest (first seen later) shuffled by seed into
     ID2 and ID3 in the ratio of ``identity_fractions[1:]``."""
-    known = sorted(k for k, recs in main.items() if min(_when(r, s) for r in recs) < s.time_cutoff)
+    cut = _cut(s)
+    known = sorted(k for k, recs in main.items() if min(_when(r, s) for r in recs) < cut)
     new = sorted(set(main) - set(known))
     np.random.default_rng(s.seed).shuffle(new)
     n2 = round(len(new) * id_fr[1] / (id_fr[1] + id_fr[2]))

@@ -351,12 +351,14 @@ class WhaleDataModule(pl.LightningDataModule):
             sampler = EpochShuffle(len(dataset), self.settings.seed, self.batch_size, generator)
         elif train:
             generator = None  # DDP: Lightning's DistributedSampler shuffles per epoch
+        n = len(sampler) if sampler is not None else len(dataset)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,
-            drop_last=False,
+            # a last training batch of one photo breaks BatchNorm; it is left out of the epoch
+            drop_last=train and n > 1 and n % self.batch_size == 1,
             num_workers=workers,
             pin_memory=self.pin_memory(),
             persistent_workers=workers > 0,

@@ -6,7 +6,7 @@ Steps: (1) rebuild the target from ``checkpoints/last.ckpt`` (``weights_only=Tru
 attack of the settings, in :data:`STEPS` order, gather its fit and evaluation signals (the
 target's attack set, a shadow's, or boundary distances from model queries), fit it, freeze its
 threshold and score the evaluation set (ID1-test + ID3); (3) the ensemble trains one target per
-subset; (4) the reports, and the scalars and figures through the run's loggers.
+subset; (4) the reports; figures and final numbers (``log_hyperparams``) to the run's loggers.
 
 ``torchrun --nproc_per_node N cli.py attack ...`` shards step (1) over N processes (rank 0 writes
 the file), then rank 0 alone runs the rest.
@@ -21,26 +21,24 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from attacks.metrics import auc
-from attacks.open_set import aggregate
-from attacks.registry import get
-from attacks.report import encounter_table, evaluate, split_note, write_attack, write_summary
-from attacks.signals import accuracy, balanced, membership, subset
+from attacks.signals import balanced, membership, subset
 from datamodules.errors import DataError
-from datamodules.manifest import encounter_key
-from experiments.attack_reference import check_reference, reference_jobs
+from experiments.attack_results import encounter_figures  # noqa: F401  (re-exported)
 from experiments.attack_settings import AttackSettings
 from experiments.config_files import command_parser
-from experiments.ensemble import ensemble_attacks, ensemble_config, train_subsets
-from experiments.label_only import label_only_signals
-from experiments.outputs import claim, fresh_name
-from experiments.run_loggers import RunLoggers
-from experiments.runs import RunContext, extract_distributed, final_signals, signal_source
-from experiments.shadow import shadow_run_signals, train_shadow
+
+if TYPE_CHECKING:  # torch, Lightning, xgboost and ART load when an attack runs, not for --help
+    from experiments.run_loggers import RunLoggers
+    from experiments.runs import RunContext
+
+
+def write_summary(*args, **kwargs) -> Path:
+    """:func:`attacks.report.write_summary` (imported on first use: matplotlib is slow)."""
+    from attacks.report import write_summary as write
+
+    return write(*args, **kwargs)
 
 
 @dataclass
@@ -127,6 +125,8 @@ def salem_shadow_jobs(inp: Inputs) -> list[Job]:
     s, sh = inp.settings.salem, inp.settings.salem.shadow
     if not (s.enabled and sh.enabled):
         return []
+    from experiments.shadow import shadow_run_signals, train_shadow
+
     t0 = time.perf_counter()
     sdir = inp.out / "salem_shadow" / "shadow"
     if sh.run:
@@ -146,6 +146,8 @@ def salem_shadow_jobs(inp: Inputs) -> list[Job]:
 
 def label_only_jobs(inp: Inputs) -> list[Job]:
     """Boundary distances from model queries on a balanced (capped) sample of both sets."""
+    from experiments.label_only import label_only_signals
+
     lo = inp.settings.label_only
     if not lo.enabled:
         return []
@@ -176,8 +178,17 @@ def calibrated_jobs(inp: Inputs) -> list[Job]:
     return jobs(inp, Job)
 
 
+def _reference_jobs(inp: Inputs) -> list[Job]:
+    """The reference-whale jobs (:mod:`experiments.attack_reference`)."""
+    from experiments.attack_reference import reference_jobs
+
+    return reference_jobs(inp)
+
+
 def ensemble_step(inp: Inputs, loggers: RunLoggers) -> dict[str, tuple[dict, dict]]:
     """The ensemble MIA (it trains its own subset targets): ``{ensemble_<rule>: (m, info)}``."""
+    from experiments.ensemble import ensemble_attacks
+
     if not inp.settings.ensemble.enabled:
         return {}
     done = ensemble_attacks(
@@ -206,12 +217,15 @@ STEPS = (
     ensemble_step,
     signal_step(baseline_jobs),
     signal_step(calibrated_jobs),
-    signal_step(reference_jobs),
+    signal_step(_reference_jobs),
 )
 
 
 def run_job(job: Job, inp: Inputs, loggers: RunLoggers) -> tuple[dict, dict]:
-    """Fit ``job``'s attack, score the evaluation rows, write its folder, log its scalars."""
+    """Fit ``job``'s attack, score the evaluation rows, write its folder, log its figures."""
+    from attacks.registry import get
+    from attacks.report import evaluate, write_attack
+
     attack = get(job.attack).for_run(inp.sig, **job.args)
     t0 = time.perf_counter()
     attack.fit(job.fit)
@@ -248,73 +262,19 @@ def run_job(job: Job, inp: Inputs, loggers: RunLoggers) -> tuple[dict, dict]:
     return m, info
 
 
-def encounter_figures(scores: np.ndarray, ev: dict, rows: list[dict]) -> dict:
-    """AUCs of the evaluation rows with the member photos split by encounter: from encounters
-    that also gave training photos (``seen``), from encounters held out whole (``new``), and
-    per encounter (mean score of each held-out member encounter and each non-member encounter).
-    Empty when the manifest records no groups (``group_by`` off) or rows lack ``index``."""
-    if "index" not in ev:
-        return {}
-    picked = [rows[int(i)] for i in ev["index"]]
-    if not picked or not all(r["group"] for r in picked):
-        return {}
-    group = np.array([encounter_key(r) for r in picked], dtype=str)
-    trained = {encounter_key(r) for r in rows if r["split"] == "train"}
-    member = membership(ev).astype(bool)
-    seen = member & np.isin(group, list(trained))
-    new = member & ~seen
-
-    def auc_of(keep: np.ndarray) -> float:
-        y = member[keep]
-        return auc(scores[keep], y) if 0 < y.sum() < len(y) else float("nan")
-
-    enc = new | ~member
-    names, mean = aggregate(scores[enc], group[enc], "mean")
-    enc_member = np.isin(names, group[new])
-    return {
-        "n_seen_encounter_photos": int(seen.sum()),
-        "n_new_encounter_photos": int(new.sum()),
-        "n_nonmember_photos": int((~member).sum()),
-        "auc_photos": auc_of(np.ones_like(member)),
-        "auc_seen_encounter": auc_of(seen | ~member),
-        "auc_new_encounter": auc_of(new | ~member),
-        "auc_encounter_level": auc(mean, enc_member)
-        if 0 < enc_member.sum() < len(names)
-        else float("nan"),
-    }
-
-
 def log_attack(loggers: RunLoggers, name: str, metrics: dict, folder: Path) -> None:
-    loggers.metrics(f"attack_{name}", metrics)
+    """The attack's figures to TensorBoard (its numbers go once, at the end: :func:`report`)."""
     loggers.images(
         f"attack_{name}", [folder / f for f in ("roc.png", "roc_loglog.png", "hist.png")]
     )
 
 
-def run_context(inp: Inputs, seconds: float) -> dict:
-    """The summary's header: the target, its accuracies and where the signals came from."""
-    ctx = inp.ctx
-    train_acc, test_acc = accuracy(inp.sig, "train"), accuracy(inp.sig, "test")
-    return {
-        "run": str(ctx.folder),
-        "arch": ctx.model_args.get("arch"),
-        "preset": ctx.model_args.get("preset"),
-        "n_classes": len(ctx.class_names),
-        "signals": inp.common["signals"],
-        "train_acc": train_acc,
-        "test_acc": test_acc,
-        "group_by": ctx.data_setting("split", "group_by"),
-        "split_protocol": ctx.header.get("settings", {}).get("split_protocol"),
-        "seconds": seconds,
-        "checkpoint": inp.common.get("checkpoint"),
-        "manifest_hash": ctx.header.get("hash"),
-        "overfitting_level": train_acc - test_acc,
-    }
-
-
 def check_sources(ctx: RunContext, s: AttackSettings) -> None:
     """Refuse, before anything is written, a run whose checkpoint is gone: its cached signals
     may belong to another model (unless ``cached_signals``), and label-only queries the model."""
+    from experiments.attack_reference import check_reference
+    from experiments.runs import signal_source
+
     check_reference(ctx, s)  # its photos, their whales and the checkpoint that embeds them
     ckpt = ctx.checkpoint
     if ckpt.is_file():
@@ -337,6 +297,8 @@ def check_sources(ctx: RunContext, s: AttackSettings) -> None:
 def attack_output(folder: Path, s: AttackSettings) -> Path:
     """Where the results go: a fresh ``attacks[-K]`` folder, or the named ``output`` (refused
     when it exists, unless ``overwrite`` or an ensemble job-array/reuse step adds to it)."""
+    from experiments.outputs import claim, fresh_name
+
     if s.output is None:
         return fresh_name(folder, "attacks", "")
     out = folder / s.output
@@ -346,16 +308,27 @@ def attack_output(folder: Path, s: AttackSettings) -> Path:
 
 def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=print) -> dict:
     """Run every enabled attack on ``run``; returns ``{name: metrics}`` (also in summary.json)."""
+    import torch
+
+    from experiments.run_loggers import RunLoggers
+    from experiments.runs import RunContext, final_signals, signal_source
+
     s = settings or AttackSettings()
     t_start = time.perf_counter()
     ctx = RunContext.open(run, s.device)
     check_sources(ctx, s)  # before anything is written
+    from experiments.outputs import make_output_dir
+
     out = attack_output(ctx.folder, s)
-    out.mkdir(parents=True, exist_ok=True)
+    for finished in ("report.md", "summary.json"):  # --overwrite: never a stale finished report
+        (out / finished).unlink(missing_ok=True)
+    make_output_dir(out)  # removed again if the attacks fail or are interrupted
     log(f"attack results: {out}")
     (out / "attack_config.json").write_text(json.dumps(asdict(s), indent=2))
     torch.manual_seed(s.seed)
     if s.ensemble.subsets is not None:  # one job-array task: these subsets' targets, nothing else
+        from experiments.ensemble import ensemble_config, train_subsets
+
         train_subsets(ctx, out / "ensemble", ensemble_config(ctx, s), s.ensemble.subsets, log)
         return {}
     if s.calibrated.enabled and s.calibrated.index is not None:  # one job-array task
@@ -375,18 +348,30 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
         for name, (m, info) in step(inp, loggers).items():
             results[name], infos[name] = m, info
             log(f"attack {name}: acc {m['acc']:.3f} auc {m['auc']:.3f} fpr {m['fpr']:.3f}")
+    return report(inp, results, infos, loggers, t_start)
+
+
+def report(inp: Inputs, results: dict, infos: dict, loggers: RunLoggers, t_start: float) -> dict:
+    """The run's page (``report.md``, intervals, ``risk.csv``), and the final results through
+    the run's loggers: figures as images, numbers once through ``log_hyperparams``."""
+    from attacks.report import encounter_table, split_note
+    from experiments.attack_results import hparams, intervals, risk_section, run_context
+
+    s, out, log = inp.settings, inp.out, inp.log
     context = run_context(inp, time.perf_counter() - t_start)
     extra = encounter_table({k: i.get("by_encounter") or {} for k, i in infos.items()})
     if (out / "ensemble" / "report.md").is_file():
         extra += "\n\n## Ensemble\n\nSee [ensemble/report.md](ensemble/report.md)."
+    cis = intervals(inp.scored, s.calibrated.n_boot, s.seed) if inp.scored else {}
     if inp.scored:
-        from experiments.calibrated import uncertainty_section
-
-        extra = "\n\n".join(x for x in (extra, uncertainty_section(inp, inp.scored, out)) if x)
-    path = write_summary(out, results, infos, context, [Path(c) for c in s.compare], extra)
-    target = ("train_acc", "test_acc", "overfitting_level")
-    loggers.metrics("target", {k: context[k] for k in target})
-    loggers.images("attacks", [out / "roc.png", out / "roc_loglog.png"])
+        risk = risk_section(results, inp.scored, cis, out, s.calibrated.top)
+        extra = "\n\n".join(x for x in (extra, risk) if x)
+    others = [Path(c) for c in s.compare]
+    path = write_summary(out, results, infos, context, others, extra, cis=cis)
+    figures = json.loads((out / "summary.json").read_text()).get("figures", {})
+    loggers.hparams(*hparams(inp.ctx, s, context, results))
+    pngs = [out / f for fig in figures.values() for f in fig["files"]]
+    loggers.images("attacks", pngs)
     loggers.close()
     log(split_note(context["split_protocol"], context["group_by"]))
     log(f"attack report: {path} ({context['seconds']:.1f} s)")
@@ -411,6 +396,8 @@ def main(argv: list[str]) -> dict:
     inst = p.instantiate_classes(cfg)
     settings = AttackSettings(**{k: inst[k] for k in AttackSettings.__dataclass_fields__})
     torchrun = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    from experiments.runs import extract_distributed
+
     if torchrun and not extract_distributed(cfg.run, settings.device):
         return {}
     return run_attacks(cfg.run, settings)

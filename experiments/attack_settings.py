@@ -1,9 +1,27 @@
 """Settings of ``cli.py attack`` (the YAML files ``configs/attack*.yaml``), validated by
-jsonargparse. Each block switches one attack on or off and holds its arguments."""
+jsonargparse. Each block switches one attack on or off and holds its arguments.
+
+Names with a fixed set of values (a signal, a rule, a level) and numbers with a range (seeds,
+bootstrap replicates) are checked when :class:`AttackSettings` is built (:func:`check_settings`),
+so a bad one is one line naming the key before any model is loaded. (They are ``str`` rather
+than ``typing.Literal`` because ``cli.py attack``'s parser prints a Literal mismatch as a
+multi-line usage message.)
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+#: the loss fields Yeom's threshold can read (``attacks.yeom``)
+YEOM_SIGNALS = ("loss_pred", "loss_true")
+SALEM_THRESHOLDS = ("argmax", "fit")
+LABEL_ONLY_METHODS = ("ours", "art")
+CALIBRATED_LEVELS = ("identity", "sample")
+LIRA_VARIANCES = ("auto", "global", "per_example")
+#: numpy's seed range (``np.random.seed``; torch and ``default_rng`` accept it too)
+SEED_RANGE = (0, 2**32 - 1)
+#: bootstrap replicates of a confidence interval (as ``cli.py discriminate --n_boot``)
+N_BOOT_RANGE = (10, 100_000)
 
 
 @dataclass
@@ -260,3 +278,81 @@ class AttackSettings:
     output: str | None = None
     overwrite: bool = False
     cached_signals: bool = False
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+def _choose(key: str, value, known) -> None:
+    """DataError unless ``value`` (or each item of a list ``value``) is one of ``known``."""
+    from datamodules.errors import DataError
+
+    values = value if isinstance(value, list | tuple) else [value]
+    bad = [v for v in values if v not in known]
+    if bad:
+        raise DataError(
+            f"{key}={value!r}: unknown value {bad[0]!r}; choose from {', '.join(map(str, known))}."
+        )
+
+
+def _within(key: str, value, low: int, high: int) -> None:
+    """DataError unless ``value`` is an integer in ``[low, high]``."""
+    from datamodules.errors import DataError
+
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise DataError(f"{key}={value!r}: give an integer from {low} to {high}.")
+
+
+def check_settings(s: AttackSettings) -> None:
+    """Every named choice, seed and count of ``s``; DataError (one line naming the key and what
+    it accepts) for the first bad one."""
+    _choose("yeom.signal", s.yeom.signal, YEOM_SIGNALS)
+    _choose("salem.threshold", s.salem.threshold, SALEM_THRESHOLDS)
+    _choose("label_only.method", s.label_only.method, LABEL_ONLY_METHODS)
+    _choose("calibrated.levels", list(s.calibrated.levels), CALIBRATED_LEVELS)
+    _choose("calibrated.variance", s.calibrated.variance, LIRA_VARIANCES)
+    from attacks.ensemble import RULES
+
+    _choose("ensemble.rules", list(s.ensemble.rules), RULES)
+    if s.ensemble.enabled and s.ensemble.base != "yeom":
+        from attacks.registry import available
+
+        _choose("ensemble.base", s.ensemble.base, available("classifier"))
+    _within("calibrated.n_boot", s.calibrated.n_boot, *N_BOOT_RANGE)
+    seeds = {
+        "seed": s.seed,
+        "salem.shadow.seed": s.salem.shadow.seed,
+        "label_only.seed": s.label_only.seed,
+        "ensemble.seed": s.ensemble.seed,
+        "calibrated.seed": s.calibrated.seed,
+        "reference.seed": s.reference.seed,
+    }
+    for key, value in seeds.items():
+        _within(key, value, *SEED_RANGE)
+    for key, value in (
+        ("salem.topk", s.salem.topk),
+        ("salem.epochs", s.salem.epochs),
+        ("salem.shadow.epochs", s.salem.shadow.epochs),
+        ("calibrated.n_models", s.calibrated.n_models),
+    ):
+        _within(key, value, 1, 10**9)
+    _check_device(s.device)
+
+
+def _check_device(device: str | None) -> None:
+    """``device`` is None, ``cpu``, or ``cuda[:N]`` on a machine with that GPU."""
+    from datamodules.errors import DataError
+
+    if device is None or device == "cpu":
+        return
+    if not str(device).startswith("cuda"):
+        raise DataError(f"device={device!r}: use cpu, cuda (or cuda:N), or leave it unset.")
+    import torch
+
+    index = str(device).partition(":")[2]
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0 or (index.isdigit() and int(index) >= count) or (index and not index.isdigit()):
+        raise DataError(
+            f"device={device!r}: this machine has {count} CUDA GPU(s) (no such device here); "
+            "use cpu, or leave device unset (a GPU when there is one)."
+        )

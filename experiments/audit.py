@@ -18,7 +18,7 @@ augmentation x box style x score rescaling) with the columns of Table 2 (test/tr
 accuracy, average recall, shadow validation accuracy) plus AUC and TPR at 1% FPR. With
 ``transfer`` set, ``transfer.md`` holds the Table 3 grids (rows: shadow, columns: target).
 An ``--output`` folder that exists and is not empty is refused (nothing is written) unless
-``--overwrite true``.
+``--overwrite``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ import yaml
 
 from datamodules.errors import DataError
 from datamodules.manifest import read_manifest
+from experiments.audit_report import percent as _pct
+from experiments.audit_report import render_report
 from experiments.audit_settings import TABLE1, AuditSettings, TransferEntry
-from experiments.config_files import add_flag, command_parser, resolve_config_args
+from experiments.config_files import add_flag, command_parser, parse_options, resolve_config_args
 from experiments.outputs import claim_folder
 
 
@@ -163,65 +165,6 @@ def run_attack(row: str, settings: AuditSettings, shadow: dict, target: dict) ->
     return m
 
 
-# ---- report ----------------------------------------------------------------------------------
-def _pct(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.2f}"
-
-
-def render_report(target_info: dict, shadow_info: dict, results: dict[str, dict]) -> str:
-    """Markdown: Table 1 rows x Table 2 columns (percent)."""
-    head = (
-        f"Target: {target_info['arch']} on {target_info['dataset']}, "
-        f"{target_info['global_step']} iterations; shadow: {shadow_info['arch']} on "
-        f"{shadow_info['dataset']}, {shadow_info['global_step']} iterations.\n\n"
-    )
-    cols = [
-        "Attack model",
-        "Aug",
-        "BT",
-        "SR",
-        "Model",
-        "Dataset",
-        "iters",
-        "test mAP",
-        "train mAP",
-        "Attack Acc",
-        "Average Recall",
-        "AUC",
-        "TPR@1%FPR",
-        "Val Acc",
-    ]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row, m in results.items():
-        model, aug, style, sr = TABLE1[row]
-        bt = "" if style is None else ("(O)" if style == "original" else "(U)")
-        cells = [
-            model,
-            "✓" if aug else "",
-            bt,
-            "✓" if sr else "",
-            target_info["arch"],
-            target_info["dataset"],
-            str(target_info["global_step"]),
-            _pct(target_info.get("val/map50_out")),
-            _pct(target_info.get("val/map50_in")),
-            _pct(m["acc"]),
-            _pct(m["balanced_acc"]),
-            _pct(m["auc"]),
-            _pct(m["tpr@1%fpr"]),
-            _pct(m["val_acc"]),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    n = next(iter(results.values()), {})
-    foot = (
-        f"\nmAP at IoU 0.5 (VOC style) on the target's out (test) and in (train) sets. Attacks are "
-        f"evaluated on {n.get('n_members', 0)} target members and {n.get('n_nonmembers', 0)} "
-        "non-members (balanced); Val Acc is on held-out shadow data. TPR at 1% FPR is reliable "
-        "only with at least 1,000 non-members (10 false positives within the 1% budget).\n"
-    )
-    return head + "\n".join(lines) + "\n" + foot
-
-
 OWN = ("--config", "--output", "--overwrite", "--target_run", "--shadow_run", "--rows")
 
 
@@ -311,7 +254,7 @@ def main(argv: list[str]) -> dict:
     if any(a in ("-h", "--help") for a in argv):
         parser().print_help()
         sys.exit(0)
-    args = parser().parse_args(own)
+    args = parse_options(parser(), own)
     from experiments.audit_calibrated import calibrated_markdown, calibrated_section
     from experiments.fit import next_version
 

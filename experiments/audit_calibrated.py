@@ -29,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from attacks.confidence import ci_summary, ci_table
+from attacks.confidence import ci_summary
 from attacks.detection.calibrated import detection_phi
 from attacks.metrics import threshold_metrics
 from attacks.registry import get
+from attacks.report_tables import ci_table
 from attacks.signals import balanced, load_signals, membership, save_signals
 from datamodules.errors import DataError
 from experiments.outputs import write_json
@@ -302,7 +303,7 @@ def calibrated_markdown(table1: dict[str, dict], cal: dict | None, shadow_fit_s:
     every = {**table1, **(cal["rows"] if cal else {})}
     parts += [
         "## Confidence intervals (95%, bootstrap by image)\n",
-        ci_table({row: m["ci"] for row, m in every.items() if "ci" in m}).replace(
+        ci_table({}, {row: m["ci"] for row, m in every.items() if "ci" in m}).replace(
             "(individuals)", "(image groups)", 1
         ),
         "",

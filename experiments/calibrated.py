@@ -1,5 +1,5 @@
 """The calibrated attacks of ``cli.py attack`` (LiRA online/offline, RMIA) at the sample and
-identity levels, their reference models, and the uncertainty/risk section of the report.
+identity levels, their reference models (the report's uncertainty/risk section is :mod:`experiments.attack_results`).
 
 Sample level: ID1 photos, members = the target's training photos, non-members = its held-out
 (val, test) photos of the same individuals; the attack is fitted on one seeded half of the ID1
@@ -14,10 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from attacks.confidence import ci_summary, ci_table
 from attacks.lira import logit_confidence
-from attacks.risk import most_exposed, risk_rows, write_risk_csv
-from attacks.signals import load_signals, membership, save_signals, select, subset
+from attacks.signals import load_signals, save_signals, select, subset
 from experiments.reference import (
     cache_key,
     describe,
@@ -174,67 +172,3 @@ def calibrated_jobs(inp, job_cls) -> list:
             fit, ev = subset(sig, "attack"), subset(sig, "eval")
         jobs += _jobs_for_level(inp, job_cls, level, fit, ev, cost)
     return jobs
-
-
-def uncertainty_section(inp, scored: dict, out: Path) -> str:
-    """Write ``<out>/risk.csv`` and return the report's markdown: confidence intervals by
-    individual for every scored attack, cost, and the most exposed photos and individuals.
-
-    ``scored``: ``{name: (eval signals, scores (N,), selected rows, threshold, info)}``."""
-    s = inp.settings.calibrated
-    cis, risk = {}, []
-    by_level: dict[str, dict] = {}
-    for name, (ev, sc, sel, tau, info) in scored.items():
-        y = membership(ev)
-        cis[name] = info.get("ci") or ci_summary(
-            sc[sel], y[sel], tau, ev["identity"][sel], n_boot=s.n_boot, seed=inp.settings.seed
-        )
-        level = info.get("level", "identity")
-        meta, cols = by_level.setdefault(level, ({}, {}))
-        for i, sid in enumerate(ev["sample_id"]):
-            meta.setdefault(
-                sid,
-                {k: ev[k][i] for k in ("sample_id", "file", "identity")} | {"role": ev["role"][i]},
-            )
-        cols[name] = dict(zip(ev["sample_id"], sc))
-    for level, (meta, cols) in by_level.items():
-        ids = list(meta)
-        arrays = {
-            k: np.array([meta[i][k] for i in ids])
-            for k in ("sample_id", "file", "identity", "role")
-        }
-        scores = {
-            n: np.array([c.get(i, np.nan) for i in ids], dtype=np.float64) for n, c in cols.items()
-        }
-        risk += risk_rows(level, arrays, scores)
-    write_risk_csv(out / "risk.csv", risk)
-    return "\n\n".join(
-        [
-            "## Confidence intervals (95%, bootstrap by individual)",
-            ci_table(cis),
-            "## Cost",
-            cost_table({n: v[4] for n, v in scored.items()}),
-            "## Most exposed photos and individuals",
-            "Per photo scores and ranks of every attack: [risk.csv](risk.csv).",
-            most_exposed(risk, s.top),
-        ]
-    )
-
-
-def cost_table(infos: dict[str, dict]) -> str:
-    """Markdown: references used, their training time, the attack's own fit time and the
-    per-sample query time."""
-    lines = [
-        "| attack | references | reference training (s) | this call: references ready (s) | "
-        "attack fit (s) | query per sample (ms) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, i in infos.items():
-        ref_train = sum(i.get("reference_train_seconds", [])[: i.get("n_references", 0)])
-        fit = i.get("fit_seconds", 0.0)
-        ready = i.get("references_seconds_this_call", 0.0)
-        lines.append(
-            f"| {name} | {i.get('n_references', 0)} | {ref_train:.1f} | {ready:.1f} | {fit:.2f} | "
-            f"{1000 * i.get('discrimination_seconds_per_sample', 0.0):.2f} |"
-        )
-    return "\n".join(lines)

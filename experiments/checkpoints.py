@@ -50,7 +50,11 @@ class RunCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.save()  # TensorBoard: flush the events logged so far
-        trainer.save_checkpoint(tmp, self.save_weights_only)
+        try:
+            trainer.save_checkpoint(tmp, self.save_weights_only)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no partial file; last.ckpt is kept
+            raise
         if trainer.is_global_zero:
             os.replace(tmp, final)
         trainer.strategy.barrier("RunCheckpoint")

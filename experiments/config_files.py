@@ -6,6 +6,7 @@ Kept free of heavy imports: ``cli.py`` resolves names before any command module 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from datamodules.errors import DataError
@@ -71,3 +72,22 @@ def add_flag(parser, name: str, help: str, default: bool = False) -> None:
         default=default,
         help=help,
     )
+
+
+def parse_options(parser, argv: list[str]):
+    """``parser.parse_args(argv)`` with a bad option as one DataError line (exit 2): a wrong
+    choice reads ``--KEY VALUE: choose one of ...``; ``--help`` still prints and exits 0."""
+    from argparse import ArgumentError
+
+    parser.exit_on_error = False
+    try:
+        return parser.parse_args(argv)
+    except ArgumentError as err:
+        msg = " ".join(str(err).split())
+        key = re.match(r'Parser key "(\w+)"', msg)
+        choices = re.search(r"Literal\[(.*?)\]", msg)
+        got = re.search(r"(?:Got|Given) value: (.*)$", msg)
+        if key and choices and got:
+            names = choices.group(1).replace("'", "")
+            raise DataError(f"--{key.group(1)} {got.group(1)}: choose one of {names}") from None
+        raise DataError(msg) from None

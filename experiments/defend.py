@@ -21,7 +21,7 @@ variants ran (Figure 9's comparison).
 
 Nothing in ``<output>`` is overwritten: several sweeps (``--only`` runs) may share it, each variant
 once. A variant whose folder exists is refused before anything trains (leave it out of ``--only``;
-``--overwrite true`` removes and retrains it), and when a table from an earlier sweep is there the
+``--overwrite`` removes and retrains it), and when a table from an earlier sweep is there the
 new table and plots get the first free suffix (``defense_table-1.csv``, ``privacy_utility-1.png``).
 """
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datamodules.errors import DataError
-from experiments.config_files import add_flag, command_parser
+from experiments.config_files import add_flag, command_parser, parse_options
 from experiments.outputs import fresh_tag, write_text
 
 COLUMNS = (
@@ -181,6 +181,20 @@ def plot(rows: list[dict], out: Path, tag: str = "") -> None:
         plt.close(fig)
 
 
+def fit_main(argv: list[str]) -> None:
+    """``cli.py fit`` (experiments.fit loads Lightning: imported when a sweep trains)."""
+    from experiments.fit import main
+
+    main(argv)
+
+
+def fit_argv(config: str, run_dir: Path, args: list[str]) -> list[str]:
+    """:func:`experiments.fit.fit_argv`, imported when a sweep trains."""
+    from experiments.fit import fit_argv as make
+
+    return make(config, run_dir, args)
+
+
 def run_sweep(
     variants: dict[str, Variant],
     epochs: int,
@@ -191,9 +205,6 @@ def run_sweep(
 ) -> list[dict]:
     """Train the chosen variants into ``<output>`` and write the table and plots (never over an
     earlier sweep's files; see the module docstring). Returns the table rows."""
-    from experiments.fit import fit_argv
-    from experiments.fit import main as fit_main
-
     out = Path(out)
     unknown = sorted(set(only or ()) - set(variants))
     if unknown:
@@ -243,7 +254,7 @@ def parser():
 
 def main(argv: list[str]) -> list[dict]:
     """Entry point of ``python cli.py defend``."""
-    cfg = parser().parse_args(argv)
+    cfg = parse_options(parser(), argv)
     variants = {
         k: v if isinstance(v, Variant) else Variant(**dict(v)) for k, v in cfg.variants.items()
     }

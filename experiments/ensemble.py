@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from attacks.confidence import ci_summary, ci_table
+from attacks.confidence import ci_summary
 from attacks.ensemble import RULES, combine, split_identities
 from attacks.registry import get
 from attacks.report import evaluate, write_attack
+from attacks.report_tables import ci_table
 from attacks.signals import accuracy, balanced, load_signals, membership, select, subset
 from experiments.training import extract_signals, relabel, train_classifier
 
@@ -331,8 +332,9 @@ def ensemble_report(ctx, res: dict, cfg: dict, s, single: dict, results: dict) -
             "## Confidence intervals (95%, bootstrap by individual)",
             "",
             ci_table(
+                {},
                 {f"single target, `{res['base']}`": single["ci"]}
-                | {f"ensemble `{info['rule']}`": info["ci"] for _, info in results.values()}
+                | {f"ensemble `{info['rule']}`": info["ci"] for _, info in results.values()},
             ),
             "",
         ]

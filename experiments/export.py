@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.errors import DataError
-from experiments.config_files import command_parser
+from experiments.config_files import command_parser, parse_options
 from experiments.onnx_target import (
     FORMAT,
     INFO_FILE,
@@ -175,7 +175,17 @@ def export_target(ctx: RunContext, *, check_photos: int = 16) -> dict:
         )
     t0 = time.perf_counter()
     identity = checkpoint_identity(ctx.checkpoint)
-    model = load_target(ctx).cpu().eval()
+    try:
+        model = load_target(ctx).cpu().eval()
+    except RuntimeError as exc:  # load_state_dict: the weights are another network's
+        if "state_dict" not in str(exc):
+            raise
+        first = " ".join(str(exc).split())[:160]
+        raise DataError(
+            f"{ctx.checkpoint}: the checkpoint's weights are not those of the run's model "
+            f"(model.init_args.arch {ctx.model_args.get('arch')!r}: {first}); put this run's own "
+            "checkpoint back or re-run the fit."
+        ) from None
     final_signals(ctx)  # discriminate calibrates on them; extracted once, with torch
     folder = bundle_dir(ctx.folder)
     with atomic_path(folder / MODEL_FILE) as tmp:
@@ -242,5 +252,5 @@ def parser():
 
 def main(argv: list[str]) -> dict:
     """Entry point of ``python cli.py export``."""
-    a = parser().parse_args(argv)
+    a = parse_options(parser(), argv)
     return export(a.run, check_photos=a.check_photos, force=a.force)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
+import yaml
 from jsonargparse import ArgumentError
 from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
@@ -23,12 +24,14 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from attacks.report import split_note
 from datamodules.environment import environment_versions
 from datamodules.errors import DataError
+from experiments import interrupts
 from experiments.attack import main as attack_main
 from experiments.audit_settings import AuditSettings
 from experiments.checkpoints import ResumePoint, RunCheckpoint
-from experiments.config_files import config_stem, resolve_config_args
+from experiments.config_files import add_flag, config_stem, resolve_config_args
 from experiments.monitor import LeakageMonitor, PredictionSignals
 from experiments.outputs import write_json
+from experiments.resume_settings import EVALUATIONS, check_resume, place_evaluation
 from experiments.validate import check_fit_config, config_key_error
 
 TENSORBOARD = "pytorch_lightning.loggers.TensorBoardLogger"
@@ -84,11 +87,13 @@ class RunFolderConfigCallback(SaveConfigCallback):
     """Save ``config.yaml`` and ``environment.json`` in the run folder, never clobbering.
 
     A resumed run keeps the original ``config.yaml`` and ``environment.json`` and writes
-    ``config_resume_K.yaml`` and ``environment-resume-K.json`` beside them.
+    ``config_resume_K.yaml`` and ``environment-resume-K.json`` beside them. Only ``fit`` saves:
+    ``validate``, ``test`` and ``predict`` leave the run as it is
+    (:mod:`experiments.resume_settings`).
     """
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.already_saved:
+        if self.already_saved or stage != "fit":
             return
         log_dir = trainer.log_dir  # a collective under DDP: every rank asks, once
         if not log_dir:
@@ -141,6 +146,13 @@ class SuiteCLI(LightningCLI):
             help="attack settings YAML (e.g. attack_demo.yaml): run `cli.py attack` on the run "
             "folder when fit ends",
         )
+        add_flag(
+            parser,
+            "resume_changes",
+            "with --ckpt_path of a run: accept data, image-size and seed settings that differ from "
+            "the run's config (saved in config_resume_K.yaml, which later commands read); without "
+            "it such a resume is refused",
+        )
         parser.link_arguments(
             "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
         )
@@ -153,11 +165,22 @@ class SuiteCLI(LightningCLI):
         # the first thing after parsing (LightningCLI reads the checkpoint's hparams here): check
         # the whole config, the checkpoint included, before anything is loaded or built
         sub = self.config.get("subcommand")
-        check_fit_config(self.config.get(sub, self.config) if sub else self.config)
+        cfg = self.config.get(sub, self.config) if sub else self.config
+        check_fit_config(cfg, sub or "fit")
+        if sub == "fit" and cfg.get("ckpt_path"):
+            # before the checkpoint's hyper-parameters replace the model's: what the user asked
+            requested = yaml.safe_load(self._parser(sub).dump(cfg, skip_none=False))
+            check_resume(requested, cfg.get("ckpt_path"), bool(cfg.get("resume_changes")))
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        self.place_loggers(cfg)
+        if self.subcommand in EVALUATIONS:
+            place_evaluation(cfg, self.subcommand, DEFAULT_ROOT)
+
+    def place_loggers(self, cfg) -> None:
+        """Drop the rich progress bar when asked; put TensorBoard in the run folder."""
         trainer_cfg = cfg.get("trainer", {})
         if trainer_cfg.get("enable_progress_bar") is False:
             self.trainer_defaults["callbacks"] = [
@@ -209,7 +232,7 @@ def purge_after_checkpoint(trainer: pl.Trainer, ckpt_path: str) -> None:
     checkpoint (its writer's ``purge_step``): the resumed part logs those steps again."""
     import torch
 
-    step = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)["global_step"]
+    step = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
     for lg in trainer.loggers:
         if isinstance(lg, TensorBoardLogger) and lg._experiment is None:
             lg._kwargs["purge_step"] = int(step)
@@ -234,7 +257,11 @@ def suite_cli(args: list[str] | None, *, run: bool = True, logger: dict | None =
 
     ``args=None`` reads ``sys.argv``; ``run=False`` only instantiates (``cli.trainer``, ...).
     """
-    defaults: dict = {"callbacks": [RichProgressBar(), PredictionSignals(), ResumePoint()]}
+    from experiments.fit_health import training_health
+    from experiments.interrupts import graceful_stop
+
+    callbacks = [RichProgressBar(), PredictionSignals(), ResumePoint(), training_health()]
+    defaults: dict = {"callbacks": [*callbacks, graceful_stop()]}
     if logger is not None:
         defaults["logger"] = logger
     return SuiteCLI(
@@ -277,11 +304,39 @@ def main(argv: list[str], from_sys: bool = False) -> None:
         _close_process_group()
     except ArgumentError as exc:
         raise config_key_error(str(exc), argv) from None
-    except DataError:
+    except Exception as exc:
+        # any failure: a run folder this fit created and that holds no checkpoint goes
         remove_half_made(SuiteCLI.new_run_dir)
+        cause = data_error_in(exc)  # jsonargparse wraps a DataError raised in a constructor
+        if cause is not None and cause is not exc:
+            raise cause from None
         raise
+    except SystemExit as exc:
+        # Lightning ends a fit told to stop (SIGTERM, or SIGHUP through experiments.interrupts)
+        # with a bare SystemExit; the command must not report success for a half-trained model
+        signum = interrupts.received()
+        if signum is None or exc.code not in (None, 0):
+            raise
+        raise interrupts.Interrupted(signum, resume_hint(SuiteCLI.new_run_dir, argv)) from None
     finally:
         sys.argv = saved_argv
+
+
+def data_error_in(exc: BaseException) -> DataError | None:
+    """The first :class:`DataError` in ``exc``'s chain of causes (None when there is none)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen and not isinstance(exc, DataError):
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
+def resume_hint(run_dir: Path | None, argv: list[str]) -> str:
+    """How to resume an interrupted fit (the run folder's ``last.ckpt``)."""
+    ckpt = (run_dir / "checkpoints" / "last.ckpt") if run_dir else None
+    if ckpt is None or not ckpt.is_file():
+        return "no checkpoint was written; run the fit again"
+    return f"resume with: python cli.py fit {' '.join(argv)} --ckpt_path {ckpt}"
 
 
 def remove_half_made(run_dir: Path | None) -> None:

@@ -75,7 +75,8 @@ def check_loss(trainer, outputs) -> None:
 
     loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
     if isinstance(loss, torch.Tensor) and not torch.isfinite(loss.detach()).all():
-        ckpt = Path(trainer.log_dir or ".") / "checkpoints" / "last.ckpt"
+        folder = getattr(trainer.checkpoint_callback, "dirpath", None)  # no DDP collective here
+        ckpt = Path(folder or ".") / "last.ckpt"
         kept = f"the last good checkpoint is {ckpt}" if ckpt.is_file() else "no checkpoint"
         raise NonFiniteLoss(
             f"training loss became {float(loss.detach().float().mean())} at step "
@@ -112,11 +113,12 @@ def training_health():
             check_loss(trainer, outputs)
 
         def on_train_end(self, trainer, pl_module) -> None:
+            log_dir = trainer.log_dir  # a collective under DDP: every rank asks
             health = health_of(trainer, pl_module)
             if health is None or not trainer.is_global_zero or trainer.fast_dev_run:
                 return
-            if trainer.log_dir:
-                write_json(Path(trainer.log_dir) / HEALTH_FILE, health)
+            if log_dir:
+                write_json(Path(log_dir) / HEALTH_FILE, health)
             if health["at_chance"]:
                 print(chance_warning_text(health))
 

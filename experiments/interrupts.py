@@ -7,8 +7,8 @@ command line exits ``128 + signal`` as shells do: 143, 129, 130.
 A fit does not stop in the middle of an optimizer step: while :class:`GracefulStop` is one of its
 callbacks, SIGTERM and SIGHUP (a scheduler's pre-emption, a closed terminal) only mark the trainer
 as told to stop; Lightning stops after the current batch, and :class:`GracefulStop` writes a
-resumable ``last.ckpt`` before the fit exits. SIGINT (Ctrl-C) stops at once, as Lightning does;
-the run resumes from its last periodic checkpoint.
+resumable ``last.ckpt`` before the fit exits. A second signal, SIGINT (Ctrl-C), or a signal after
+the training loop ended stops at once; the run then resumes from its last periodic checkpoint.
 
 Kept free of heavy imports: ``cli.py`` loads it before any command.
 """
@@ -42,11 +42,11 @@ class _State:
 
 def _handler(signum, frame) -> None:
     trainer = _State.trainer
-    if trainer is not None and signum != signal.SIGINT:
+    if trainer is not None and signum != signal.SIGINT and _State.received is None:
         _State.received = signum
         trainer._signal_connector.received_sigterm = True  # Lightning's own stop point
         return
-    raise Interrupted(signum)
+    raise Interrupted(signum)  # SIGINT, a second signal, or no fit waiting for a batch to end
 
 
 def install() -> None:
@@ -70,8 +70,8 @@ def graceful_stop():
         def on_fit_start(self, trainer, pl_module) -> None:
             _State.trainer, _State.received = trainer, None
 
-        def on_fit_end(self, trainer, pl_module) -> None:
-            _State.trainer = None
+        def on_train_end(self, trainer, pl_module) -> None:
+            _State.trainer = None  # no batch boundary left to wait for: a signal stops at once
 
         def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
             _State.trainer = None

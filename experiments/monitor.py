@@ -37,7 +37,9 @@ class LeakageMonitor(pl.Callback):
     ``leak/eps_lb`` for DP runs). TensorBoard gets a custom-scalars layout ("overfitting vs
     leakage": accuracies and gap, KL against its null, every attack's AUC, TPR at 1% FPR and
     advantage) and the combined figure as an image per monitored epoch; ``<run>/leakage.png``
-    is drawn at the end of fit.
+    is drawn at the end of fit. Everything is logged against the global step: the scalars
+    through ``pl_module.log`` at the epoch's end, the image and the text at :func:`log_step`,
+    the step Lightning gives those scalars, so an epoch's image sits at its scalars' x.
 
     One forward pass per scored row gives logits and (for ``nn_cosine``) the embedding; every
     cheap attack reads those arrays. Needs the whale datamodule (its ``signal_rows()`` and
@@ -189,14 +191,15 @@ class LeakageMonitor(pl.Callback):
         write_json(metrics_path(log_dir, epoch), metrics)
         rank_zero_info(f"signals: {Path(path)}")
         self.history = [h for h in self.history if h[0] != epoch] + [(epoch, metrics)]
+        step = log_step(trainer)  # the x of this epoch's leak/* scalars
         if "leak/eps_lb" in metrics:
             for writer in _tb_writers(trainer):
-                writer.add_text("leak/eps_lb_attack", eps_text(metrics), epoch)
+                writer.add_text("leak/eps_lb_attack", eps_text(metrics), step)
         writers = _tb_writers(trainer) if self.tb_figure else []
         if writers:
             img = self.chart_image(trainer.max_epochs)
             for writer in writers:
-                writer.add_image("leak/overfitting_vs_leakage", img, epoch, dataformats="HWC")
+                writer.add_image("leak/overfitting_vs_leakage", img, step, dataformats="HWC")
 
     def chart_image(self, max_epochs: int | None = None) -> np.ndarray:
         """The combined chart of the epochs monitored so far, (H, W, 3) uint8: one
@@ -219,6 +222,15 @@ class LeakageMonitor(pl.Callback):
             path = leakage_figure(Path(log_dir))
         if path is not None:
             rank_zero_info(f"leakage curves: {path}")
+
+
+def log_step(trainer: pl.Trainer) -> int:
+    """The global step Lightning logs epoch-end metrics at: that of the epoch's last optimizer
+    step (its fit loop lowers its stepped-batch count by one while it logs them; the count
+    equals ``trainer.global_step`` with one optimizer)."""
+    loop = getattr(trainer.fit_loop, "epoch_loop", None)
+    stepped = getattr(loop, "_batches_that_stepped", None)
+    return (trainer.global_step if stepped is None else int(stepped)) - 1
 
 
 def _tb_writers(trainer: pl.Trainer) -> list:

@@ -6,7 +6,9 @@ or letterboxed), it trains a target on the ID1 ``train`` photos, extracts its si
 manifest row and scores the photos with the attacks (Yeom, Salem, max softmax, nearest
 neighbour to the gallery of training photos). The photo scores of one encounter are averaged into
 one encounter score (the mean keeps every photo's vote; a single bad frame cannot decide it, as it
-can under the max), and the evaluation encounters (ID1 ``test``: later or held-out encounters of
+can under the max) by the scorer ``cli.py discriminate`` uses
+(:class:`experiments.discriminate_scorer.Scorer`: scores on its calibration scale, e.g. minus the
+log of Yeom's loss), and the evaluation encounters (ID1 ``test``: later or held-out encounters of
 known whales; ID3: whales never seen) give:
 
 * AUROC and TPR at 5% FPR of known vs new;
@@ -19,12 +21,12 @@ Intervals are 95% bootstrap intervals resampled by individual (:func:`attacks.un
 bootstrap_ci`). Run (about 20-40 min on 2 CPU cores)::
 
     nice -n 5 python -m experiments.openset_table --root ../shared/data/beluga_whaledo_dev \
-        --out /tmp/openset_table
+        --output /tmp/openset_table
 
 ``--known_fraction`` and ``--max_encounters`` shrink the catalog of known whales (seeded; the
 new whales stay as they are); ``experiments.openset_trend`` varies them, the image size and the
 epochs one at a time. It writes ``table.md``, ``table.json`` and each target's ``signals_*.npz`` and
-``split_manifest_*.json`` into ``--out`` (a new folder; an existing one is refused).
+``split_manifest_*.json`` into ``--output`` (a new folder; an existing one is refused).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import pytorch_lightning as pl
 import torch
 
 from attacks.metrics import auc, tpr_at_fpr
-from attacks.open_set import aggregate, class_similarity, group_rows, reid_topk, topk
+from attacks.open_set import group_labels, reid_topk, topk
 from attacks.open_set import threshold_at_fpr as tau_at_fpr
 from attacks.registry import get
 from attacks.signals import save_signals, subset
@@ -48,6 +50,7 @@ from datamodules.catalogs import NoaaReader
 from datamodules.manifest import encounter_key
 from datamodules.splits import SplitSettings
 from datamodules.whale import LoaderSettings, WhaleDataModule
+from experiments.discriminate_scorer import Scorer
 from experiments.training import quiet_trainer
 from lightning_modules.classifier import ImageClassifier
 from lightning_modules.extraction import extract_rows
@@ -67,7 +70,7 @@ FPR = 0.05
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", required=True, help="NOAA catalog (metadata.csv + images/)")
-    p.add_argument("--out", required=True, help="new folder for the table and signals")
+    p.add_argument("--output", required=True, help="new folder for the table and signals")
     p.add_argument("--protocols", nargs="+", default=["group", "time"])
     p.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     p.add_argument("--image_size", type=int, default=96)
@@ -134,30 +137,35 @@ def train_target(args, dm: WhaleDataModule, head: str, root: Path) -> ImageClass
     return model.eval()
 
 
-def encounters(sig: dict, groups: np.ndarray, scores: np.ndarray, cls: np.ndarray) -> dict:
-    """Encounter rows of ``sig``: mean score, mean class scores, membership, identity, label."""
-    names, rows = group_rows(groups)
-    _, mean_score = aggregate(scores, groups, "mean")
-    _, mean_cls = aggregate(cls, groups, "mean")
-    first = np.array([r[0] for r in rows], dtype=int)
+def scorer_for(name: str, attack, sig: dict) -> Scorer:
+    """The scorer ``cli.py discriminate`` uses (:class:`experiments.discriminate_scorer.Scorer`)
+    for the fitted ``attack``: scores on its calibration scale, encounters by the mean of their
+    photos' scores and class scores; the nearest-neighbour rows score identities by the most
+    similar training photo of each class."""
+    train = sig["split"] == "train"
+    return Scorer(
+        attack,
+        name,
+        np.asarray(sig["embedding"][train], dtype=np.float64),
+        np.asarray(sig["label"][train]),
+        int(sig["logits"].shape[1]),
+        "mean",
+        by_cosine=name == "baseline_nn_cosine",
+    )
+
+
+def encounters(scorer: Scorer, sig: dict, groups: np.ndarray) -> dict:
+    """Encounter rows of ``sig`` by the shared scorer: score, class scores, membership,
+    identity, label."""
+    names, score, cls = scorer.encounters(sig, scorer.photo_raw(sig), groups)
     return {
-        "score": mean_score,
-        "cls": mean_cls,
-        "member": (sig["role"][first] == "member").astype(int),
-        "identity": sig["identity"][first],
-        "label": sig["label"][first],
+        "score": score,
+        "cls": cls,
+        "member": group_labels((sig["role"] == "member").astype(int), groups)[1],
+        "identity": group_labels(sig["identity"], groups)[1],
+        "label": group_labels(sig["label"], groups)[1],
         "name": names,
     }
-
-
-def photo_class_scores(sig: dict, attack: str, gallery: dict) -> np.ndarray:
-    """(N, C) identity scores: softmax probabilities, or gallery similarity for the NN rows."""
-    if attack == "baseline_nn_cosine":
-        c = int(sig["logits"].shape[1])
-        return class_similarity(sig["embedding"], gallery["embedding"], gallery["label"], c)
-    z = sig["logits"] - sig["logits"].max(1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(1, keepdims=True)
 
 
 def _ci(args, metric, enc: dict) -> list[float]:
@@ -205,18 +213,15 @@ def metrics(args, att: dict, ev: dict) -> dict:
 
 def score_target(args, sig: dict, groups: np.ndarray) -> dict:
     """Every attack on one target's signals -> {attack: metrics}."""
-    is_train = sig["split"] == "train"
-    gallery = {"embedding": sig["embedding"][is_train], "label": sig["label"][is_train]}
     out = {}
     for name in args.attacks:
         attack = get(name).for_run(sig) if name == "baseline_nn_cosine" else get(name)()
         att_sig, ev_sig = subset(sig, "attack"), subset(sig, "eval")
         attack.fit(att_sig)
+        scorer = scorer_for(name, attack, sig)
         sets = {}
         for key, part in (("attack", att_sig), ("eval", ev_sig)):
-            mask = sig["set"] == key
-            cls = photo_class_scores(part, name, gallery)
-            sets[key] = encounters(part, groups[mask], attack.score(part), cls)
+            sets[key] = encounters(scorer, part, groups[sig["set"] == key])
         out[name] = metrics(args, sets["attack"], sets["eval"])
     return out
 
@@ -273,9 +278,11 @@ def table(results: list[dict]) -> str:
 
 def main(argv=None) -> None:
     args = parse(argv)
-    out = Path(args.out)
+    out = Path(args.output)
     if out.exists():
-        raise SystemExit(f"--out {out}: already exists; give a new folder (nothing overwritten).")
+        raise SystemExit(
+            f"--output {out}: already exists; give a new folder (nothing overwritten)."
+        )
     out.mkdir(parents=True)
     results = []
     for protocol in args.protocols:

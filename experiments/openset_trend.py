@@ -17,9 +17,9 @@ point. The 7 points of docs/results.md took 1.6 h wall and 34 CPU-minutes on a s
 VM; the defaults add ``--max_encounters 1 2`` (two more base-sized points). Run::
 
     nice -n 5 python -m experiments.openset_trend --root ../shared/data/beluga_whaledo_dev \\
-        --out /tmp/openset_trend
+        --output /tmp/openset_trend
 
-It writes ``trend.md`` and ``trend.json`` into ``--out`` (a new folder; an existing one is
+It writes ``trend.md`` and ``trend.json`` into ``--output`` (a new folder; an existing one is
 refused), rewritten after every point so a stopped run keeps the finished points.
 """
 
@@ -40,7 +40,7 @@ ATTACK_NAMES = {"baseline_msp": "max softmax", "baseline_nn_cosine": "nearest ne
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", required=True, help="NOAA catalog (metadata.csv + images/)")
-    p.add_argument("--out", required=True, help="new folder for the trend and each point")
+    p.add_argument("--output", required=True, help="new folder for the trend and each point")
     p.add_argument("--protocol", default="group", choices=["group", "time"])
     p.add_argument("--target", default="softmax-letterbox", choices=list(openset_table.TARGETS))
     p.add_argument("--base_known_fraction", type=float, default=1.0)
@@ -54,7 +54,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--skip_base",
         action="store_true",
-        help="leave out the base point (when it ran in another --out with the same options)",
+        help="leave out the base point (when it ran in another --output with the same options)",
     )
     p.add_argument("--n_boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
@@ -75,7 +75,7 @@ def points(args) -> list[tuple[str, object, dict]]:
 
 def table_args(args, settings: dict, attacks=tuple(ATTACK_NAMES)) -> argparse.Namespace:
     """openset_table's options for one point (its own defaults for everything else)."""
-    argv = ["--root", args.root, "--out", "unused", "--protocols", args.protocol]
+    argv = ["--root", args.root, "--output", "unused", "--protocols", args.protocol]
     argv += ["--targets", args.target, "--attacks", *attacks, "--seed", str(args.seed)]
     argv += ["--n_boot", str(args.n_boot), "--cache_dir", args.cache_dir]
     argv += ["--known_fraction", str(settings["known_fraction"])]
@@ -137,9 +137,11 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> None:
     args = parse(argv)
-    out = Path(args.out)
+    out = Path(args.output)
     if out.exists():
-        raise SystemExit(f"--out {out}: already exists; give a new folder (nothing overwritten).")
+        raise SystemExit(
+            f"--output {out}: already exists; give a new folder (nothing overwritten)."
+        )
     out.mkdir(parents=True)
     rows = []
     for axis, value, settings in points(args):

@@ -97,7 +97,7 @@ def claim_folder(path: str | Path, *, overwrite: bool = False, option: str = "--
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise DataError(
             f"{path}: already exists and holds results, which are kept. Choose another {option} "
-            "or pass --overwrite true to write into it."
+            "or pass --overwrite to write into it."
         )
     return path
 

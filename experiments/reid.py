@@ -53,7 +53,7 @@ from datamodules.catalogs import NoaaReader
 from datamodules.environment import environment_versions
 from datamodules.errors import DataError
 from datamodules.hashing import sha256_file
-from experiments.config_files import add_flag, command_parser
+from experiments.config_files import add_flag, command_parser, parse_options
 from experiments.embedding_run import EmbeddingRun, catalog_rows
 from experiments.outputs import claim_folder, write_json, write_text
 from experiments.reid_check import discriminate_check
@@ -255,7 +255,7 @@ def check_args(a) -> None:
 
 def main(argv: list[str]) -> dict:
     """Entry point of ``python cli.py reid``."""
-    a = parser().parse_args(argv)
+    a = parse_options(parser(), argv)
     check_args(a)
     out = claim_folder(a.output, overwrite=a.overwrite)
     results = run(a)

@@ -48,15 +48,20 @@ def lay_out(rows: list[dict], roles: np.ndarray, src: Path, dst: Path) -> dict[s
     return truth
 
 
-def score(encounters_csv: Path, truth: dict[str, dict]) -> dict:
-    """Top-k hit rates of the known encounters and the decisions against the truth."""
-    with encounters_csv.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+def score(folder: Path, truth: dict[str, dict]) -> dict:
+    """Top-k hit rates of the known encounters and the decisions against the truth, from a
+    discriminate output folder (``encounters.csv`` and ``candidates.csv``)."""
+    with (folder / "encounters.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["encounter"] in truth]
+    cands: dict[str, list[str]] = {}
+    with (folder / "candidates.csv").open(newline="") as fh:
+        for c in sorted(csv.DictReader(fh), key=lambda c: int(c["rank"])):
+            cands.setdefault(c["encounter"], []).append(c["individual"])
     known = [r for r in rows if truth[r["encounter"]]["known"]]
     new = [r for r in rows if not truth[r["encounter"]]["known"]]
 
     def hit(r: dict, k: int) -> bool:
-        return truth[r["encounter"]]["identity"] in [r[f"cand{j}"] for j in range(1, k + 1)]
+        return truth[r["encounter"]]["identity"] in cands.get(r["encounter"], [])[:k]
 
     def share(rs: list[dict], decision: str) -> float:
         return float(np.mean([r["decision"] == decision for r in rs])) if rs else float("nan")
@@ -91,7 +96,7 @@ def discriminate_check(run: str, rows, roles, catalog_root: Path, out: Path, fpr
         ]  # fmt: skip
     )
     summary = discriminate(args, log=lambda *a, **k: None)
-    res = score(out / "discriminate" / "encounters.csv", truth)
+    res = score(out / "discriminate", truth)
     enc = summary["levels"]["encounter"]
     res["operating_point"] = {
         k: enc.get(k) for k in ("threshold", "tpr", "fpr", "auroc", "separable")

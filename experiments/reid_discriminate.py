@@ -1,33 +1,35 @@
 """``cli.py discriminate --run <embedding run> --catalog <known whales> --images <folder>``: is
-each new photo, and each encounter, a whale of the catalog (known) or a new one, and which
-catalog whales should a person check first? With a population embedding, no target classifier.
+each new photo, and each encounter, a whale of the catalog (known), a new one, or can the run not
+tell (undecided)? And which catalog whales should a person check first? With a population
+embedding, no target classifier.
 
 The embedding run (``cli.py fit --config beluga_reid_cpu.yaml``) learnt from other whales. It
-embeds the catalog of known whales (``--catalog``, Where's Whale-do layout, ``--viewpoint``), the
-reference whales the run held apart, and every image under ``--images`` (recursively; an
-encounter is an immediate subfolder, a loose file is its own encounter). Each photo, and each
-encounter (the mean of its photos' embeddings), gets:
-
-* ``score``: its best catalog-whale cosine calibrated against the reference whales
-  (``--statistic``, :func:`attacks.reference_calibrated.calibrated_scores`), higher = known;
-* ``decision``: ``known`` iff ``score >= threshold``, else ``new``; ``undecided`` for every row of
-  a level whose operating point cannot separate (below);
-* ``cand1..cand5``: the five most similar catalog whales, their cosine and their best-matching
-  catalog photo.
+embeds the catalog of known whales (``--catalog``, Where's Whale-do layout, the photos of
+``--viewpoint``), the reference whales the run held apart, and every image under ``--images``
+(recursively; encounters as for a classifier run: a subfolder, ``--groups``, ``--capture_gap``,
+else each loose photo alone). Each photo, and each encounter (the mean of its photos'
+embeddings), gets a score: its best catalog-whale cosine calibrated against the reference whales
+(``--statistic``, :func:`attacks.reference_calibrated.calibrated_scores`), higher = known, and
+``p_known``, that score mapped by Platt scaling fitted on the calibration samples (below).
 
 The operating point is self-calibrated, per level (photo, encounter). New-whale samples: the
 reference whales' photos (encounters) scored against the catalog, each whale left out of the
 reference set. Known samples: the photos (encounters) of catalog whales with two or more
 encounters, each scored against the catalog minus its own encounter. The threshold lets ``--fpr``
 of the new samples through (or is ``--threshold``, on the score scale); TPR, FPR and AUROC on
-these samples come with 95% bootstrap intervals by individual. Unless the TPR interval lies above
-the FPR, the level cannot separate known from new: its decisions are ``undecided`` and a warning
-says so (``--force_decisions true`` decides anyway).
+these samples come with 95% bootstrap intervals by individual. When they cannot separate known
+from new (AUROC interval reaching 0.5, TPR interval reaching the FPR or the --fpr target, or
+TPR 0) the level's decisions are ``undecided`` with a warning (``--force_decisions`` decides
+anyway).
 
-Writes ``photos.csv``, ``encounters.csv`` and ``operating_point.json`` into a fresh
-``<run>/discriminate/<images folder>/`` or into ``--output`` (new or empty, else ``--overwrite``).
-Files that are not images and unreadable images are listed (``--unreadable skip``) or stop the
-command (``--unreadable error``).
+A photo is ``undecided`` and flagged ``out_of_distribution`` when its nearest catalog photo is
+less similar than for 99% of the reference whales' photos, and flagged ``viewpoint`` when its
+viewpoint (the ``viewpoint`` column of ``--groups``) is not among the catalog photos compared.
+
+Writes the folder of :mod:`experiments.discriminate` (``photos.csv``, ``encounters.csv``,
+``candidates.csv``, ``operating_point.json``, the contact sheet) into a fresh
+``<run>/discriminate/<images folder>[-K]/`` or into ``--output`` (new or empty, else
+``--overwrite``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -42,40 +45,44 @@ from attacks import open_set as osm
 from attacks.reference_calibrated import STATISTICS
 from datamodules.catalogs import NoaaReader
 from datamodules.errors import DataError
-from experiments.config_files import command_parser
-from experiments.discriminate import scan
+from experiments.config_files import add_flag, command_parser
+from experiments.discriminate_decisions import (
+    decide,
+    fit_health_warning,
+    level_warning,
+    ood_floor,
+    ood_rule,
+)
+from experiments.discriminate_outputs import (
+    candidate_rows,
+    level_entry,
+    one_warning,
+    output_folder,
+    write_outputs,
+)
+from experiments.discriminate_scan import encounters_of, scan
+from experiments.discriminate_tables import counts, encounter_table, photo_table
 from experiments.embedding_run import EmbeddingRun, catalog_rows
-from experiments.outputs import atomic_path, claim_folder, fresh_name, write_json
 from experiments.reid_operating_point import (
-    TOPK,
     Photos,
-    candidates,
-    decisions,
     operating_point,
     repeat_whales,
     samples,
     score_queries,
-    warning,
 )
 
 LEVELS = ("photo", "encounter")
-CANDIDATES = [f"cand{k}{s}" for k in range(1, TOPK + 1) for s in ("", "_cosine", "_photo")]
-COLUMNS = {
-    "photo": ["file", "encounter", "status", "score", "decision", *CANDIDATES],
-    "encounter": ["encounter", "n_photos", "score", "decision", *CANDIDATES],
-}
 
 
 # ---- inputs ------------------------------------------------------------------------------------
 def check_options(a) -> None:
+    """Every option, before anything is read or embedded (choices are refused by the parser)."""
     if not 0 < a.fpr < 1:
         raise DataError(f"--fpr {a.fpr}: a false-positive rate between 0 and 1, e.g. 0.05")
-    if a.statistic not in STATISTICS:
-        raise DataError(f"--statistic {a.statistic}: choose one of {', '.join(STATISTICS)}")
-    if a.unreadable not in ("skip", "error"):
-        raise DataError(f"--unreadable {a.unreadable}: choose skip or error")
     if not 10 <= a.n_boot <= 100000:
         raise DataError(f"--n_boot {a.n_boot}: give 10 to 100000 bootstrap replicates")
+    if a.capture_gap is not None and not a.capture_gap > 0:
+        raise DataError(f"--capture_gap {a.capture_gap}: minutes between encounters, e.g. 30")
     if a.catalog is None:
         raise DataError(
             f"--catalog: --run {a.run} is an embedding run; pass --catalog <the known whales' "
@@ -88,6 +95,18 @@ def check_options(a) -> None:
         )
     if not Path(a.images).is_dir():
         raise DataError(f"--images {a.images}: not a folder; pass the folder of new photos")
+    if a.groups is not None and not Path(a.groups).is_file():
+        raise DataError(f"--groups {a.groups}: file not found")
+
+
+def catalog_viewpoints(catalog: str | Path, viewpoint: str | None) -> set[str]:
+    """The viewpoints of the catalog photos compared: ``{viewpoint}``, or every value of
+    ``metadata.csv``'s ``viewpoint`` column; empty when it has none (nothing to check)."""
+    with (Path(catalog) / "metadata.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "viewpoint" not in rows[0]:
+        return set()
+    return {viewpoint} if viewpoint else {r["viewpoint"] for r in rows if r["viewpoint"]}
 
 
 def embed_catalog(er: EmbeddingRun, a) -> Photos:
@@ -103,7 +122,7 @@ def embed_catalog(er: EmbeddingRun, a) -> Photos:
             "needs at least one"
         )
     emb = er.embed(NoaaReader(viewpoint=a.viewpoint), a.catalog, rows, tta=a.tta)
-    paths = np.asarray([str(Path(a.catalog) / r["file"]) for r in rows])
+    paths = np.asarray([str((Path(a.catalog) / r["file"]).resolve()) for r in rows])
     return Photos(emb, ident, enc, paths)
 
 
@@ -115,57 +134,65 @@ def embed_reference(er: EmbeddingRun, a) -> Photos:
     return Photos(emb, ident, np.asarray([r["encounter"] for r in rows]))
 
 
-def embed_images(er: EmbeddingRun, a, good: list[Path]) -> Photos:
-    """The new photos, embedded; encounter = first path part under ``--images``."""
+def embed_images(er: EmbeddingRun, a, good: list[Path], enc_of: dict) -> Photos:
+    """The new photos, embedded, with their encounters ``enc_of``."""
     folder = Path(a.images)
     rel = [p.relative_to(folder) for p in good]
     emb = er.embed(NoaaReader(), folder, [{"file": str(r)} for r in rel], tta=a.tta)
-    enc = np.asarray([r.parts[0] for r in rel])
+    enc = np.asarray([enc_of[p] for p in good])
     return Photos(emb, np.full(len(rel), ""), enc, np.asarray([str(r) for r in rel]))
 
 
-# ---- outputs -----------------------------------------------------------------------------------
-def write_csv(path: Path, rows: list[dict], level: str) -> Path:
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS[level])
-        w.writeheader()
-        w.writerows(rows)
-    return path
-
-
-def level_rows(q: Photos, res: dict, dec: np.ndarray, cands: list[dict], level: str) -> list:
-    """CSV rows of one level (scores with 3 decimals)."""
-    rows = []
-    for i, key in enumerate(q.paths if level == "photo" else q.enc):
-        row = {"score": f"{res['score'][i]:.3f}", "decision": dec[i], **cands[i]}
-        if level == "photo":
-            row.update(file=key, encounter=q.enc[i], status="ok")
+# ---- scores, flags and decisions ---------------------------------------------------------------
+def photo_flags(a, photos: Photos, catalog: Photos, ref: Photos, views: list) -> tuple:
+    """``(flag (N,), note (N,), floor)``: ``out_of_distribution`` below the floor of
+    :func:`~experiments.discriminate_decisions.ood_floor` on the reference whales' photos,
+    ``viewpoint`` for a viewpoint the compared catalog lacks."""
+    floor = ood_floor(osm.cosine(ref.emb, catalog.emb).max(1))
+    nearest = osm.cosine(photos.emb, catalog.emb).max(1)
+    compared = catalog_viewpoints(a.catalog, a.viewpoint)
+    flag, note = [], []
+    for c, v in zip(nearest, views):
+        if compared and v and v not in compared:
+            flag.append("viewpoint")
+            note.append(f"viewpoint {v}; the catalog compared has {', '.join(sorted(compared))}")
+        elif c < floor:
+            flag.append("out_of_distribution")
+            note.append(f"nearest catalog photo cosine {c:.3f} < {floor:.3f}")
         else:
-            row.update(encounter=key, n_photos=int(res["n_photos"][i]))
-        rows.append(row)
+            flag.append("")
+            note.append("")
+    return np.asarray(flag, dtype=object), np.asarray(note, dtype=object), floor
+
+
+def run_level(a, lvl: str, photos: Photos, catalog: Photos, ref: Photos) -> tuple:
+    """``(operating point, query rows, scores)`` of one level: ``score``, ``p`` (p_known),
+    ``dec``, catalog ``names`` and ``sims`` (rows, K)."""
+    point = operating_point(samples(catalog, ref, a.statistic, lvl), a.fpr, a.threshold, a.n_boot)
+    q = photos.level(lvl)
+    res = score_queries(q, catalog, ref, a.statistic)
+    platt = osm.Platt(**point["platt"])
+    res["p"] = platt(res["score"])
+    can = point["separable"] or a.force_decisions
+    res["dec"] = decide(res["score"], point["threshold"], can)
+    return point, q, res
+
+
+def candidates(photos: Photos, catalog: Photos, q: Photos, res: dict) -> list[dict]:
+    """``candidates.csv`` rows of the encounters ``q`` (level ``encounter``)."""
+    col = {n: k for k, n in enumerate(res["names"])}
+    gallery = {
+        "emb": catalog.emb,
+        "label": np.asarray([col[i] for i in catalog.ident]),
+        "paths": catalog.paths,
+        "names": res["names"],
+    }
+    rows = []
+    for j, name in enumerate(q.enc):
+        mine = photos.enc == name
+        query = {"emb": photos.emb[mine], "paths": photos.paths[mine]}
+        rows += candidate_rows(str(name), res["sims"][j], "cosine", query, gallery)
     return rows
-
-
-def summary_lines(s: dict) -> list[str]:
-    """The printed summary (the figures of ``operating_point.json``)."""
-    c = s["counts"]
-    split = {k: ", ".join(f"{n} {d}" for d, n in c[k].items() if n) for k in LEVELS}
-    lines = [
-        f"discriminate (embedding, {s['statistic']}): {c['photos']} photos ({split['photo']}); "
-        f"{c['encounters']} encounters ({split['encounter']}); {c['skipped']} skipped"
-    ]
-    for lvl, r in s["levels"].items():
-        n = r["counts"]
-        lines.append(
-            f"{lvl}s: known iff score >= {r['threshold']:.3f} ({r['chosen_by']}); on "
-            f"{n['known_samples']} known / {n['new_samples']} new samples ({n['known_individuals']}"
-            f" / {n['new_individuals']} whales): "
-            + ", ".join(
-                f"{m.upper()} {r[m][0]:.3f} [{r[m][1]:.3f}, {r[m][2]:.3f}]"
-                for m in ("tpr", "fpr", "auroc")
-            )
-        )
-    return lines + [f"-> {s['output']}"]
 
 
 # ---- the command -------------------------------------------------------------------------------
@@ -178,31 +205,12 @@ def prepare(a) -> tuple:
             f"--run {a.run}: fewer than 2 reference whales held apart; the new-whale rate leaves "
             "one out at a time. Refit with data.holdout_individuals >= 2"
         )
+    out = output_folder(er.folder, Path(a.images), a.output, a.overwrite)
     folder = Path(a.images)
-    good, bad = scan(folder, None, a.unreadable)
+    good, bad = scan(folder, {Path(a.groups)} if a.groups else None, a.unreadable)
     if not good:
         raise DataError(f"--images {folder}: no readable photos; pass a folder of whale photos")
-    if a.output:
-        out = claim_folder(a.output, overwrite=a.overwrite)
-    else:
-        out = fresh_name(er.folder / "discriminate", folder.resolve().name, "")
     return er, out, good, bad
-
-
-def run_level(a, lvl: str, photos: Photos, catalog: Photos, ref: Photos, bad: dict) -> tuple:
-    """``(operating point, decisions (N,), CSV rows)`` of one level of the new photos."""
-    point = operating_point(samples(catalog, ref, a.statistic, lvl), a.fpr, a.threshold, a.n_boot)
-    q = photos.level(lvl)
-    res = score_queries(q, catalog, ref, a.statistic)
-    res["n_photos"] = [int((photos.enc == e).sum()) for e in q.enc]
-    dec = decisions(res["score"], point, a.force_decisions)
-    rows = level_rows(q, res, dec, candidates(q, catalog, res), lvl)
-    if lvl == "photo":
-        rel = {p: p.relative_to(a.images) for p in bad}
-        rows += [
-            {"file": str(r), "encounter": r.parts[0], "status": bad[p]} for p, r in rel.items()
-        ]
-    return point, dec, rows
 
 
 def overlap(catalog: Photos, ref: Photos, cos: float = 0.999) -> list[str]:
@@ -218,86 +226,126 @@ def overlap(catalog: Photos, ref: Photos, cos: float = 0.999) -> list[str]:
 
 
 def discriminate(a, log=print) -> dict:
-    """Score, decide and write the outputs of parsed options ``a``; returns the JSON summary."""
+    """Score, decide and write the outputs of parsed options ``a``; returns
+    ``operating_point.json``."""
     er, out, good, bad = prepare(a)
-    for p, status in bad.items():
-        log(f"skipped {p.relative_to(a.images)}: {status.replace('_', ' ')}", file=sys.stderr)
+    folder = Path(a.images)
+    enc_of, views, notes = encounters_of([*good, *bad], folder, a.groups, a.capture_gap)
     catalog, ref = embed_catalog(er, a), embed_reference(er, a)
-    photos = embed_images(er, a, good)
-    summary = {"levels": {}, "warnings": overlap(catalog, ref), "counts": {"skipped": len(bad)}}
-    for msg in summary["warnings"]:
-        log(msg, file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
+    photos = embed_images(er, a, good, enc_of)
+    points, lv = {}, {}
     for lvl in LEVELS:
-        point, dec, rows = run_level(a, lvl, photos, catalog, ref, bad)
-        if not point["separable"]:
-            summary["warnings"].append(warning(lvl, point, a.force_decisions))
-            log(summary["warnings"][-1], file=sys.stderr)
-        write_csv(out / f"{lvl}s.csv", rows, lvl)
-        summary["levels"][lvl] = point
-        summary["counts"][f"{lvl}s"] = len(dec)
-        summary["counts"][lvl] = {d: int((dec == d).sum()) for d in ("known", "new", "undecided")}
-    return finish(a, er, catalog, ref, out, bad, summary, log)
+        points[lvl], q, lv[lvl] = run_level(a, lvl, photos, catalog, ref)
+    flag, note, floor = photo_flags(a, photos, catalog, ref, [views[p] for p in good])
+    lv["photo"]["dec"][flag != ""] = "undecided"
+    note = np.asarray([n or notes[p] for n, p in zip(note, good)], dtype=object)
+    res = {"good": good, "enc": photos.enc, "flag": flag, "note": note}
+    res.update(p=lv["photo"]["p"], dec=lv["photo"]["dec"], enc_names=[str(e) for e in q.enc])
+    res.update(enc_p=lv["encounter"]["p"], enc_dec=lv["encounter"]["dec"])
+    tau = {lvl: points[lvl]["threshold_p"] for lvl in LEVELS}
+    tables = {
+        "photos": photo_table(res, bad, folder, enc_of),
+        "encounters": encounter_table(res, bad, enc_of, tau["encounter"], "mean_embedding"),
+        "candidates": candidates(photos, catalog, q, lv["encounter"]),
+    }
+    warnings = overlap(catalog, ref) + [w for w in [fit_health_warning(er.folder)] if w]
+    warnings += [
+        level_warning(lvl, p["why_not"], a.force_decisions)
+        for lvl, p in points.items()
+        if not p["separable"]
+    ]
+    op = summary(a, er, catalog, ref, out, bad, points, tau) | {
+        "warning": one_warning(warnings),
+        "warnings": warnings,
+        "counts": counts(tables, bad),
+        "out_of_distribution_rule": ood_rule("catalog photo", floor).replace(
+            "the run's own held-out photos", "the run's reference whales' photos"
+        ),
+    }
+    write_outputs(out, tables, op, log)
+    return op
 
 
-def finish(a, er, catalog, ref, out: Path, bad: dict, summary: dict, log) -> dict:
-    """Complete, write and print the summary (``operating_point.json``)."""
-    summary.update(
-        statistic=a.statistic,
-        fpr_target=a.fpr,
-        run=str(er.folder),
-        catalog=str(a.catalog),
-        images=str(a.images),
-        output=str(out),
-        viewpoint=a.viewpoint,
-        tta=a.tta,
-        force_decisions=a.force_decisions,
-        catalog_whales=len(np.unique(catalog.ident)),
-        reference_whales=len(np.unique(ref.ident)),
-        skipped={str(p.relative_to(a.images)): s for p, s in bad.items()},
-        samples={
+def summary(a, er, catalog, ref, out: Path, bad: dict, points: dict, tau: dict) -> dict:
+    """``operating_point.json`` but its warnings and counts."""
+    op = {
+        "run": str(er.folder),
+        "engine": "embedding",
+        "attack": a.statistic,
+        "aggregate": "mean_embedding",
+        "rule": (
+            f"a photo is known iff its score >= {points['photo']['threshold']:.3f} (p_known >= "
+            f"{tau['photo']:.3f}); an encounter (the mean of its photos' normalised embeddings) "
+            f"is known iff its score >= {points['encounter']['threshold']:.3f} (p_known >= "
+            f"{tau['encounter']:.3f}); margin = p_known minus that threshold"
+        ),
+        "forced": bool(a.force_decisions),
+        "capture_gap_minutes": a.capture_gap,
+        "levels": points,
+        "statistic": a.statistic,
+        "catalog": str(a.catalog),
+        "images": str(Path(a.images).resolve()),
+        "output": str(out),
+        "viewpoint": a.viewpoint,
+        "tta": a.tta,
+        "catalog_whales": len(np.unique(catalog.ident)),
+        "reference_whales": len(np.unique(ref.ident)),
+        "skipped": {str(p.relative_to(a.images)): s for p, s in bad.items()},
+        "samples": {
             "known": "photos (encounters) of catalog whales with 2+ encounters, each against the "
             "catalog minus its own encounter",
             "new": "the reference whales' photos (encounters) against the catalog, each whale "
             "left out of the reference set",
         },
-    )
-    write_json(out / "operating_point.json", summary)
-    for line in summary_lines(summary):
-        log(line)
-    return summary
+    }
+    for lvl, p in points.items():
+        keep = {k: v for k, v in p.items() if k not in ("platt",)}
+        op[lvl] = level_entry(keep, a.fpr)
+    return op
 
 
 def parser():
     """The ``cli.py discriminate`` parser for embedding runs."""
+    from experiments.discriminate import UNREADABLE
+
     p = command_parser("discriminate", __doc__)
     p.add_argument("--run", type=str, required=True, help="embedding run folder (ReIDEmbedding)")
     p.add_argument("--catalog", type=str | None, default=None, help="known whales' catalog folder")
     p.add_argument("--images", type=str, required=True, help="folder of new photos")
     p.add_argument("--viewpoint", type=str | None, default="top", help="catalog viewpoint kept")
     p.add_argument(
-        "--statistic", type=str, default="zscore", help=f"score: {' | '.join(STATISTICS)}"
+        "--groups",
+        type=str | None,
+        default=None,
+        help="CSV with columns image, group[, viewpoint] (else: one subfolder per encounter)",
     )
+    p.add_argument(
+        "--capture_gap",
+        type=float | None,
+        default=None,
+        help="minutes: group loose photos into encounters by capture time (EXIF)",
+    )
+    p.add_argument("--statistic", type=Literal[STATISTICS], default="zscore", help="score")
     p.add_argument("--fpr", type=float, default=0.05, help="target FPR on new-whale samples")
     p.add_argument(
         "--threshold", type=float | None, default=None, help="score threshold (overrides --fpr)"
     )
-    p.add_argument(
-        "--force_decisions", type=bool, default=False, help="decide even if it cannot separate"
-    )
+    add_flag(p, "force_decisions", "decide known/new even where the run cannot separate them")
     p.add_argument("--output", "--out", type=str | None, default=None, help="new or empty folder")
-    p.add_argument("--overwrite", type=bool, default=False, help="write into a non-empty folder")
+    add_flag(p, "overwrite", "write into a non-empty --output folder")
     p.add_argument(
-        "--unreadable", type=str, default="skip", help="unreadable image: skip (listed) | error"
+        "--unreadable", type=Literal[UNREADABLE], default="skip", help="unreadable image"
     )
     p.add_argument("--n_boot", type=int, default=1000, help="bootstrap replicates for the CIs")
-    p.add_argument("--tta", type=bool, default=True, help="average photo and mirror embeddings")
+    add_flag(p, "tta", "average photo and mirror embeddings", default=True)
     return p
 
 
 def main(argv: list[str]) -> dict:
     """Entry point of ``cli.py discriminate`` for an embedding ``--run``."""
-    a = parser().parse_args(argv)
+    from experiments.config_files import parse_options
+
+    a = parse_options(parser(), argv)
 
     def log(msg, file=None):
         print(msg, file=file or sys.stdout)

@@ -21,6 +21,7 @@ from attacks.reference_calibrated import (
     identity_similarity,
 )
 from attacks.uncertainty import bootstrap_cis
+from experiments.discriminate_decisions import increasing, separable
 
 TOPK = 5
 
@@ -100,7 +101,10 @@ def samples(catalog: Photos, ref: Photos, statistic: str, level: str) -> dict:
 
 def operating_point(s: dict, fpr: float, threshold: float | None, n_boot: int) -> dict:
     """Threshold (``fpr`` on the new samples, or ``threshold``) and its TPR, FPR and AUROC
-    ``[point, lo, hi]`` on the samples ``s`` (:func:`samples`), intervals by individual."""
+    ``[point, lo, hi]`` on the samples ``s`` (:func:`samples`), intervals by individual;
+    ``separable`` (:func:`experiments.discriminate_decisions.separable`); the Platt map of the
+    score to ``p_known`` fitted on the samples (classes weighted equally) and the threshold on
+    that scale, ``threshold_p``."""
     score, known, ident = s["score"], s["known"], s["individual"]
     tau = float(threshold) if threshold is not None else osm.threshold_at_fpr(score, known, fpr)
     metrics = {
@@ -109,13 +113,18 @@ def operating_point(s: dict, fpr: float, threshold: float | None, n_boot: int) -
         "auroc": osm.auroc,
     }
     ci = bootstrap_cis(metrics, score, known, ident, n_boot=n_boot, level=0.95, seed=0)
-    tpr, rate = ci["tpr"], ci["fpr"][0]
+    target = fpr if threshold is None else None
+    ok, why = separable(list(ci["tpr"]), list(ci["fpr"]), list(ci["auroc"]), target)
+    platt = increasing(osm.fit_platt(score, known), score)
     return {
         "threshold": tau,
+        "threshold_p": float(platt(np.array([tau]))[0]),
+        "platt": {"a": platt.a, "b": platt.b},
         "chosen_by": f"FPR {fpr} on the new-whale samples" if threshold is None else "--threshold",
         **{k: list(v) for k, v in ci.items()},
         "ci": "95% bootstrap, resampled by individual",
-        "separable": bool(np.isfinite(tpr[1]) and tpr[1] > rate),
+        "separable": ok,
+        "why_not": why,
         "counts": {
             "known_samples": int(known.sum()),
             "new_samples": int((1 - known).sum()),
@@ -130,38 +139,3 @@ def score_queries(q: Photos, catalog: Photos, ref: Photos, statistic: str) -> di
     names, cat = identity_similarity(q.emb, catalog.emb, catalog.ident)
     _, rs = identity_similarity(q.emb, ref.emb, ref.ident)
     return {"score": calibrated_scores(cat, rs, statistic), "names": names, "sims": cat}
-
-
-def candidates(q: Photos, catalog: Photos, res: dict) -> list[dict]:
-    """Per query, ``cand<k>``, ``cand<k>_cosine`` and ``cand<k>_photo`` (the candidate's catalog
-    photo most similar to the query) of the ``TOPK`` best catalog whales."""
-    names, members = osm.group_rows(catalog.ident)
-    idx, val = osm.topk(res["sims"], TOPK)
-    out = []
-    for i in range(len(q.emb)):
-        cos = osm.cosine(q.emb[i : i + 1], catalog.emb)[0]
-        cells = {}
-        for k, (c, v) in enumerate(zip(idx[i], val[i]), 1):
-            best = members[c][int(np.argmax(cos[members[c]]))]
-            cells[f"cand{k}"] = str(names[c])
-            cells[f"cand{k}_cosine"] = f"{v:.3f}"
-            cells[f"cand{k}_photo"] = str(catalog.paths[best])
-        out.append(cells)
-    return out
-
-
-def decisions(score: np.ndarray, point: dict, force: bool) -> np.ndarray:
-    """``known`` | ``new`` per row, or ``undecided`` everywhere when the point cannot separate."""
-    if not point["separable"] and not force:
-        return np.full(len(score), "undecided", dtype=object)
-    return np.where(score >= point["threshold"], "known", "new").astype(object)
-
-
-def warning(lvl: str, point: dict, force: bool) -> str:
-    """The one-line warning of a level that cannot separate known from new whales."""
-    tpr, fpr = point["tpr"], point["fpr"][0]
-    then = "deciding anyway" if force else "its decisions are undecided (--force_decisions true)"
-    return (
-        f"warning: the {lvl} operating point cannot separate known from new whales (TPR "
-        f"[{tpr[1]:.3f}, {tpr[2]:.3f}] does not exceed FPR {fpr:.3f}); {then}"
-    )

@@ -34,7 +34,8 @@ def _instantiate(entry: dict, run: Path, out_dir: Path):
 
 
 class RunLoggers:
-    """Scalars to every logger of a run, figures to its TensorBoard loggers."""
+    """Scalars and final results (hyperparameters with their metrics) to every logger of a run,
+    figures to its TensorBoard loggers."""
 
     def __init__(self, loggers: list):
         self.loggers = loggers
@@ -58,6 +59,24 @@ class RunLoggers:
         }
         for lg in self.loggers:
             lg.log_metrics(numeric, step)
+
+    def hparams(self, params: dict, metrics: dict) -> None:
+        """Final results, once per run, for comparing runs: ``params`` (the run's settings:
+        str, int, float or bool) and ``metrics`` (finite numbers) through each logger's
+        ``log_hyperparams`` (TensorBoard: the HPARAMS tab, its metrics stored at step 0 as the
+        tab reads them); loggers whose ``log_hyperparams`` takes no metrics (CSV) get them as
+        one row of ``log_metrics``."""
+        numeric = {
+            k: float(v)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float, np.number)) and np.isfinite(v)
+        }
+        for lg in self.loggers:
+            if type(lg).__name__ == "TensorBoardLogger":
+                lg.log_hyperparams(params, numeric)
+            else:
+                lg.log_hyperparams(params)
+                lg.log_metrics(numeric, 0)
 
     def images(self, prefix: str, pngs: list[Path], step: int = 0) -> None:
         """Add each PNG as ``<prefix>/<file stem>`` to the TensorBoard loggers."""

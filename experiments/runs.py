@@ -1,25 +1,28 @@
 """A finished run folder: open it, rebuild its target from the checkpoint, extract its signals.
 
-``RunContext.open(folder)`` reads ``config.yaml`` and the split manifest; ``final_signals``
-writes ``<run>/signals/final.npz`` (every manifest row, with embeddings), the file every attack
-of ``cli.py attack`` and ``cli.py discriminate`` reads.
+``RunContext.open(folder)`` reads the run's effective config (``config.yaml``, or the latest
+``config_resume_K.yaml`` a resume with changed settings wrote) and the split manifest (checked
+against its recorded hash), and refuses a checkpoint of another model than the config's, each
+in one line naming the file (:mod:`experiments.run_checks`). ``final_signals`` writes
+``<run>/signals/final.npz`` (every manifest row, with embeddings), the file every attack of
+``cli.py attack`` and ``cli.py discriminate`` reads; a damaged copy is extracted again.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import yaml
+from zipfile import BadZipFile
 
 from attacks.signals import load_signals, save_signals
 from datamodules.errors import DataError
 from datamodules.manifest import read_manifest
 from experiments.outputs import write_json
+from experiments.run_checks import check_checkpoint_model, effective_config, read_json_file
 from experiments.validate import check_run_folder, load_checkpoint
 
 if TYPE_CHECKING:  # torch and Lightning are imported only when a model or loader is built
@@ -39,6 +42,8 @@ class RunContext:
     header: dict
     requested_device: str | None = None
     _model: ImageClassifier | None = field(default=None, repr=False)
+    #: the file ``config`` was read from (``config.yaml`` or the latest ``config_resume_K.yaml``)
+    config_file: Path | None = None
 
     @classmethod
     def open(cls, folder: str | Path, device: str | None = None) -> RunContext:
@@ -48,9 +53,12 @@ class RunContext:
                 f"--run {folder}: not a run folder (no split_manifest.csv). Pass the folder printed by "
                 "`python cli.py fit`, e.g. lightning_logs/demo/version_0."
             )
-        cfg = yaml.safe_load((folder / "config.yaml").read_text())
-        rows, header = read_manifest(folder)
-        return cls(folder, cfg, rows, header, device)
+        cfg, cfg_file = effective_config(folder)
+        rows, header = read_manifest(folder)  # checked against the hash the fit recorded
+        ctx = cls(folder, cfg, rows, header, device, config_file=cfg_file)
+        if ctx.checkpoint.is_file():
+            check_checkpoint_model(ctx.checkpoint, cfg, cfg_file, len(ctx.class_names))
+        return ctx
 
     @property
     def device(self) -> str:
@@ -171,8 +179,31 @@ def load_classifier(ckpt: Path, args: dict, num_classes: int) -> ImageClassifier
     # the layout of the run's weights; the checkpoint holds their values
     model = ImageClassifier(**model_kwargs(args, num_classes, with_dp=True), load_weights=False)
     state = load_checkpoint(ckpt)
-    model.load_state_dict(state["state_dict"] if "state_dict" in state else state)
+    load_weights(model, state["state_dict"] if "state_dict" in state else state, ckpt, args)
     return model
+
+
+def load_weights(model, weights: dict, ckpt: Path, args: dict) -> None:
+    """``model.load_state_dict(weights)``; one line naming ``ckpt`` and the config's
+    ``model.init_args.arch`` when the weights are another network's (keys or shapes differ)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    reshaped = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    if missing or unexpected or reshaped:
+        parts = [f"{len(missing)} of its weights missing", f"{len(unexpected)} unexpected"]
+        if reshaped:
+            k = reshaped[0]
+            parts.append(
+                f"{len(reshaped)} of another shape ({k}: {tuple(weights[k].shape)} in the "
+                f"checkpoint, {tuple(own[k].shape)} in the model)"
+            )
+        raise DataError(
+            f"{ckpt}: the checkpoint's weights are not those of the run's model "
+            f"(model.init_args.arch {args.get('arch')!r}: {', '.join(parts)}); put this run's "
+            "own checkpoint back or re-run the fit."
+        )
+    model.load_state_dict(weights)
 
 
 def optimizer_factory(args: dict):
@@ -215,17 +246,25 @@ _SOURCES: dict[tuple, dict] = {}
 
 
 def cached_final_signals(ctx: RunContext, sha256: str | None) -> tuple[dict, float] | None:
-    """``(signals, seconds per sample)`` of ``<run>/signals/final.npz`` when it exists and was
-    extracted from the checkpoint with this ``sha256`` (any checkpoint when None), else None.
-    Needs no torch."""
+    """``(signals, seconds per sample)`` of ``<run>/signals/final.npz`` when it exists, is whole
+    (one row per manifest row) and was extracted from the checkpoint with this ``sha256`` (any
+    checkpoint when None), else None: a truncated or corrupt file or ``final_timing.json`` is
+    extracted again. Needs no torch."""
     path = ctx.folder / "signals" / "final.npz"
     timing = path.with_name("final_timing.json")
     if not (path.is_file() and timing.is_file()):
         return None
-    info = json.loads(timing.read_text())
-    if sha256 is not None and (info.get("checkpoint") or {}).get("sha256") != sha256:
+    try:
+        info = read_json_file(timing, "")
+        if sha256 is not None and (info.get("checkpoint") or {}).get("sha256") != sha256:
+            return None
+        sig = load_signals(path)
+        per = float(info["seconds_per_sample"])
+    except (DataError, OSError, ValueError, EOFError, KeyError, TypeError, BadZipFile, zlib.error):
         return None
-    return load_signals(path), info["seconds_per_sample"]
+    if len(sig.get("index", ())) != len(ctx.rows):
+        return None
+    return sig, per
 
 
 def final_signals(ctx: RunContext, force: bool = False, cached: bool = False) -> tuple[dict, float]:
@@ -246,6 +285,11 @@ def final_signals(ctx: RunContext, force: bool = False, cached: bool = False) ->
         found = cached_final_signals(ctx, source["sha256"] if source else None)
         if found is not None:
             return found
+    if source is None:
+        raise DataError(
+            f"{path}: missing, truncated or unreadable (or {timing.name} is), and the checkpoint "
+            f"{ctx.checkpoint} to extract it again is gone; restore either, or re-run the fit."
+        )
     import torch
 
     from lightning_modules.extraction import extract_rows, is_rank_zero, rank_world

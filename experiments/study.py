@@ -22,7 +22,7 @@ from pathlib import Path
 from jsonargparse import ActionConfigFile
 
 from datamodules.manifest import read_manifest
-from experiments.config_files import command_parser
+from experiments.config_files import command_parser, parse_options
 
 
 @dataclass
@@ -198,6 +198,6 @@ def parser():
 
 def main(argv: list[str]) -> dict:
     """Entry point of ``python cli.py study``."""
-    cfg = parser().parse_args(argv)
+    cfg = parse_options(parser(), argv)
     settings = StudySettings(**{k: v for k, v in cfg.items() if k != "config"})
     return run_study(settings)

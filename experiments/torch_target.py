@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.errors import DataError
 from datamodules.images import load_rgb
-from experiments.runs import RunContext, is_embedding_target
+from experiments.runs import RunContext, is_embedding_target, load_weights
 from experiments.validate import load_checkpoint
 from lightning_modules.components.classifier import PRESETS, build_classifier
 from lightning_modules.components.defenses import apply_dropout_defense
@@ -71,7 +71,7 @@ def load_target(ctx: RunContext) -> nn.Module:
     if hp.get("dropout_defense"):
         apply_dropout_defense(net, n, hp.get("dropout_defense_p", 0.5))
     weights = state.get("state_dict", state)
-    net.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("net.")})
+    load_weights(net, {k[4:]: v for k, v in weights.items() if k.startswith("net.")}, ckpt, args)
     model = PlainTarget(net).to(ctx.device).eval()
     ctx._model = model  # final_signals reuses it instead of rebuilding the LightningModule
     return model

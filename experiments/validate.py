@@ -30,6 +30,18 @@ POSITIVE = (
     "data.init_args.image_size",
     "leakage.every_n_epochs",
 )
+#: image side lengths in pixels (``key: (low, high)``): a larger one runs out of memory in the
+#: first allocation, a smaller one leaves too few pixels for the networks' downsampling
+IMAGE_SIZE_LIMITS = (8, 2048)
+IMAGE_SIZES = (
+    "data.init_args.loader.image_size",
+    "data.init_args.reader.init_args.image_size",
+    "data.init_args.image_size",
+    "data.init_args.views.height",
+    "data.init_args.views.width",
+)
+#: training batch-size keys (the classifier's, the embedding population's)
+TRAIN_BATCH = ("data.init_args.loader.batch_size", "data.init_args.batch_size")
 
 
 def _get(cfg, dotted: str):
@@ -49,6 +61,20 @@ def check_positive(cfg, keys=POSITIVE) -> None:
             continue
         if not isinstance(value, int) or value < 1:
             raise DataError(f"{key}={value!r}: must be a positive integer (1 or more).")
+
+
+def check_image_sizes(cfg, keys=IMAGE_SIZES, limits=IMAGE_SIZE_LIMITS) -> None:
+    """Every set key of ``keys`` holds an integer within ``limits`` (pixels)."""
+    low, high = limits
+    for key in keys:
+        value = _get(cfg, key)
+        if value is None or isinstance(value, bool):
+            continue
+        if not isinstance(value, int) or not low <= value <= high:
+            raise DataError(
+                f"{key}={value!r}: must be an integer from {low} to {high} pixels (the suite's "
+                f"image-size limit); e.g. 224."
+            )
 
 
 def check_trainer(trainer) -> None:
@@ -91,11 +117,90 @@ def _is_timm_model(arch: str) -> bool:
     return timm.is_model(arch.removeprefix("timm/"))
 
 
-def check_fit_config(cfg) -> None:
-    """The ``fit``/``validate``/``test``/``predict`` config, before anything is instantiated."""
+def check_accelerator(trainer) -> None:
+    """``trainer.accelerator`` names a device this machine has (``gpu``/``cuda``/``mps``), and
+    ``trainer.devices`` (a count) no more CUDA GPUs than it has."""
+    acc = _get(trainer, "accelerator") if trainer is not None else None
+    if not isinstance(acc, str) or acc.lower() not in ("gpu", "cuda", "mps"):
+        return
+    import torch
+
+    mps = torch.backends.mps.is_available()
+    if acc.lower() == "mps":
+        have, what = mps, "Apple MPS GPU"
+    else:
+        have, what = torch.cuda.is_available() or (acc.lower() == "gpu" and mps), "CUDA GPU"
+    if not have:
+        raise DataError(
+            f"trainer.accelerator={acc!r}: this machine has no {what} (no such device here); use "
+            "'cpu', or 'auto' (a GPU when there is one)."
+        )
+    devices = _get(trainer, "devices")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    wanted = int(devices) if isinstance(devices, str) and devices.isdigit() else devices
+    if count and isinstance(wanted, int) and not isinstance(wanted, bool) and wanted > count:
+        raise DataError(
+            f"trainer.devices={devices!r}: this machine has {count} CUDA GPU(s); ask for at most "
+            f"{count}, or 'auto'."
+        )
+
+
+def check_batch_norm(cfg) -> None:
+    """A training batch of one photo cannot pass a BatchNorm layer in training mode: refuse
+    ``batch_size: 1`` for a classifier whose network keeps BatchNorm (preset ``regularized`` or
+    ``batchnorm: true``, an architecture that has it, no DP) and for the embedding population."""
+    data_class = str(_get(cfg, "data.class_path") or "")
+    if data_class.endswith("PopulationDataModule") and _get(cfg, TRAIN_BATCH[1]) == 1:
+        raise DataError(
+            f"{TRAIN_BATCH[1]}=1: the embedding's BatchNorm needs at least 2 photos in a training "
+            "batch; give 2 or more."
+        )
+    if _get(cfg, TRAIN_BATCH[0]) != 1:
+        return
+    init = _get(cfg, "model.init_args")
+    if not str(_get(cfg, "model.class_path") or "").endswith("ImageClassifier") or init is None:
+        return
+    if _get(init, "dp") is not None or not isinstance(_get(init, "arch"), str):
+        return  # DP-SGD trains without BatchNorm
+    from lightning_modules.components.classifier import PRESETS
+
+    batchnorm = _get(init, "batchnorm")
+    if batchnorm is None:
+        batchnorm = PRESETS.get(_get(init, "preset") or "overfit", {}).get("batchnorm", False)
+    if batchnorm and _has_batchnorm(_get(init, "arch")):
+        raise DataError(
+            f"{TRAIN_BATCH[0]}=1: a training batch of one photo cannot pass the BatchNorm layers "
+            f"of model.init_args.arch={_get(init, 'arch')!r} (preset {_get(init, 'preset')!r}); "
+            "give a batch_size of 2 or more, or set model.init_args.batchnorm to false."
+        )
+
+
+def _has_batchnorm(arch: str) -> bool:
+    """``arch`` built as the classifier builds it (on the meta device: no memory, no weights)
+    has a BatchNorm layer; False when it cannot be built here (the fit then says why)."""
+    import torch
+    from torch import nn
+
+    from lightning_modules.components.classifier import build_classifier
+
+    try:
+        with torch.device("meta"):
+            net = build_classifier(arch, 2, batchnorm=True, load_weights=False)
+    except Exception:  # noqa: BLE001  an unknown or unbuildable arch is check_arch's business
+        return False
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+def check_fit_config(cfg, subcommand: str = "fit") -> None:
+    """The ``fit``/``validate``/``test``/``predict`` config (``subcommand``), before anything is
+    instantiated; the training-batch check only for ``fit``."""
     check_positive(cfg)
+    check_image_sizes(cfg)
     check_trainer(_get(cfg, "trainer"))
+    check_accelerator(_get(cfg, "trainer"))
     check_arch(_get(cfg, "model"))
+    if subcommand == "fit":
+        check_batch_norm(cfg)
     ckpt = _get(cfg, "ckpt_path")
     if ckpt and ckpt not in ("last", "best", "hpc", "registry"):
         load_checkpoint(Path(ckpt), option="--ckpt_path")
@@ -181,24 +286,66 @@ def _candidate_keys() -> list[str]:
     return sorted(n for n in names if not n.startswith("_") and n not in ("args", "kwargs"))
 
 
+#: jsonargparse's type names, as a user reads them
+TYPE_WORDS = {
+    "int": "an integer (a whole number)",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "text",
+}
+
+
 def config_key_error(message: str, argv: list[str] = ()) -> DataError:
-    """One line for a jsonargparse parse error: the key it names (in full when ``argv`` spells
-    it out) and the closest valid key."""
+    """One line for a jsonargparse parse error: an unknown key (the key it names, in full when
+    ``argv`` spells it out, and the closest valid key) or a value of the wrong type (the key, the
+    value and the type it must have)."""
     text = " ".join(message.split())
-    patterns = (
-        r"does not accept option '([^']+)'",
-        r"unrecognized arguments: --?([^\s=]+)",
-        r"Key \"([^\"]+)\"",
-        r"NestedArg\(key='([^']+)'",
-    )
-    key = next((m.group(1) for p in patterns if (m := re.search(p, text))), None)
+    unknown = (r"does not accept option '([^']+)'", r"unrecognized arguments: --?([^\s=]+)")
+    key = next((m.group(1) for p in unknown if (m := re.search(p, text))), None)
+    if key is None:
+        wrong = _wrong_value(text, argv)
+        if wrong is not None:
+            return wrong
+    patterns = (*unknown, r"Key \"([^\"]+)\"", r"NestedArg\(key='([^']+)'")
+    key = key or next((m.group(1) for p in patterns if (m := re.search(p, text))), None)
     group = re.search(r"Group '([^']+)'", text)
     if key is None:
         return DataError(f"config: {text[:300]}")
-    full = f"{group.group(1)}.{key}" if group else key
-    spelled = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--")]
-    full = next((a for a in spelled if a.endswith("." + full)), full)
+    full = _spelled(f"{group.group(1)}.{key}" if group else key, argv)
     leaf = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(leaf, _candidate_keys(), n=1)
     hint = f" Did you mean {full[: len(full) - len(leaf)]}{close[0]}?" if close else ""
     return DataError(f"config key {full!r} is not an option.{hint} (cli.py fit --help lists them)")
+
+
+def _spelled(key: str, argv) -> str:
+    """``key`` as ``argv`` spells it in full (``--data.init_args.loader.image_size`` for
+    ``loader.image_size``), else ``key``."""
+    spelled = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--")]
+    return next((a for a in spelled if a == key or a.endswith("." + key)), key)
+
+
+def _wrong_value(text: str, argv) -> DataError | None:
+    """The one line for a known key given a value of the wrong type (``image_size: 3.5``), or
+    None when ``text`` is not such an error."""
+    types = [
+        t
+        for t in re.findall(r"Expected a (<class '[\w.]+'>|typing\.Literal\[[^\]]*\])", text)
+        if "NoneType" not in t
+    ]
+    keys = re.findall(r"Parser key \"([^\"]+)\"", text)
+    if not types or not keys:
+        return None
+    key = keys[-1]  # the innermost: a nested class's own key
+    if len(keys) > 1 and _spelled(key, argv) == key:
+        sep = ".init_args." if "class_path" in text else "."
+        key = f"{keys[0]}{sep}{key}"
+    key = _spelled(key, argv)
+    got = re.search(r"Got value: (\S+)", text) or re.search(r"val='([^']*)'", text)
+    got = got or re.search(r"Given value: (\S+)", text)
+    value = got.group(1) if got else "?"
+    name = re.sub(r"^<class '([\w.]+)'>$", r"\1", types[0])
+    want = TYPE_WORDS.get(name.rsplit(".", 1)[-1], name)
+    if name.startswith("typing.Literal"):
+        want = "one of " + name[len("typing.Literal[") : -1]
+    return DataError(f"{key}={value}: must be {want}. Fix the value (cli.py fit --help lists it).")

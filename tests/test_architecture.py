@@ -23,6 +23,7 @@ ATTACKS_THIRD_PARTY = {
     "xgboost",
     "art",
     "matplotlib",
+    "tabulate",
 }
 #: the modules of attacks/ that lightning_modules/ may import: the signal-file seam, and the pure
 #: retrieval metrics that an embedding's validation step logs
@@ -154,6 +155,18 @@ TORCH_FREE = (
     "attacks.reference_calibrated",
     "attacks.reid_benchmark",
     "attacks.uncertainty",
+    "experiments.contact_sheet",
+    "experiments.failures",
+    "experiments.interrupts",
+    "experiments.fit_health",
+    "experiments.help_cache",
+    "datamodules.capture_time",
+    "experiments.discriminate_scan",
+    "experiments.discriminate_scorer",
+    "experiments.discriminate_decisions",
+    "experiments.discriminate_tables",
+    "experiments.discriminate_outputs",
+    "experiments.run_checks",
 )
 
 

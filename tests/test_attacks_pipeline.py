@@ -4,6 +4,7 @@ with tiny budgets (`cli.py discriminate` is tested in test_discriminate.py)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,11 @@ def test_attack_command_writes_every_report(run_folder, tmp_path):
     assert "Table 6" in (att / "ensemble" / "report.md").read_text()
     risk_cols = (att / "risk.csv").read_text().splitlines()[0].split(",")
     assert {"yeom", "ensemble_any", "ensemble_any_rank", "ensemble_majority"} <= set(risk_cols)
-    assert "| ensemble_any |" in report  # in the confidence-interval table
+    ci_rows = report.split("## Confidence intervals", 1)[1].splitlines()
+    assert any(re.match(r"\| ensemble_any +\| \d", ln) for ln in ci_rows)  # has intervals
+    assert not re.search(r"\bnan\b", report)
+    drawn = [a for f in summary["figures"].values() for a in f["attacks"]]
+    assert sorted(drawn) == sorted(summary["metrics"])  # the ROC figures show every attack
     # results went through the run's loggers: TensorBoard in the run folder, CSV beside the reports
     tags = set()
     for ev in run_folder.glob("events.out.tfevents.*"):
@@ -83,6 +88,7 @@ def test_attack_command_writes_every_report(run_folder, tmp_path):
         acc.Reload()
         tags |= set(acc.Tags()["scalars"]) | set(acc.Tags()["images"])
     assert {"attack_yeom/auc", "attack_ensemble_any/auc", "target/train_acc"} <= tags
+    assert not any(t.endswith(("/n_members", "/n_nonmembers")) for t in tags)  # no counts
     assert {"attack_yeom/roc", "attacks/roc_loglog"} <= tags
     assert "hp_metric" not in tags
     header = (att / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
@@ -182,8 +188,8 @@ def test_ensemble_rules_get_intervals_and_risk_columns(monkeypatch, tmp_path, se
     import experiments.ensemble as ens
     from attacks.ensemble import combine
     from attacks.signals import membership, subset
+    from experiments.attack_results import intervals, risk_section
     from experiments.attack_settings import AttackSettings
-    from experiments.calibrated import uncertainty_section
 
     sig, _, ev = separable_run
     order = ev["index"][::-1]  # the ensemble's rows in another order than the signal file's
@@ -223,9 +229,11 @@ def test_ensemble_rules_get_intervals_and_risk_columns(monkeypatch, tmp_path, se
         for k in ("auc", "tpr@1%fpr", "tpr@0.1%fpr", "balanced_acc"):
             assert ci[k][1] <= ci[k][0] <= ci[k][2]
     report = (tmp_path / "ensemble" / "report.md").read_text()
-    assert "bootstrap by individual" in report and "| ensemble `majority` | 1.000 [" in report
-    md = uncertainty_section(SimpleNamespace(settings=s), scored, tmp_path)
-    assert "| ensemble_mean_score | 1.000 [" in md
+    assert "bootstrap by individual" in report
+    assert re.search(r"\| ensemble `majority` +\| 1\.000 \[", report)
+    results = {k: m for k, (m, _) in out.items()}
+    md = risk_section(results, scored, intervals(scored, 50, 0), tmp_path, top=10)
+    assert re.search(r"\| ensemble_mean_score +\| 1\.000 \[", md)
     got = list(csv.DictReader((tmp_path / "risk.csv").open()))
     assert len(got) == len(subset(sig, "eval")["index"])
     first = min(got, key=lambda r: -float(r["ensemble_any"]))

@@ -310,8 +310,9 @@ def _intended(old: dict) -> dict:
     label-only off, the figure in TensorBoard), the checkpoint written at the end of every
     training epoch into the same ``last.ckpt`` (no ``last-v1.ckpt``), and the
     detector audit's settings in their own validated ``audit`` section (defaults filled in)
-    instead of a ``DetectionAudit`` entry under ``trainer.callbacks``."""
-    out = {**old, "trainer.logger.init_args.default_hp_metric": False}
+    instead of a ``DetectionAudit`` entry under ``trainer.callbacks``, and the explicit
+    ``resume_changes`` switch (off: a resume with other settings is refused)."""
+    out = {**old, "trainer.logger.init_args.default_hp_metric": False, "resume_changes": False}
     if "checkpoint.enable_version_counter" in old:
         out |= {"checkpoint.enable_version_counter": False}
         out |= {"checkpoint.save_on_train_epoch_end": True}

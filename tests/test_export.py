@@ -55,14 +55,19 @@ def new_photos(exported, tmp_path_factory) -> Path:
     return out
 
 
-def discriminate(run: Path, photos: Path, out: Path, *extra: str) -> tuple[list[dict], dict]:
+def discriminate(run: Path, photos: Path, out: Path, *extra: str) -> tuple[dict, dict]:
+    """``({table: rows}, operating_point.json)`` of one ``discriminate`` into folder ``out``."""
     from cli import main
 
     main(
         ["discriminate", "--run", str(run), "--images", str(photos), "--output", str(out)]
         + ["--n_boot", "100", "--quiet", "true", *extra]
     )
-    return list(csv.DictReader(out.open())), json.loads(out.with_suffix(".json").read_text())
+    tables = {
+        k: list(csv.DictReader((out / f"{k}.csv").open()))
+        for k in ("photos", "encounters", "candidates")
+    }
+    return tables, json.loads((out / "operating_point.json").read_text())
 
 
 def test_export_writes_a_bundle_checked_against_torch(exported):
@@ -101,26 +106,30 @@ def test_an_up_to_date_bundle_is_kept_and_force_writes_it_again(exported, capsys
 
 def test_the_exported_engine_decides_as_torch_does(exported, new_photos, tmp_path, capsys):
     run, _ = exported
-    fast, s_fast = discriminate(run, new_photos, tmp_path / "fast.csv")
+    fast, s_fast = discriminate(run, new_photos, tmp_path / "fast")
     assert "scoring with torch" not in capsys.readouterr().err
-    slow, s_slow = discriminate(run, new_photos, tmp_path / "slow.csv", "--engine", "torch")
+    slow, s_slow = discriminate(run, new_photos, tmp_path / "slow", "--engine", "torch")
     assert s_fast["engine"] == "onnxruntime" and s_slow["engine"] == "torch"
-    assert s_fast["operating_point"] == s_slow["operating_point"]  # the same final signals
-    assert len(fast) == len(slow) == 7 + 2
-    for a, b in zip(fast, slow):
-        assert (a["level"], a["image"], a["encounter"], a["decision"]) == (
-            b["level"],
-            b["image"],
-            b["encounter"],
-            b["decision"],
-        )
-        assert abs(float(a["p_known"]) - float(b["p_known"])) < 0.02
-        assert a["cand1"] == b["cand1"]
+    for level in ("photo", "encounter"):  # the same final signals, the same operating point
+        assert s_fast[level] == s_slow[level], level
+    assert len(fast["photos"]) == len(slow["photos"]) == 7
+    assert len(fast["encounters"]) == len(slow["encounters"]) >= 2
+    for table, key in (("photos", "photo"), ("encounters", "encounter")):
+        a_rows = sorted(fast[table], key=lambda r: r[key])
+        b_rows = sorted(slow[table], key=lambda r: r[key])
+        for a, b in zip(a_rows, b_rows):
+            assert (a[key], a["decision"]) == (b[key], b["decision"]), (table, a, b)
+            assert abs(float(a["p_known"]) - float(b["p_known"])) < 0.02, (table, a, b)
+    first = {
+        name: {r["encounter"]: r["individual"] for r in t["candidates"] if r["rank"] == "1"}
+        for name, t in (("fast", fast), ("slow", slow))
+    }
+    assert first["fast"] == first["slow"]
 
 
 def test_discriminate_on_the_exported_target_imports_no_torch(exported, new_photos, tmp_path):
     run, _ = exported
-    out = tmp_path / "child.csv"
+    out = tmp_path / "child"
     code = (
         "import sys, cli; cli.main(['discriminate', '--run', sys.argv[1], '--images', "
         "sys.argv[2], '--output', sys.argv[3], '--n_boot', '50']); "
@@ -135,7 +144,7 @@ def test_discriminate_on_the_exported_target_imports_no_torch(exported, new_phot
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
-    assert json.loads(out.with_suffix(".json").read_text())["engine"] == "onnxruntime"
+    assert json.loads((out / "operating_point.json").read_text())["engine"] == "onnxruntime"
 
 
 def test_a_bundle_from_another_checkpoint_is_not_used(exported, new_photos, tmp_path, capsys):
@@ -145,16 +154,16 @@ def test_a_bundle_from_another_checkpoint_is_not_used(exported, new_photos, tmp_
     run = tmp_path / "run"
     shutil.copytree(src, run, ignore=shutil.ignore_patterns("discriminate"))
     sharpen(run, 2.0)  # a retrained checkpoint: other weights, other bytes
-    _, summary = discriminate(run, new_photos, tmp_path / "auto.csv")
+    _, summary = discriminate(run, new_photos, tmp_path / "auto")
     assert summary["engine"] == "torch"
     assert "exported from another checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        discriminate(run, new_photos, tmp_path / "onnx.csv", "--engine", "onnx")
+        discriminate(run, new_photos, tmp_path / "onnx", "--engine", "onnx")
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1 and "--engine onnx" in err
-    assert "export again" in err and not (tmp_path / "onnx.csv").exists()
+    assert "export again" in err and not (tmp_path / "onnx").exists()
     main(["export", "--run", str(run), "--check_photos", "2"])  # a stale bundle is replaced
-    assert discriminate(run, new_photos, tmp_path / "again.csv")[1]["engine"] == "onnxruntime"
+    assert discriminate(run, new_photos, tmp_path / "again")[1]["engine"] == "onnxruntime"
 
 
 def test_a_copied_run_keeps_its_bundle_by_content(exported, tmp_path):

@@ -148,3 +148,45 @@ def test_atomic_outputs_follow_the_umask(tmp_path, mask, mode):
         os.umask(old)
         outputs.CREATED.clear()
     assert path.stat().st_mode & 0o777 == mode
+
+
+def test_a_full_disk_during_a_fit_leaves_no_partial_checkpoint(
+    tmp_path, tiny_args, capsys, monkeypatch, one_thread
+):
+    """The second checkpoint write fails as on a full disk: one line naming the file, status 2,
+    no ``.last.ckpt.partial``; the first ``last.ckpt`` is kept, so the run can resume."""
+    import pytorch_lightning as pl
+
+    real, calls = pl.Trainer.save_checkpoint, []
+
+    def full_disk(self, filepath, weights_only=False, storage_options=None):
+        calls.append(filepath)
+        if len(calls) < 2:
+            return real(self, filepath, weights_only)
+        Path(filepath).write_bytes(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filepath))
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", full_disk)
+    code, lines = ending([*tiny_args(tmp_path, epochs=2), "--leakage.every_n_epochs", "5"], capsys)
+    assert code == 2 and len(lines) == 1 and "the disk is full" in lines[0], lines
+    ckpts = tmp_path / "logs" / "run" / "version_0" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt"]
+
+
+def test_a_fit_defers_the_first_sigterm_to_a_batch_boundary_and_not_the_second(monkeypatch):
+    class Connector:
+        received_sigterm = False
+
+    class Trainer:
+        _signal_connector = Connector()
+
+    monkeypatch.setattr(interrupts._State, "trainer", Trainer())
+    monkeypatch.setattr(interrupts._State, "received", None)
+    interrupts._handler(signal.SIGTERM, None)  # deferred: Lightning stops after the batch
+    assert Trainer._signal_connector.received_sigterm and interrupts.received() == signal.SIGTERM
+    with pytest.raises(interrupts.Interrupted) as second:
+        interrupts._handler(signal.SIGTERM, None)
+    assert second.value.exit_code == 143
+    monkeypatch.setattr(interrupts._State, "received", None)
+    with pytest.raises(interrupts.Interrupted):  # Ctrl-C is never deferred
+        interrupts._handler(signal.SIGINT, None)

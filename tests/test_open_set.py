@@ -165,3 +165,47 @@ def test_whaledo_map_by_hand_and_against_the_challenge_formula():
         ap = average_precision_score(act, s[i, top]) if act.sum() else 0.0
         ref.append(ap * act.sum() / min(n_rel, 20))
     assert os_.whaledo_map(s, q, g) == pytest.approx(np.mean(ref))
+
+
+# ---- the hand-written pieces against scikit-learn ---------------------------------------------
+def test_auroc_equals_sklearn_roc_auc_score_ties_included():
+    """Kept hand-written (see :func:`attacks.open_set.auroc`), and it gives sklearn's numbers."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    for n, levels in ((7, 3), (50, 5), (300, 1000)):  # few levels: many ties
+        s = rng.integers(0, levels, n).astype(float)
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]
+        assert os_.auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert os_.auroc(np.array([1.0, 2.0]), np.array([1, 1])) == 0.5  # sklearn raises here
+
+
+def test_platt_differs_from_a_plain_sklearn_logistic_fit_but_not_from_its_weighted_form():
+    """``LogisticRegression`` takes hard labels: on separable scores its unpenalised fit runs
+    off to a huge slope (p of 1.0), where Platt's smoothed targets keep p = (n+ + 1)/(n+ + 2).
+    Given Platt's targets as two weighted copies of each row it reproduces the fit, so the
+    hand-written one is kept for start-up time only (see :func:`attacks.open_set.fit_platt`)."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    s = np.r_[np.ones(5), np.zeros(5)]
+    y = s.astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lbfgs does not converge: the slope has no optimum
+        plain = LogisticRegression(C=np.inf, max_iter=1000).fit(s[:, None], y)
+    assert plain.predict_proba([[1.0]])[0, 1] > 0.99
+    assert os_.fit_platt(s, y)(np.array([1.0]))[0] == pytest.approx(6 / 7, abs=1e-3)
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(40), np.zeros(60)].astype(int)
+    s = rng.normal(y * 1.5, 1.0) * 3 + 10
+    cal = os_.fit_platt(s, y)
+    t = np.where(y == 1, 41 / 42, 1 / 62)
+    w = np.where(y == 1, 100 / 80, 100 / 120)
+    x = ((s - s.mean()) / s.std())[:, None]
+    twice = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10000).fit(
+        np.r_[x, x], np.r_[np.ones(100), np.zeros(100)], sample_weight=np.r_[w * t, w * (1 - t)]
+    )
+    np.testing.assert_allclose(twice.predict_proba(x)[:, 1], cal(s), atol=1e-6)

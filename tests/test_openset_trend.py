@@ -76,7 +76,7 @@ def test_bad_subsampling_settings_name_the_keys(catalog):
 def test_trend_points_vary_one_axis_at_a_time():
     from experiments.openset_trend import parse, points, table_args
 
-    args = parse(["--root", "r", "--out", "o", "--image_size", "48", "64", "96"])
+    args = parse(["--root", "r", "--output", "o", "--image_size", "48", "64", "96"])
     pts = points(args)
     base = {"known_fraction": 1.0, "max_encounters": None, "image_size": 64, "epochs": 15}
     assert pts[0] == ("base", None, base)
@@ -93,7 +93,7 @@ def test_trend_points_vary_one_axis_at_a_time():
     ]
     for axis, value, settings in pts[1:]:
         assert settings == {**base, axis: value}
-    skip = parse(["--root", "r", "--out", "o", "--skip_base", "--known_fraction", "--epochs"])
+    skip = parse(["--root", "r", "--output", "o", "--skip_base", "--known_fraction", "--epochs"])
     assert [a for a, _, _ in points(skip)] == ["max_encounters"] * 2 + ["image_size"] * 2
     t = table_args(args, pts[3][2])
     assert (t.max_encounters, t.known_fraction, t.image_size, t.epochs) == (1, 1.0, 64, 15)
@@ -106,7 +106,7 @@ def test_trend_runs_on_a_tiny_noaa_catalog(tmp_path, noaa_catalog):
 
     root = noaa_catalog(tmp_path / "cat", n_ind=12, n_enc=6, per_enc=2)
     out = tmp_path / "trend"
-    args = ["--root", str(root), "--out", str(out), "--n_boot", "20"]
+    args = ["--root", str(root), "--output", str(out), "--n_boot", "20"]
     args += ["--base_image_size", "16", "--base_epochs", "1", "--cache_dir", str(tmp_path / "c")]
     args += ["--known_fraction", "0.5", "--max_encounters", "1", "--image_size", "--epochs"]
     main(args)

@@ -50,7 +50,7 @@ def test_claim_folder_takes_absent_or_empty_and_refuses_results(tmp_path):
     assert outputs.claim_folder(tmp_path / "empty") == tmp_path / "empty"
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "report.md").write_text("first")
-    with pytest.raises(DataError, match="holds results.*--overwrite true"):
+    with pytest.raises(DataError, match="holds results.*--overwrite to write"):
         outputs.claim_folder(tmp_path / "full")
     assert outputs.claim_folder(tmp_path / "full", overwrite=True) == tmp_path / "full"
     (tmp_path / "file").write_text("x")
@@ -74,9 +74,9 @@ def test_defend_refuses_a_variant_that_already_ran(tmp_path, capsys):
     earlier = out / "base" / "version_0" / "events.out.tfevents.1"
     earlier.parent.mkdir(parents=True)
     earlier.write_text("first")
-    argv = ["defend", "--config", "defense_sweep.yaml", "--out", str(out), "--only", "[base]"]
+    argv = ["defend", "--config", "defense_sweep.yaml", "--output", str(out), "--only", "[base]"]
     err = _one_line_exit_2(capsys, argv)
-    assert str(out / "base") in err and "--overwrite true" in err
+    assert str(out / "base") in err and "--overwrite to train" in err
     assert earlier.read_text() == "first"
     assert sorted(p.name for p in out.iterdir()) == ["base"]  # nothing trained, no table
 
@@ -111,7 +111,7 @@ def test_audit_refuses_an_existing_output_folder(tmp_path, capsys):
     err = _one_line_exit_2(
         capsys, ["audit", "--config", "detection_demo.yaml", "--output", str(out)]
     )
-    assert str(out) in err and "--overwrite true" in err
+    assert str(out) in err and "--overwrite to write" in err
     assert [p.name for p in out.iterdir()] == ["report.md"]
     assert (out / "report.md").read_text() == "first"
 

@@ -55,13 +55,14 @@ def test_export_and_discriminate_a_pretrained_target(head, extra, tmp_path, make
     for i, p in enumerate(sorted((run.parent / "cat").rglob("*.jpg"))[:4]):
         (photos / f"enc_{i // 2}").mkdir(parents=True, exist_ok=True)
         shutil.copy(p, photos / f"enc_{i // 2}" / f"p{i}.jpg")
-    out = tmp_path / "d.csv"
+    out = tmp_path / "d"
     cli.main(
         ["discriminate", "--run", str(run), "--images", str(photos), "--output", str(out)]
         + ["--n_boot", "50", "--quiet", "true"]
     )
-    assert json.loads(out.with_suffix(".json").read_text())["engine"] == "onnxruntime"
-    assert len(list(csv.DictReader(out.open()))) == 4 + 2  # photos and encounters
+    assert json.loads((out / "operating_point.json").read_text())["engine"] == "onnxruntime"
+    assert len(list(csv.DictReader((out / "photos.csv").open()))) == 4
+    assert len(list(csv.DictReader((out / "encounters.csv").open()))) == 2
 
 
 @pytest.mark.parametrize("mode", ["ghost", "hooks"])

@@ -40,8 +40,8 @@ def test_a_classifier_run_is_refused(capsys, tmp_path, not_an_embedding_run):
     [
         ("--draws", "0", "--draws must be 1-1000"),
         ("--known_fraction", "1.0", "--known_fraction 1.0: give a share between 0 and 1"),
-        ("--protocols", "[season]", "choose from ['encounter', 'photo']"),
-        ("--statistic", "median", "--statistic 'median': choose one of"),
+        ("--protocols", "[season]", "--protocols season: choose one of encounter, photo"),
+        ("--statistic", "median", "--statistic median: choose one of raw, difference, zscore"),
     ],
 )
 def test_bad_options_are_one_line(capsys, tmp_path, option, value, message):

@@ -168,57 +168,68 @@ def tiny(tmp_path_factory, noaa_catalog, reid_fit_args) -> dict:
     return {"run": tmp / "runs" / "beluga_reid_cpu" / "version_0", "catalog": dev, "images": q}
 
 
-def discriminate(tiny: dict, out: Path | None, *extra: str) -> tuple[list, list, dict]:
+def discriminate(tiny: dict, out: Path | None, *extra: str) -> tuple[list, list, list, dict]:
     argv = ["--run", str(tiny["run"]), "--catalog", str(tiny["catalog"])]
     argv += ["--images", str(tiny["images"]), "--n_boot", "50", *extra]
     cli(*argv, *(["--output", str(out)] if out else []))
     out = out or sorted((tiny["run"] / "discriminate").iterdir())[-1]
-    photos, encs = (
-        list(csv.DictReader((out / f).open())) for f in ("photos.csv", "encounters.csv")
+    photos, encs, cands = (
+        list(csv.DictReader((out / f).open()))
+        for f in ("photos.csv", "encounters.csv", "candidates.csv")
     )
-    return photos, encs, json.loads((out / "operating_point.json").read_text())
+    return photos, encs, cands, json.loads((out / "operating_point.json").read_text())
 
 
 def catalog_whale_of(catalog: Path) -> dict[str, str]:
     with (catalog / "metadata.csv").open() as fh:
-        return {str(catalog / r["path"]): r["whale_id"] for r in csv.DictReader(fh)}
+        return {str((catalog / r["path"]).resolve()): r["whale_id"] for r in csv.DictReader(fh)}
 
 
 @pytest.mark.slow
 def test_photos_encounters_candidates_and_operating_point(tiny, tmp_path):
-    photos, encs, op = discriminate(tiny, tmp_path / "out")
-    assert list(photos[0]) == reid_discriminate.COLUMNS["photo"]
-    assert list(encs[0]) == reid_discriminate.COLUMNS["encounter"]
-    status = {r["file"]: r["status"] for r in photos}
-    assert status == {
-        "known_enc/train0002.jpg": "ok", "known_enc/train0003.jpg": "ok", "new_enc/n0.jpg": "ok",
-        "new_enc/n1.jpg": "ok", "new_enc/n2.jpg": "ok", "lone.jpg": "ok",
-        "broken.jpg": "corrupt", "notes.txt": "not_an_image",
+    from experiments.discriminate_outputs import COLUMNS
+
+    photos, encs, cands, op = discriminate(tiny, tmp_path / "out")
+    assert list(photos[0]) == COLUMNS["photos"] and list(encs[0]) == COLUMNS["encounters"]
+    assert list(cands[0]) == COLUMNS["candidates"]
+    got = {r["photo"]: (r["encounter"], r["decision"] == "skipped", r["flag"]) for r in photos}
+    assert {k: v[:2] for k, v in got.items()} == {
+        "known_enc/train0002.jpg": ("known_enc", False), "known_enc/train0003.jpg": ("known_enc", False),
+        "new_enc/n0.jpg": ("new_enc", False), "new_enc/n1.jpg": ("new_enc", False),
+        "new_enc/n2.jpg": ("new_enc", False), "lone.jpg": ("lone.jpg", False),
+        "broken.jpg": ("broken.jpg", True), "notes.txt": ("", True),
     }  # fmt: skip
+    assert got["broken.jpg"][2] == "unreadable" and got["notes.txt"][2] == "not_image"
     assert {r["encounter"]: int(r["n_photos"]) for r in encs} == {
-        "known_enc": 2, "new_enc": 3, "lone.jpg": 1,
+        "known_enc": 2, "new_enc": 3, "lone.jpg": 1, "broken.jpg": 0,
     }  # fmt: skip
     whale_of = catalog_whale_of(tiny["catalog"])
-    for r in [r for r in photos if r["status"] == "ok"] + encs:
-        assert r["decision"] in ("known", "new", "undecided") and len(r["score"].split(".")[1]) == 3
-        cos = [float(r[f"cand{k}_cosine"]) for k in range(1, 6)]
-        assert cos == sorted(cos, reverse=True)
-        for k in range(1, 6):
-            assert whale_of[r[f"cand{k}_photo"]] == r[f"cand{k}"]  # an existing catalog photo
-            assert Path(r[f"cand{k}_photo"]).is_file()
-    copy = next(r for r in photos if r["file"] == "known_enc/train0002.jpg")
-    assert copy["cand1"] == "whale000" and copy["cand1_cosine"] == "1.000"
-    assert copy["cand1_photo"].endswith("train0002.jpg")
-    assert op["statistic"] == "zscore" and op["fpr_target"] == 0.05
+    for r in [r for r in photos if r["decision"] != "skipped"] + encs[:3]:
+        assert (
+            r["decision"] in ("known", "new", "undecided") and len(r["p_known"].split(".")[1]) == 3
+        )
+    for e in ("known_enc", "new_enc", "lone.jpg"):
+        rows = [r for r in cands if r["encounter"] == e]
+        assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4, 5]
+        cos = [float(r["score"]) for r in rows]
+        assert cos == sorted(cos, reverse=True) and {r["score_kind"] for r in rows} == {"cosine"}
+        for r in rows:
+            assert whale_of[r["catalog_photo"]] == r["individual"]  # an existing catalog photo
+            assert r["query_photo"].startswith(e)
+    copy = next(r for r in cands if r["encounter"] == "known_enc" and r["rank"] == "1")
+    assert copy["individual"] == "whale000"  # its photos are copies of catalog photos:
+    assert Path(copy["catalog_photo"]).name == Path(copy["query_photo"]).name  # matched to one
+    assert op["statistic"] == "zscore" and op["photo"]["fpr_target"] == 0.05
     assert op["run"] == str(tiny["run"]) and op["catalog"] == str(tiny["catalog"])
     assert op["skipped"] == {"broken.jpg": "corrupt", "notes.txt": "not_an_image"}
-    assert op["counts"]["photos"] == 6 and op["counts"]["encounters"] == 3
+    assert op["counts"]["photos_scored"] == 6 and sum(op["counts"]["encounter"].values()) == 3
     for lvl in ("photo", "encounter"):
         point = op["levels"][lvl]
-        assert {"threshold", "tpr", "fpr", "auroc", "separable", "counts"} <= set(point)
+        assert {"threshold", "threshold_p", "tpr", "fpr", "auroc", "separable"} <= set(point)
         assert all(len(point[m]) == 3 for m in ("tpr", "fpr", "auroc"))
         assert point["counts"]["new_individuals"] == 3  # the run's reference whales
         assert point["counts"]["known_individuals"] == 6  # catalog whales with 2+ encounters
+        assert op[lvl]["threshold_p"] == point["threshold_p"] and len(op[lvl]["eval_tpr_ci95"]) == 2
     with pytest.raises(SystemExit) as exc:  # a folder with results is kept
         discriminate(tiny, tmp_path / "out")
     assert exc.value.code == 2
@@ -229,21 +240,49 @@ def test_undecided_unless_the_point_separates_or_decisions_are_forced(tiny, monk
     real = reid_discriminate.operating_point
 
     def planted(separable: bool):
-        return lambda *a, **k: {**real(*a, **k), "separable": separable}
+        return lambda *a, **k: {**real(*a, **k), "separable": separable, "why_not": "planted"}
 
     monkeypatch.setattr(reid_discriminate, "operating_point", planted(False))
-    photos, encs, op = discriminate(tiny, None)
-    assert {r["decision"] for r in photos if r["status"] == "ok"} == {"undecided"}
-    assert {r["decision"] for r in encs} == {"undecided"}
-    assert len(op["warnings"]) == 2 and "cannot separate" in capsys.readouterr().err
-    photos, _, op = discriminate(tiny, None, "--force_decisions", "true")
-    assert {r["decision"] for r in photos if r["status"] == "ok"} <= {"known", "new"}
-    assert "deciding anyway" in op["warnings"][0]
+    photos, encs, _, op = discriminate(tiny, None)
+    assert {r["decision"] for r in photos if r["decision"] != "skipped"} == {"undecided"}
+    assert {r["decision"] for r in encs if r["n_photos"] != "0"} == {"undecided"}
+    assert len(op["warnings"]) == 2 and op["warning"] in capsys.readouterr().err
+    photos, _, _, op = discriminate(tiny, None, "--force_decisions")
+    assert {r["decision"] for r in photos if not r["flag"]} <= {"known", "new"}
+    assert "deciding anyway" in op["warnings"][0] and op["forced"] is True
     monkeypatch.setattr(reid_discriminate, "operating_point", planted(True))
-    photos, encs, op = discriminate(tiny, None, "--threshold", "1.5")
-    assert op["warnings"] == [] and op["levels"]["photo"]["threshold"] == 1.5
-    for r in [r for r in photos if r["status"] == "ok"] + encs:
-        if abs(float(r["score"]) - 1.5) > 1e-3:  # the CSV rounds to 3 decimals
-            assert r["decision"] == ("known" if float(r["score"]) > 1.5 else "new")
+    photos, encs, _, op = discriminate(tiny, None, "--threshold", "1.5")
+    assert op["warning"] is None and op["levels"]["photo"]["threshold"] == 1.5
+    tau = op["photo"]["threshold_p"]
+    for r in [r for r in photos if r["decision"] != "skipped" and not r["flag"]]:
+        if abs(float(r["p_known"]) - tau) > 1e-3:  # the CSV rounds to 3 decimals
+            assert r["decision"] == ("known" if float(r["p_known"]) > tau else "new")
     outs = sorted(p.name for p in (tiny["run"] / "discriminate").iterdir())
     assert outs == ["new", "new-1", "new-2"]  # fresh folders, nothing overwritten
+
+
+# ---- the flags ---------------------------------------------------------------------------------
+def test_viewpoint_and_out_of_distribution_flags(tmp_path):
+    """A query of a viewpoint the compared catalog lacks is flagged ``viewpoint``; one farther
+    from every catalog photo than 99% of the reference whales' photos ``out_of_distribution``."""
+    from types import SimpleNamespace
+
+    from experiments.reid_discriminate import photo_flags
+
+    (tmp_path / "metadata.csv").write_text(
+        "image_id,path,viewpoint,whale_id,encounter_id\n"
+        "a,images/a.jpg,top,w1,e1\nb,images/b.jpg,left,w2,e2\n"
+    )
+    catalog = Photos(unit(0.0, 0.1), np.array(["w1", "w2"]), np.array(["e1", "e2"]))
+    ref = Photos(unit(0.2, 0.3, 0.4), np.array(["r1", "r2", "r3"]), np.array(["x", "y", "z"]))
+    queries = Photos(unit(0.05, 0.05, 2.5), np.array(["", "", ""]), np.array(["q", "q", "q"]))
+    a = SimpleNamespace(catalog=str(tmp_path), viewpoint="top")
+    flag, note, floor = photo_flags(a, queries, catalog, ref, ["top", "left", ""])
+    assert list(flag) == ["", "viewpoint", "out_of_distribution"]
+    assert "viewpoint left" in note[1] and "top" in note[1]
+    assert floor == pytest.approx(np.quantile(np.cos([0.1, 0.2, 0.3]), 0.01))
+    a = SimpleNamespace(catalog=str(tmp_path), viewpoint=None)  # every viewpoint compared
+    assert list(photo_flags(a, queries, catalog, ref, ["top", "left", ""])[0])[:2] == ["", ""]
+    (tmp_path / "metadata.csv").write_text("image_id,path,whale_id,encounter_id\n")
+    a = SimpleNamespace(catalog=str(tmp_path), viewpoint="top")  # no viewpoint column: no check
+    assert photo_flags(a, queries, catalog, ref, ["left"] * 3)[0][1] == ""

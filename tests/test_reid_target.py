@@ -5,6 +5,7 @@ embedding stand-in whose embeddings are known."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 
 import numpy as np
@@ -56,7 +57,9 @@ def target_run(tmp_path, scores: dict[str, float]):
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows(rows)
-    (tmp_path / "split_manifest.json").write_text(json.dumps({"roots": {"main": str(tmp_path)}}))
+    digest = hashlib.sha256((tmp_path / "split_manifest.csv").read_bytes()).hexdigest()
+    header = {"roots": {"main": str(tmp_path)}, "hash": digest}
+    (tmp_path / "split_manifest.json").write_text(json.dumps(header))
     att = tmp_path / "attacks" / "yeom"
     att.mkdir(parents=True)
     ids = [r["sample_id"] for r in rows if r["set"] == "eval"]

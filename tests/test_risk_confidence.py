@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 
-from attacks.confidence import balanced_accuracy, bootstrap_groups, ci_summary, ci_table
+from attacks.confidence import balanced_accuracy, bootstrap_groups, ci_summary
+from attacks.report_tables import ci_table
 from attacks.risk import most_exposed, ranks, risk_rows, write_risk_csv
 
 
@@ -30,7 +32,12 @@ def test_risk_csv_and_most_exposed(tmp_path):
     back = list(csv.DictReader(path.open()))
     assert [r["file"] for r in back] == ["a.jpg", "b.jpg", "c.jpg"]
     md = most_exposed(rows, top=1)
-    assert "| a.jpg | w1 | member | 0.000 |" in md and "| w1 | member | 2 |" in md
+    cells = [[c.strip() for c in ln.split("|")[1:-1]] for ln in md.splitlines() if ln[:2] == "| "]
+    assert ["a.jpg", "w1", "member", "0.000"] in cells and ["w1", "2", "0.500"] in cells
+    # the non-member c.jpg is no exposed member: it is listed apart, as a false alarm
+    exposed, alarms = md.split("false alarms**")
+    assert "c.jpg" not in exposed and ["c.jpg", "w2", "nonmember", "0.750"] in cells
+    assert "a.jpg" not in alarms
 
 
 def test_ci_summary_counts_and_groups():
@@ -39,11 +46,12 @@ def test_ci_summary_counts_and_groups():
     ident = np.array(["a", "a", "b", "c", "d", "d"])
     assert balanced_accuracy(s, y, 0.45) == (2 / 3 + 2 / 3) / 2
     r = ci_summary(s, y, 0.45, ident, n_boot=200)
-    assert abs(r["auc"][0] - 8 / 9) < 1e-6  # torchmetrics computes in float32
+    assert abs(r["auc"][0] - 8 / 9) < 1e-12  # sklearn: exact in float64
     assert r["auc"][1] <= r["auc"][0] <= r["auc"][2]
     assert (r["n_members"], r["n_nonmembers"], r["n_individuals"]) == (3, 3, 4)
     assert r["min_fpr"] == 1 / 3
-    assert "| x | 0.889" in ci_table({"x": r})
+    table = ci_table({}, {"x": r})
+    assert re.search(r"\| x +\| 0\.889 \[", table) and "n/a¹ (n=3)" in table
     # an individual with both classes (the sample level) is resampled as two groups
     mixed = bootstrap_groups(np.array(["a", "a", "b"]), np.array([1, 0, 0]))
     assert list(mixed) == ["a|member", "a|nonmember", "b|nonmember"]

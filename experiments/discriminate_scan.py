@@ -1,0 +1,100 @@
+"""The files under ``cli.py discriminate --images``: which are photos, which cannot be read, and
+the encounter (and, when given, the viewpoint) of each, readable or not. Torch-free."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+
+from datamodules.errors import DataError
+from datamodules.image_check import check_images
+
+IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+#: the ``flag`` of a file that was not scored, by the reason :func:`scan` gives
+SKIP_FLAGS = {"corrupt": "unreadable", "not_an_image": "not_image"}
+
+
+def scan(
+    folder: Path, skip: set[Path] | None = None, unreadable: str = "skip"
+) -> tuple[list[Path], dict[Path, str]]:
+    """Readable images under ``folder`` and ``{path: status}`` for the rest (sorted paths):
+    ``not_an_image`` (by extension) or ``corrupt`` (does not decode).
+
+    Hidden files and the paths in ``skip`` (e.g. the groups CSV) are ignored. A corrupt image
+    raises DataError with ``unreadable="error"``.
+    """
+    skip = {q.resolve() for q in (skip or set())}
+    images, bad = [], {}
+    for p in sorted(q for q in folder.rglob("*") if q.is_file()):
+        if p.name.startswith(".") or p.resolve() in skip:
+            continue
+        if p.suffix.lower() not in IMAGE_EXT:
+            bad[p] = "not_an_image"
+            continue
+        images.append(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the skipped files are listed in photos.csv instead
+        good, unreadable_files = check_images(images, unreadable, option="--unreadable")
+    bad.update(dict.fromkeys(unreadable_files, "corrupt"))
+    return good, dict(sorted(bad.items()))
+
+
+def read_groups(groups_csv: Path, folder: Path) -> tuple[dict[Path, str], dict[Path, str]]:
+    """``({photo: group}, {photo: viewpoint})`` of a ``--groups`` CSV (columns ``image``,
+    ``group``, optional ``viewpoint``); image paths relative to ``folder``."""
+    if not Path(groups_csv).is_file():
+        raise DataError(f"--groups {groups_csv}: file not found")
+    with Path(groups_csv).open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "image" not in rows[0] or "group" not in rows[0]:
+        raise DataError(
+            f"--groups {groups_csv}: needs columns 'image' and 'group' (and optionally 'viewpoint')"
+        )
+    groups = {(folder / r["image"]).resolve(): r["group"] for r in rows}
+    views = {(folder / r["image"]).resolve(): r.get("viewpoint") or "" for r in rows}
+    return groups, views
+
+
+def capture_groups(paths: list[Path], gap_minutes: float) -> tuple[dict, dict]:
+    """``({photo: encounter}, {photo: note})`` by capture time (:mod:`datamodules.capture_time`;
+    a photo without a readable time is alone, with a note)."""
+    try:
+        from datamodules.capture_time import group_by_capture_time
+    except ImportError as err:  # written by another module; say so instead of a traceback
+        raise DataError(
+            f"--capture_gap {gap_minutes}: grouping by capture time is not available ({err}); "
+            "use encounter subfolders or --groups"
+        ) from err
+    out = group_by_capture_time(paths, gap_minutes)
+    return out if isinstance(out, tuple) else (out, {})
+
+
+def encounters_of(
+    paths: list[Path],
+    folder: Path,
+    groups_csv: Path | None = None,
+    capture_gap: float | None = None,
+) -> tuple[dict[Path, str], dict[Path, str], dict[Path, str]]:
+    """``({path: encounter}, {path: viewpoint}, {path: note})`` of every file ``paths``.
+
+    The encounter is the ``--groups`` CSV's group, else the first subfolder under ``folder``;
+    loose photos are grouped by capture time (``capture_gap`` minutes) when it is given (the note
+    says when a photo has no readable time), else each is its own encounter (named by its path;
+    a loose file that is not an image has none, ``""``). Viewpoints come from ``--groups``.
+    """
+    groups, views = read_groups(groups_csv, folder) if groups_csv else ({}, {})
+    enc: dict[Path, str] = {}
+    notes: dict[Path, str] = dict.fromkeys(paths, "")
+    for p in paths:
+        rel = p.relative_to(folder)
+        enc[p] = groups.get(p.resolve()) or (rel.parts[0] if len(rel.parts) > 1 else "")
+    loose = [p for p in paths if not enc[p] and p.suffix.lower() in IMAGE_EXT]
+    if loose and capture_gap is not None:
+        timed, why = capture_groups(loose, capture_gap)
+        enc.update({p: str(timed.get(p) or "") for p in loose})
+        notes.update({p: str(why.get(p) or "") for p in loose})
+    for p in paths:  # a loose photo is its own encounter; a loose non-image file has none
+        if p.suffix.lower() in IMAGE_EXT:
+            enc[p] = enc[p] or str(p.relative_to(folder))
+    return enc, {p: views.get(p.resolve(), "") for p in paths}, notes
