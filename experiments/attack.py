@@ -27,7 +27,7 @@ from attacks.signals import balanced, membership, subset
 from datamodules.errors import DataError
 from experiments.attack_results import encounter_figures  # noqa: F401  (re-exported)
 from experiments.attack_settings import AttackSettings
-from experiments.config_files import command_parser
+from experiments.config_files import command_parser, parse_options
 
 if TYPE_CHECKING:  # torch, Lightning, xgboost and ART load when an attack runs, not for --help
     from experiments.run_loggers import RunLoggers
@@ -297,13 +297,15 @@ def check_sources(ctx: RunContext, s: AttackSettings) -> None:
 def attack_output(folder: Path, s: AttackSettings) -> Path:
     """Where the results go: a fresh ``attacks[-K]`` folder, or the named ``output`` (refused
     when it exists, unless ``overwrite`` or an ensemble job-array/reuse step adds to it)."""
-    from experiments.outputs import claim, fresh_name
+    from experiments.outputs import claim, fresh_name, make_output_dir
 
     if s.output is None:
-        return fresh_name(folder, "attacks", "")
-    out = folder / s.output
+        return make_output_dir(fresh_name(folder, "attacks", ""))
     adds = s.ensemble.subsets is not None or s.ensemble.reuse
-    return claim(out, overwrite=s.overwrite or adds)
+    out = claim(folder / s.output, overwrite=s.overwrite or adds)
+    for finished in ("report.md", "summary.json"):  # --overwrite: never a stale finished report
+        (out / finished).unlink(missing_ok=True)
+    return make_output_dir(out)  # removed again if the attacks fail or are interrupted
 
 
 def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=print) -> dict:
@@ -317,12 +319,7 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
     t_start = time.perf_counter()
     ctx = RunContext.open(run, s.device)
     check_sources(ctx, s)  # before anything is written
-    from experiments.outputs import make_output_dir
-
     out = attack_output(ctx.folder, s)
-    for finished in ("report.md", "summary.json"):  # --overwrite: never a stale finished report
-        (out / finished).unlink(missing_ok=True)
-    make_output_dir(out)  # removed again if the attacks fail or are interrupted
     log(f"attack results: {out}")
     (out / "attack_config.json").write_text(json.dumps(asdict(s), indent=2))
     torch.manual_seed(s.seed)
@@ -392,7 +389,7 @@ def parser():
 def main(argv: list[str]) -> dict:
     """Entry point of ``python cli.py attack``."""
     p = parser()
-    cfg = p.parse_args(argv)
+    cfg = parse_options(p, argv)
     inst = p.instantiate_classes(cfg)
     settings = AttackSettings(**{k: inst[k] for k in AttackSettings.__dataclass_fields__})
     torchrun = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -81,7 +81,7 @@ def parse_options(parser, argv: list[str]):
 
     parser.exit_on_error = False
     try:
-        return parser.parse_args(argv)
+        return parser.parse_args(bare_flags(parser, argv))
     except ArgumentError as err:
         msg = " ".join(str(err).split())
         key = re.match(r'Parser key "(\w+)"', msg)
@@ -91,3 +91,21 @@ def parse_options(parser, argv: list[str]):
             names = choices.group(1).replace("'", "")
             raise DataError(f"--{key.group(1)} {got.group(1)}: choose one of {names}") from None
         raise DataError(msg) from None
+
+
+def bare_flags(parser, argv: list[str]) -> list[str]:
+    """``argv`` with ``true`` after each boolean option given bare (``--overwrite`` followed by
+    another option or by nothing), for the boolean fields of settings dataclasses, which
+    jsonargparse otherwise reads only with a value."""
+    flags = {
+        opt
+        for action in parser._actions
+        if getattr(action, "_typehint", None) is bool
+        for opt in action.option_strings
+    }
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg in flags and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+            out.append("true")
+    return out

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.errors import DataError
-from experiments.config_files import command_parser, parse_options
+from experiments.config_files import add_flag, command_parser, parse_options
 from experiments.onnx_target import (
     FORMAT,
     INFO_FILE,
@@ -41,7 +41,7 @@ from experiments.onnx_target import (
     signals_from_outputs,
     transform_settings,
 )
-from experiments.outputs import atomic_path, write_json
+from experiments.outputs import atomic_path, make_output_dir, write_json
 from experiments.runs import RunContext
 
 #: largest logit/embedding difference (times max(1, largest |logit|)) an export may have
@@ -186,8 +186,8 @@ def export_target(ctx: RunContext, *, check_photos: int = 16) -> dict:
             f"(model.init_args.arch {ctx.model_args.get('arch')!r}: {first}); put this run's own "
             "checkpoint back or re-run the fit."
         ) from None
+    folder = make_output_dir(bundle_dir(ctx.folder))  # a place it cannot write fails here
     final_signals(ctx)  # discriminate calibrates on them; extracted once, with torch
-    folder = bundle_dir(ctx.folder)
     with atomic_path(folder / MODEL_FILE) as tmp:
         write_graph(model, ctx.image_size, tmp)
         sess = session(tmp)
@@ -231,7 +231,7 @@ def export(run: str | Path, *, check_photos: int = 16, force: bool = False, log=
     info, why = bundle_info(ctx)
     if info is not None and not force:
         log(
-            f"{bundle_dir(ctx.folder)} is up to date for {ctx.checkpoint} (--force true writes it again)"
+            f"{bundle_dir(ctx.folder)} is up to date for {ctx.checkpoint} (--force writes it again)"
         )
         return info
     info = export_target(ctx, check_photos=check_photos)
@@ -246,7 +246,7 @@ def parser():
     p.add_argument(
         "--check_photos", type=int, default=16, help="run photos compared between torch and ONNX"
     )
-    p.add_argument("--force", type=bool, default=False, help="write the bundle even if up to date")
+    add_flag(p, "force", "write the bundle even if up to date")
     return p
 
 

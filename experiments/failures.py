@@ -33,8 +33,8 @@ from experiments import interrupts, outputs
 PLACE_ERRORS = {
     errno.ENOSPC: "the disk is full; free some space or write elsewhere",
     errno.EDQUOT: "the disk quota is used up; free some space or write elsewhere",
-    errno.EROFS: "the file system is read-only; choose a writable place (--output)",
-    errno.EACCES: "permission denied; choose a place you may write to (--output) or fix its mode",
+    errno.EROFS: "the file system is read-only; write elsewhere (--output) or make it writable",
+    errno.EACCES: "permission denied; write elsewhere (--output) or fix the folder's mode",
     errno.EPERM: "operation not permitted; choose another place (--output) or fix its owner/mode",
 }
 

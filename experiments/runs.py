@@ -300,14 +300,8 @@ def final_signals(ctx: RunContext, force: bool = False, cached: bool = False) ->
     per = (time.perf_counter() - t0) / max(1, len(ctx.rows))
     world = rank_world()[1]
     if is_rank_zero():
-        save_signals(path, sig)
-        info = {
-            "seconds_per_sample": per,
-            "device": ctx.device,
-            "world_size": world,
-            "checkpoint": source,
-        }
-        write_json(timing, info)
+        info = {"seconds_per_sample": per, "device": ctx.device, "world_size": world}
+        cache_signals(path, sig, {**info, "checkpoint": source})
     if world > 1:
         torch.distributed.barrier()  # the files exist for every rank once it returns
     return sig, per
@@ -336,3 +330,23 @@ def extract_distributed(run: str | Path, device: str | None = None) -> bool:
     finally:
         dist.destroy_process_group()
     return rank == 0
+
+
+def cache_signals(path: Path, sig: dict, info: dict) -> bool:
+    """Write ``final.npz`` and ``final_timing.json``; a run folder that cannot be written
+    (read-only, no permission) keeps the signals in memory instead, with a note on stderr, so
+    commands that write elsewhere (``discriminate --output``) still work. Returns whether the
+    cache was written."""
+    import errno
+    import sys
+
+    try:
+        save_signals(path, sig)
+        write_json(path.with_name("final_timing.json"), info)
+        return True
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        print(f"note: {path.parent} cannot be written ({exc.strerror}); signals kept in memory",
+              file=sys.stderr)  # fmt: skip
+        return False
