@@ -32,6 +32,9 @@ def write_once(root: str | Path, settings: dict, fill: Callable[[Path], None], w
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".generating-", dir=root.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes an owner-only folder; follow the umask
     try:
         fill(tmp)
         (tmp / "synthetic.json").write_text(json.dumps(settings, indent=2))

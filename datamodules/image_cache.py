@@ -145,7 +145,7 @@ class ImageCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:12]}-", suffix=".tmp", dir=path.parent)
             with os.fdopen(fd, "wb") as fh:
-                os.fchmod(fh.fileno(), 0o644)
+                os.fchmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp: owner-only
                 np.save(fh, arr, allow_pickle=False)
             os.replace(tmp, path)
             tmp = None
@@ -194,3 +194,10 @@ def prune(root: str | Path, keep: Iterable[str], *, tmp_older_than_s: float = 36
                 except FileNotFoundError:
                     pass
     return removed
+
+
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
