@@ -42,17 +42,36 @@ def scan(
 
 def read_groups(groups_csv: Path, folder: Path) -> tuple[dict[Path, str], dict[Path, str]]:
     """``({photo: group}, {photo: viewpoint})`` of a ``--groups`` CSV (columns ``image``,
-    ``group``, optional ``viewpoint``); image paths relative to ``folder``."""
+    ``group``, optional ``viewpoint``); image paths relative to ``folder`` and inside it. Cells
+    are cleaned as catalog cells are (:func:`datamodules.cells.clean_cell`); an empty image or
+    group, a path outside ``folder`` or one image in two groups is refused with its line."""
+    from datamodules.cells import clean_cell, refuse_duplicate_columns
+
     if not Path(groups_csv).is_file():
         raise DataError(f"--groups {groups_csv}: file not found")
-    with Path(groups_csv).open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or "image" not in rows[0] or "group" not in rows[0]:
-        raise DataError(
-            f"--groups {groups_csv}: needs columns 'image' and 'group' (and optionally 'viewpoint')"
-        )
-    groups = {(folder / r["image"]).resolve(): r["group"] for r in rows}
-    views = {(folder / r["image"]).resolve(): r.get("viewpoint") or "" for r in rows}
+    with Path(groups_csv).open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = refuse_duplicate_columns(next(reader, []), groups_csv)
+        if "image" not in header or "group" not in header:
+            raise DataError(
+                f"--groups {groups_csv}: needs columns 'image' and 'group' (and optionally "
+                "'viewpoint')"
+            )
+        groups, views = {}, {}
+        for cells in reader:
+            where = f"--groups {groups_csv}, line {reader.line_num}"
+            if len(cells) != len(header):
+                raise DataError(f"{where}: {len(cells)} cells for {len(header)} columns")
+            row = dict(zip(header, cells))
+            image = clean_cell(row["image"], source=where, column="image", required=True)
+            group = clean_cell(row["group"], source=where, column="group", required=True)
+            path = (folder / image).resolve()
+            if not path.is_relative_to(folder.resolve()):
+                raise DataError(f"{where}: image {image!r} is outside --images {folder}")
+            if groups.get(path, group) != group:
+                raise DataError(f"{where}: image {image!r} is in two groups ({groups[path]!r})")
+            groups[path] = group
+            views[path] = clean_cell(row.get("viewpoint"), source=where, column="viewpoint")
     return groups, views
 
 

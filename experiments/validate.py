@@ -63,6 +63,27 @@ def check_positive(cfg, keys=POSITIVE) -> None:
             raise DataError(f"{key}={value!r}: must be a positive integer (1 or more).")
 
 
+def check_learning_rates(cfg) -> None:
+    """Every learning rate of the model's settings (``lr``, ``*_lr``, ``lr_*``; the optimizer's
+    too) is a positive finite number (a rate so large that training diverges is stopped by the
+    fit's non-finite-loss check instead)."""
+    model = _get(cfg, "model.init_args") or {}
+    optimizer = _get(model, "optimizer.init_args") or {}
+    found = [(f"model.init_args.{k}", k, v) for k, v in dict(model).items()]
+    found += [
+        (f"model.init_args.optimizer.init_args.{k}", k, v) for k, v in dict(optimizer).items()
+    ]
+    for key, name, value in found:
+        is_rate = name == "lr" or name.endswith("_lr") or name.startswith("lr_")
+        if not is_rate or value is None or name.startswith("lr_sched"):
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not 0 < value < float("inf"):
+            raise DataError(
+                f"{key}={value!r}: a learning rate must be a positive number, e.g. 3e-4."
+            )
+
+
 def check_image_sizes(cfg, keys=IMAGE_SIZES, limits=IMAGE_SIZE_LIMITS) -> None:
     """Every set key of ``keys`` holds an integer within ``limits`` (pixels)."""
     low, high = limits
@@ -196,6 +217,7 @@ def check_fit_config(cfg, subcommand: str = "fit") -> None:
     instantiated; the training-batch check only for ``fit``."""
     check_positive(cfg)
     check_image_sizes(cfg)
+    check_learning_rates(cfg)
     check_trainer(_get(cfg, "trainer"))
     check_accelerator(_get(cfg, "trainer"))
     check_arch(_get(cfg, "model"))

@@ -143,3 +143,20 @@ def test_an_unknown_key_still_gets_the_closest_one():
     msg = str(config_key_error(text, ["--data.init_args.loader.imagesize", "3"]))
     assert msg.startswith("config key 'data.init_args.loader.imagesize' is not an option.")
     assert "Did you mean data.init_args.loader.image_size?" in msg
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("model.init_args.optimizer.init_args.lr", "-1"),
+        ("model.init_args.optimizer.init_args.lr", "0"),
+    ],
+)
+def test_a_learning_rate_must_be_positive(key, value, capsys):
+    import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["fit", "--config", "demo.yaml", f"--{key}", value])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and err[-1].startswith(f"error: {key}=")
+    assert "a learning rate must be a positive number" in err[-1]

@@ -67,7 +67,7 @@ def test_a_non_finite_loss_stops_the_fit_and_keeps_the_last_good_checkpoint(
 
 @pytest.mark.slow
 def test_a_fit_at_chance_says_so_and_records_it(tmp_path, tiny_args, capsys, one_thread):
-    args = [*tiny_args(tmp_path, epochs=1), "--model.init_args.optimizer.init_args.lr", "0.0"]
+    args = [*tiny_args(tmp_path, epochs=1), "--model.init_args.optimizer.init_args.lr", "1e-12"]
     code, out, _ = run_fit(args, capsys)
     assert code == 0
     health = json.loads((tmp_path / "logs" / "run" / "version_0" / "fit_health.json").read_text())
