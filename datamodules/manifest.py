@@ -56,6 +56,11 @@ def write_manifest(folder: Path, rows: list[dict], header: dict, columns: Sequen
                 f"{str(old.get('hash', '?'))[:12]} vs {digest[:12]}). Resume with the same data "
                 "config and seed, or start a new run."
             )
+        if header.get("roots") and old.get("roots") != header["roots"]:
+            # the same split read from a catalog that moved (a resume allowed to change
+            # data.root): later commands must look for the photos where they are now
+            moved = {**old, "roots": header["roots"], "roots_before": old.get("roots")}
+            _atomic_write(json_path, json.dumps(moved, indent=2, default=str))
         return csv_path
     _atomic_write(csv_path, text)
     _atomic_write(json_path, json.dumps({**header, "hash": digest}, indent=2, default=str))

@@ -298,6 +298,7 @@ def main(argv: list[str], from_sys: bool = False) -> None:
     saved_argv = sys.argv
     sys.argv = saved_argv[:1] + argv if from_sys else saved_argv[:1]
     SuiteCLI.new_run_dir = None
+    before = resumed_run_files(argv)
     try:
         init = {"save_dir": DEFAULT_ROOT, "name": config_stem(argv), "default_hp_metric": False}
         suite_cli(None if from_sys else argv, logger={"class_path": TENSORBOARD, "init_args": init})
@@ -305,8 +306,10 @@ def main(argv: list[str], from_sys: bool = False) -> None:
     except ArgumentError as exc:
         raise config_key_error(str(exc), argv) from None
     except Exception as exc:
-        # any failure: a run folder this fit created and that holds no checkpoint goes
+        # any failure: a run folder this fit created and that holds no checkpoint goes, and a
+        # resume that failed before its first checkpoint leaves the run folder as it found it
         remove_half_made(SuiteCLI.new_run_dir)
+        restore_resumed_run(before)
         cause = data_error_in(exc)  # jsonargparse wraps a DataError raised in a constructor
         if cause is not None and cause is not exc:
             raise cause from None
@@ -320,6 +323,29 @@ def main(argv: list[str], from_sys: bool = False) -> None:
         raise interrupts.Interrupted(signum, resume_hint(SuiteCLI.new_run_dir, argv)) from None
     finally:
         sys.argv = saved_argv
+
+
+def resumed_run_files(argv: list[str]) -> tuple[Path, dict[Path, float]] | None:
+    """``(run folder, {file: mtime})`` of the run a ``--ckpt_path <run>/checkpoints/x.ckpt``
+    resumes (None when the fit starts a new run)."""
+    ckpt = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--ckpt_path"), None)
+    if not ckpt or Path(ckpt).parent.name != "checkpoints":
+        return None
+    run = Path(ckpt).resolve().parent.parent
+    return run, {p: p.stat().st_mtime for p in run.rglob("*") if p.is_file()}
+
+
+def restore_resumed_run(before: tuple[Path, dict[Path, float]] | None) -> None:
+    """Remove what a failed resume added to its run folder while no checkpoint changed (its
+    event file, a config_resume_K.yaml): the folder stays as the interrupted fit left it."""
+    if before is None:
+        return
+    run, files = before
+    now = {p: p.stat().st_mtime for p in run.rglob("*") if p.is_file()}
+    if any(p.suffix == ".ckpt" and files.get(p) != t for p, t in now.items()):
+        return  # it trained and saved: what it wrote belongs to the run now
+    for path in set(now) - set(files):
+        path.unlink(missing_ok=True)
 
 
 def data_error_in(exc: BaseException) -> DataError | None:
@@ -341,9 +367,15 @@ def resume_hint(run_dir: Path | None, argv: list[str]) -> str:
 
 def remove_half_made(run_dir: Path | None) -> None:
     """Delete a run folder this process created when it holds no checkpoint yet (a fit that
-    failed on bad input before training): no half-made run folder is left behind."""
+    failed on bad input before training), and the logger's folders above it that it leaves
+    empty: no half-made run folder is left behind."""
     if run_dir is None or not run_dir.is_dir() or any(run_dir.glob("checkpoints/*.ckpt")):
         return
     import shutil
 
     shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in list(run_dir.parents)[:2]:  # the logger's name and save_dir folders, if empty
+        try:
+            parent.rmdir()
+        except OSError:
+            break

@@ -64,8 +64,8 @@ def check_positive(cfg, keys=POSITIVE) -> None:
 
 
 def check_learning_rates(cfg) -> None:
-    """Every learning rate of the model's settings (``lr``, ``*_lr``, ``lr_*``; the optimizer's
-    too) is a positive finite number (a rate so large that training diverges is stopped by the
+    """Every learning rate of the model's settings (``lr``, ``*_lr``; the optimizer's too) is a
+    positive finite number (a rate so large that training diverges is stopped by the
     fit's non-finite-loss check instead)."""
     model = _get(cfg, "model.init_args") or {}
     optimizer = _get(model, "optimizer.init_args") or {}
@@ -74,8 +74,7 @@ def check_learning_rates(cfg) -> None:
         (f"model.init_args.optimizer.init_args.{k}", k, v) for k, v in dict(optimizer).items()
     ]
     for key, name, value in found:
-        is_rate = name == "lr" or name.endswith("_lr") or name.startswith("lr_")
-        if not is_rate or value is None or name.startswith("lr_sched"):
+        if not (name == "lr" or name.endswith("_lr")) or value is None:
             continue
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or not 0 < value < float("inf"):

@@ -6,7 +6,6 @@ same as their plain equivalents."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -16,37 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-import cli
 from datamodules.catalogs import FolderReader, HappywhaleReader, NoaaReader
 from datamodules.image_check import check_images
 from datamodules.images import load_rgb
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root``."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
-def refused(capsys, argv: list[str], root: Path, *names: str) -> str:
-    """Run ``cli.main(argv)``: exit 2, one ``error:`` line naming each of ``names``, no
-    traceback, and no file under ``root`` added, removed or changed."""
-    before = snapshot(root)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    err = capsys.readouterr().err
-    assert exc.value.code == 2, err
-    assert "Traceback" not in err and "weights_only=False" not in err, err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, err
-    for name in names:
-        assert name in lines[0], lines[0]
-    assert snapshot(root) == before
-    return lines[0]
+from tests.cli_checks import refused
 
 
 # ---- a NOAA catalog and fit arguments that fail before any training --------------------------

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import cli
 from datamodules.catalogs import (
     Catalog,
     FolderReader,
@@ -21,6 +20,7 @@ from datamodules.catalogs import (
 from datamodules.cells import parse_date
 from datamodules.errors import DataError
 from datamodules.splits import SplitSettings, plan_splits
+from tests.cli_checks import one_error_line as refused
 
 
 def rewrite(path: Path, edit) -> None:
@@ -38,17 +38,6 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
     msg = str(exc.value)
     assert "\n" not in msg and "\r" not in msg, msg
     return msg
-
-
-def refused(argv: list[str], capsys) -> str:
-    """Run ``cli.main(argv)``: exit status 2 and one ``error:`` line, the last of stderr."""
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    assert exc.value.code == 2
-    lines = capsys.readouterr().err.rstrip().splitlines()
-    assert lines and lines[-1].startswith("error: "), lines
-    assert sum(line.startswith("error:") for line in lines) == 1, lines
-    return lines[-1]
 
 
 def catalog_fit_args(tmp: Path, root: Path, reader: str, tiny_args, *extra: str) -> list[str]:

@@ -16,18 +16,9 @@ import pytest
 import cli
 from datamodules.errors import DataError
 from experiments import interrupts, outputs
+from tests.cli_checks import ending
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def ending(argv, capsys) -> tuple[int, list[str]]:
-    """Exit status of ``cli.main(argv)`` and its non-empty stderr lines."""
-    try:
-        cli.main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    return code, [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
 
 
 @pytest.fixture

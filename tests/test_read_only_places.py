@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import cli
+from tests.cli_checks import ending
 
 
 @pytest.fixture
@@ -28,15 +28,6 @@ def read_only_run(tmp_path, make_run_folder):
         yield view, run
     finally:
         subprocess.run(["umount", str(view)], capture_output=True)
-
-
-def ending(argv, capsys) -> tuple[int, list[str]]:
-    try:
-        cli.main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    return code, [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
 
 
 def photos(run: Path, out: Path) -> Path:

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import cli
 from datamodules.catalogs import FolderReader
 from datamodules.decode import load_rgb
 from datamodules.errors import DataError
@@ -20,17 +19,7 @@ from datamodules.image_check import check_images
 from datamodules.splits import SplitSettings
 from datamodules.whale import LoaderSettings, WhaleDataModule
 from experiments.validate import check_batch_norm, check_image_sizes
-
-
-def refused(argv: list[str], capsys) -> str:
-    """Run ``cli.main(argv)``: exit status 2 and one ``error:`` line, the last of stderr."""
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    assert exc.value.code == 2
-    lines = capsys.readouterr().err.rstrip().splitlines()
-    assert lines and lines[-1].startswith("error: "), lines
-    assert sum(line.startswith("error:") for line in lines) == 1, lines
-    return lines[-1]
+from tests.cli_checks import one_error_line as refused
 
 
 def no_run_folder(tmp: Path) -> bool:

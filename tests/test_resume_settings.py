@@ -9,7 +9,6 @@ anything is written; with ``--resume_changes true`` a data change is accepted, r
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import pytest
 import yaml
 
 import cli
+from tests.cli_checks import refused as refuse
+from tests.cli_checks import snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -40,29 +41,12 @@ def run(fitted, tmp_path) -> tuple[Path, list[str]]:
     return dest, [*args, "--ckpt_path", str(dest / "checkpoints" / "last.ckpt")]
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root``, by relative path (folders listed too)."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-    return out
-
-
 def refused(capsys, argv: list[str], run: Path, *names: str) -> str:
-    """Exit 2, one ``error:`` line naming each of ``names``, the run folder unchanged."""
-    before = snapshot(run)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert exc.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    for name in names:
-        assert name in lines[0], lines[0]
-    assert snapshot(run) == before
+    """Exit 2, one ``error:`` line naming each of ``names``, the run folder unchanged and no
+    new run beside it."""
+    line = refuse(capsys, argv, run, *names)
     assert not (run.parent / "version_1").exists()
-    return lines[0]
+    return line
 
 
 @pytest.mark.parametrize(
@@ -152,3 +136,12 @@ def test_a_resume_from_a_damaged_run_folder_is_refused(run, capsys, damage):
         path = folder / "config.yaml"
         path.write_text(path.read_text()[:200])
         refused(capsys, resume, folder, "config.yaml")
+
+
+def test_an_override_that_changes_the_split_is_refused_and_leaves_the_run_as_it_was(run, capsys):
+    """Accepted by the settings check (a data change, with the override), refused once the new
+    split differs from the run's manifest; the event file and config_resume_K.yaml the attempt
+    had written are gone again."""
+    folder, resume = run
+    argv = [*resume, "--data.init_args.split.seed", "3", "--resume_changes", "true"]
+    refused(capsys, argv, folder, "split_manifest.csv", "different split")

@@ -7,7 +7,6 @@ the run folder unchanged; or, for the signal files, extracted again from the che
 from __future__ import annotations
 
 import csv
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import cli
 from attacks.signals import load_signals, save_signals
 from datamodules.errors import DataError
 from datamodules.manifest import read_manifest
+from tests.cli_checks import refused, snapshot
 
 #: ``cli.py attack`` that only extracts the final signals (every attack off)
 ATTACK_OFF = ["--yeom.enabled", "false", "--salem.enabled", "false"]
@@ -50,33 +50,6 @@ def photos(base_run, tmp_path_factory) -> Path:
     for i, p in enumerate(sorted((base_run.parent / "cat").rglob("*.jpg"))[:4]):
         shutil.copy(p, out / "enc" / f"p{i}.jpg")
     return out
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root``, by relative path (folders listed too)."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-    return out
-
-
-def refused(capsys, argv: list[str], run: Path, *names: str) -> str:
-    """``cli.main(argv)`` exits 2 with one ``error:`` line naming each of ``names`` and no
-    traceback, and leaves every file of ``run`` as it was."""
-    before = snapshot(run)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    err = capsys.readouterr().err
-    assert exc.value.code == 2, err
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, err
-    for name in names:
-        assert name in lines[0], lines[0]
-    assert snapshot(run) == before
-    return lines[0]
 
 
 def commands(run: Path, photos: Path, tmp: Path) -> dict[str, list[str]]:
@@ -211,3 +184,19 @@ def test_another_architecture_s_weights_alone_are_one_line(run, photos, tmp_path
     """A checkpoint without hyper-parameters is caught when its weights are loaded."""
     other_checkpoint(run, hparams=False)
     refused(capsys, commands(run, photos, tmp_path)["export"], run, "last.ckpt", "resnet18")
+
+
+def test_a_resumed_split_from_a_moved_catalog_records_where_the_photos_are_now(tmp_path):
+    """The same split read from a catalog that moved (a resume allowed to change data.root):
+    the CSV and its hash stay, the JSON's roots follow the catalog."""
+    from datamodules.manifest import read_manifest, write_manifest
+
+    rows = [{"sample_id": 0, "file": "a/1.jpg", "identity": "a"}]
+    cols = ["sample_id", "file", "identity"]
+    write_manifest(tmp_path, rows, {"roots": {"main": "/old/catalog"}}, cols)
+    before = (tmp_path / "split_manifest.csv").read_bytes()
+    write_manifest(tmp_path, rows, {"roots": {"main": "/new/catalog"}}, cols)
+    _, header = read_manifest(tmp_path)
+    assert header["roots"] == {"main": "/new/catalog"}
+    assert header["roots_before"] == {"main": "/old/catalog"}
+    assert (tmp_path / "split_manifest.csv").read_bytes() == before

@@ -13,19 +13,9 @@ import cli
 from experiments.attack import parser as attack_parser
 from experiments.attack_settings import AttackSettings
 from experiments.validate import check_accelerator, config_key_error
+from tests.cli_checks import one_error_line as refused
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def refused(argv: list[str], capsys) -> str:
-    """Run ``cli.main(argv)``: exit status 2 and one ``error:`` line, the last of stderr."""
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    assert exc.value.code == 2
-    lines = capsys.readouterr().err.rstrip().splitlines()
-    assert lines and lines[-1].startswith("error: "), lines
-    assert sum(line.startswith("error:") for line in lines) == 1, lines
-    return lines[-1]
 
 
 # ---- cli.py attack ----------------------------------------------------------------------------
@@ -153,7 +143,6 @@ def test_an_unknown_key_still_gets_the_closest_one():
     ],
 )
 def test_a_learning_rate_must_be_positive(key, value, capsys):
-    import cli
 
     with pytest.raises(SystemExit) as info:
         cli.main(["fit", "--config", "demo.yaml", f"--{key}", value])
