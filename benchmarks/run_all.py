@@ -96,6 +96,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         smoke=("--steps", "1", "--warmup", "1", "--image-size", "32", "--batch-size", "2"),
     ),
     Benchmark("scale.py", "scale.json", smoke=("--sizes", "12", "24")),
+    Benchmark(
+        "knn_gallery.py",
+        "knn_gallery.json",
+        smoke=("--gallery", "2000", "--queries", "100", "--dim", "32"),
+    ),
 )
 
 #: the GPU figures (``--gpu-checks``; benchmarks/gpu_checks.sh runs them on CUDA)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attacks import open_set as osm
+from attacks.knn import nearest_cosine
 from attacks.signals import balanced, membership, subset
 from attacks.uncertainty import bootstrap_cis
 from datamodules.errors import DataError
@@ -80,7 +81,7 @@ class Scorer:
         """Cosine (N,) of each embedding to its nearest training photo."""
         if len(emb) == 0 or len(self.gallery) == 0:
             return np.full(len(emb), np.nan)
-        return osm.cosine(emb, self.gallery).max(1)
+        return nearest_cosine(emb, self.gallery)
 
     def class_scores(self, sig: dict) -> np.ndarray:
         """(N, C) candidate scores: softmax probabilities, or nearest-photo cosine per class."""

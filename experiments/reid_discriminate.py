@@ -42,6 +42,7 @@ from typing import Literal
 import numpy as np
 
 from attacks import open_set as osm
+from attacks.knn import nearest_cosine
 from attacks.reference_calibrated import STATISTICS
 from datamodules.catalogs import NoaaReader
 from datamodules.errors import DataError
@@ -148,8 +149,8 @@ def photo_flags(a, photos: Photos, catalog: Photos, ref: Photos, views: list) ->
     """``(flag (N,), note (N,), floor)``: ``out_of_distribution`` below the floor of
     :func:`~experiments.discriminate_decisions.ood_floor` on the reference whales' photos,
     ``viewpoint`` for a viewpoint the compared catalog lacks."""
-    floor = ood_floor(osm.cosine(ref.emb, catalog.emb).max(1))
-    nearest = osm.cosine(photos.emb, catalog.emb).max(1)
+    floor = ood_floor(nearest_cosine(ref.emb, catalog.emb))
+    nearest = nearest_cosine(photos.emb, catalog.emb)
     compared = catalog_viewpoints(a.catalog, a.viewpoint)
     flag, note = [], []
     for c, v in zip(nearest, views):
@@ -215,7 +216,7 @@ def prepare(a) -> tuple:
 
 def overlap(catalog: Photos, ref: Photos, cos: float = 0.999) -> list[str]:
     """A warning when reference photos are near-duplicates of catalog photos (``cos``)."""
-    n = int((osm.cosine(ref.emb, catalog.emb).max(1) > cos).sum())
+    n = int((nearest_cosine(ref.emb, catalog.emb) > cos).sum())
     if not n:
         return []
     return [

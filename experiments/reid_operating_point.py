@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from attacks import open_set as osm
+from attacks.knn import nearest_cosine
 from attacks.reference_calibrated import (
     calibrated_scores,
     encounter_embeddings,
@@ -58,9 +59,7 @@ def leave_encounter_out(queries: Photos, gallery: Photos) -> tuple[np.ndarray, n
         rows = queries.enc == e
         for w in np.unique(gallery.ident[same]):
             keep = (gallery.ident == w) & ~same
-            best = (
-                osm.cosine(queries.emb[rows], gallery.emb[keep]).max(1) if keep.any() else -np.inf
-            )
+            best = nearest_cosine(queries.emb[rows], gallery.emb[keep]) if keep.any() else -np.inf
             sims[rows, col[w]] = best
     return names, sims
 

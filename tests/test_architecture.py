@@ -167,6 +167,7 @@ TORCH_FREE = (
     "experiments.discriminate_tables",
     "experiments.discriminate_outputs",
     "experiments.run_checks",
+    "attacks.knn",
 )
 
 

@@ -228,3 +228,13 @@ def test_monitor_overhead_short_warmup(tmp_path):
     opt = torch.optim.SGD(model.net.parameters(), lr=0.1)
     _, n = run_epochs(model.net, opt, loader, 1, torch.device("cpu"), max_batches=2)
     assert n == 8
+
+
+def test_knn_gallery_smoke_finds_the_same_neighbours_as_the_full_matrix(tmp_path):
+    from benchmarks.knn_gallery import main
+
+    out = tmp_path / "knn.json"
+    rec = main(["--gallery", "2000", "--queries", "100", "--dim", "32", "--output", str(out)])
+    d = rec["details"]
+    assert d["same_neighbours"] is True and d["gallery"] == 2000 and d["queries"] == 100
+    assert d["blocked_peak_mib"] > 0 and d["full_peak_mib"] > 0 and rec["value"] > 0
