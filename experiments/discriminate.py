@@ -57,7 +57,7 @@ from experiments.discriminate_decisions import (
     ood_rule,
 )
 from experiments.discriminate_outputs import level_entry, one_warning, output_folder
-from experiments.discriminate_scan import IMAGE_EXT, encounters_of, scan  # noqa: F401
+from experiments.discriminate_scan import IMAGE_EXT, add_photo_options, encounters_of, scan  # noqa: F401
 from experiments.discriminate_scorer import (  # noqa: F401  (run_encounters, feature: public)
     AGGREGATE_CHOICES,
     ALIASES,
@@ -83,7 +83,6 @@ from experiments.runs import RunContext, is_embedding_target
 
 #: --engine: what scores the new photos (see :func:`open_target`)
 ENGINES = ("auto", "onnx", "torch")
-UNREADABLE = ("skip", "error")
 LEVELS = ("photo", "encounter")
 
 
@@ -271,7 +270,7 @@ def parser():
     """The ``cli.py discriminate`` argument parser (classifier runs)."""
     p = command_parser("discriminate", __doc__)
     p.add_argument("--run", type=str, required=True, help="finished run folder")
-    p.add_argument("--images", type=str, required=True, help="folder of new photos")
+    add_photo_options(p)
     p.add_argument(
         "--catalog",
         type=str | None,
@@ -285,18 +284,6 @@ def parser():
         help="score behind p_known (auto: cosine for embedding targets, else yeom)",
     )
     p.add_argument(
-        "--groups",
-        type=str | None,
-        default=None,
-        help="CSV with columns image, group[, viewpoint] (else: one subfolder per encounter)",
-    )
-    p.add_argument(
-        "--capture_gap",
-        type=float | None,
-        default=None,
-        help="minutes: group loose photos into encounters by capture time (EXIF)",
-    )
-    p.add_argument(
         "--aggregate",
         type=Literal[AGGREGATE_CHOICES],
         default="auto",
@@ -307,18 +294,6 @@ def parser():
     p.add_argument(
         "--threshold", type=float | None, default=None, help="p_known threshold (overrides --fpr)"
     )
-    p.add_argument(
-        "--output", "--out", type=str | None, default=None, help="output folder (default: fresh)"
-    )
-    add_flag(p, "overwrite", "write into a non-empty --output folder")
-    add_flag(p, "force_decisions", "decide known/new even where the run cannot separate them")
-    p.add_argument(
-        "--unreadable",
-        type=Literal[UNREADABLE],
-        default="skip",
-        help="unreadable image: skip (listed) or stop",
-    )
-    p.add_argument("--n_boot", type=int, default=1000, help="bootstrap replicates for the CIs")
     p.add_argument("--device", type=str | None, default=None, help="cpu, cuda or None (auto)")
     p.add_argument(
         "--engine",

@@ -10,6 +10,9 @@ from pathlib import Path
 from datamodules.errors import DataError
 from datamodules.image_check import check_images
 
+#: ``--unreadable``: skip an unreadable photo (listed as skipped) or stop at it
+UNREADABLE = ("skip", "error")
+
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 #: the ``flag`` of a file that was not scored, by the reason :func:`scan` gives
 SKIP_FLAGS = {"corrupt": "unreadable", "not_an_image": "not_image"}
@@ -117,3 +120,37 @@ def encounters_of(
         if p.suffix.lower() in IMAGE_EXT:
             enc[p] = enc[p] or str(p.relative_to(folder))
     return enc, {p: views.get(p.resolve(), "") for p in paths}, notes
+
+
+def add_photo_options(parser) -> None:
+    """The options both kinds of ``discriminate`` run share: the photos, their encounters, the
+    output folder and how decisions are made and checked."""
+    from typing import Literal
+
+    from experiments.config_files import add_flag
+
+    parser.add_argument("--images", type=str, required=True, help="folder of new photos")
+    parser.add_argument(
+        "--groups",
+        type=str | None,
+        default=None,
+        help="CSV with columns image, group[, viewpoint] (else: one subfolder per encounter)",
+    )
+    parser.add_argument(
+        "--capture_gap",
+        type=float | None,
+        default=None,
+        help="minutes: group loose photos into encounters by capture time (EXIF)",
+    )
+    parser.add_argument(
+        "--output", "--out", type=str | None, default=None, help="output folder (default: fresh)"
+    )
+    add_flag(parser, "overwrite", "write into a non-empty --output folder")
+    add_flag(parser, "force_decisions", "decide known/new even where the run cannot separate them")
+    parser.add_argument(
+        "--unreadable",
+        type=Literal[UNREADABLE],
+        default="skip",
+        help="unreadable image: skip (listed) or stop",
+    )
+    parser.add_argument("--n_boot", type=int, default=1000, help="bootstrap replicates for the CIs")

@@ -61,7 +61,7 @@ from experiments.discriminate_outputs import (
     output_folder,
     write_outputs,
 )
-from experiments.discriminate_scan import encounters_of, scan
+from experiments.discriminate_scan import add_photo_options, encounters_of, scan
 from experiments.discriminate_tables import counts, encounter_table, photo_table
 from experiments.embedding_run import EmbeddingRun, catalog_rows
 from experiments.reid_operating_point import (
@@ -307,37 +307,16 @@ def summary(a, er, catalog, ref, out: Path, bad: dict, points: dict, tau: dict) 
 
 def parser():
     """The ``cli.py discriminate`` parser for embedding runs."""
-    from experiments.discriminate import UNREADABLE
-
     p = command_parser("discriminate", __doc__)
     p.add_argument("--run", type=str, required=True, help="embedding run folder (ReIDEmbedding)")
     p.add_argument("--catalog", type=str | None, default=None, help="known whales' catalog folder")
-    p.add_argument("--images", type=str, required=True, help="folder of new photos")
+    add_photo_options(p)
     p.add_argument("--viewpoint", type=str | None, default="top", help="catalog viewpoint kept")
-    p.add_argument(
-        "--groups",
-        type=str | None,
-        default=None,
-        help="CSV with columns image, group[, viewpoint] (else: one subfolder per encounter)",
-    )
-    p.add_argument(
-        "--capture_gap",
-        type=float | None,
-        default=None,
-        help="minutes: group loose photos into encounters by capture time (EXIF)",
-    )
     p.add_argument("--statistic", type=Literal[STATISTICS], default="zscore", help="score")
     p.add_argument("--fpr", type=float, default=0.05, help="target FPR on new-whale samples")
     p.add_argument(
         "--threshold", type=float | None, default=None, help="score threshold (overrides --fpr)"
     )
-    add_flag(p, "force_decisions", "decide known/new even where the run cannot separate them")
-    p.add_argument("--output", "--out", type=str | None, default=None, help="new or empty folder")
-    add_flag(p, "overwrite", "write into a non-empty --output folder")
-    p.add_argument(
-        "--unreadable", type=Literal[UNREADABLE], default="skip", help="unreadable image"
-    )
-    p.add_argument("--n_boot", type=int, default=1000, help="bootstrap replicates for the CIs")
     add_flag(p, "tta", "average photo and mirror embeddings", default=True)
     return p
 
