@@ -32,11 +32,8 @@ sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importa
 
 from attacks.metrics import auc, best_threshold  # noqa: E402
 from benchmarks.common import add_common_args, apply_threads, sync, write_result  # noqa: E402
-from lightning_modules.boundary import (  # noqa: E402
-    art_classifier,
-    art_distances,
-    hsj_distances,
-)
+from lightning_modules.boundary import hsj_distances  # noqa: E402
+from lightning_modules.boundary_art import art_classifier, art_distances  # noqa: E402
 
 
 def small_cnn(n_classes: int) -> nn.Module:
