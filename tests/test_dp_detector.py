@@ -195,7 +195,7 @@ def test_empty_poisson_batch_of_detection_data_collates_to_empty_lists():
     """A Poisson batch with no image must reach the detector as empty lists (a noise-only step)."""
     from torch.utils.data import DataLoader
 
-    from datamodules.detection.datamodule import collate
+    from datamodules.detection.dataset import collate
 
     images, targets, idx = collate([])
     assert images == [] and targets == [] and idx.shape == (0,)
