@@ -196,19 +196,17 @@ def _json(o):
     return str(o)
 
 
-def fit_health_banner(run: str | Path | None) -> str:
-    """A warning banner (one Markdown line) when ``<run>/fit_health.json`` says the fit ended
-    at chance level on its own training data (``at_chance``); empty otherwise."""
-    path = Path(run or ".") / "fit_health.json"
-    if run is None or not path.is_file():
+def fit_health_banner(health: dict | None) -> str:
+    """A warning banner (one Markdown line) when the run's fit health (``fit_health.json``, as
+    :func:`experiments.fit_health.read_health` returns it) says the fit ended at chance level on
+    its own training data, or could not be read; empty otherwise."""
+    if not health:
         return ""
-    try:
-        h = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        return f"> **Warning:** `{path}` could not be read ({e}); the fit's health is unknown."
-    if not h.get("at_chance"):
+    if "unreadable" in health:
+        return f"> **Warning:** {health['unreadable']}; the fit's health is unknown."
+    if not health.get("at_chance"):
         return ""
-    acc, chance = h.get("train_accuracy"), h.get("chance_accuracy")
+    acc, chance = health.get("train_accuracy"), health.get("chance_accuracy")
     nums = ""
     if isinstance(acc, (int, float)) and isinstance(chance, (int, float)):
         nums = f" (training accuracy {acc:.3f}, chance {chance:.3f})"
@@ -311,7 +309,7 @@ def write_summary(
     figures = roc_figures(attacks_dir, results, infos)
     summary = {"context": context, "metrics": results, "info": infos, "figures": figures}
     (attacks_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json))
-    banner = fit_health_banner(context.get("run"))
+    banner = fit_health_banner(context.get("fit_health"))
     lines = [banner, ""] if banner else []
     lines += [
         f"# Membership inference report: `{context.get('run')}`",

@@ -161,6 +161,7 @@ def hparams(ctx, settings, context: dict, results: dict) -> tuple[dict, dict]:
 def run_context(inp: Inputs, seconds: float) -> dict:
     """The summary's header: the target, its accuracies and where the signals came from."""
     from attacks.signals import accuracy
+    from experiments.fit_health import read_health
 
     ctx = inp.ctx
     train_acc, test_acc = accuracy(inp.sig, "train"), accuracy(inp.sig, "test")
@@ -178,4 +179,5 @@ def run_context(inp: Inputs, seconds: float) -> dict:
         "checkpoint": inp.common.get("checkpoint"),
         "manifest_hash": ctx.header.get("hash"),
         "overfitting_level": train_acc - test_acc,
+        "fit_health": read_health(ctx.folder),
     }

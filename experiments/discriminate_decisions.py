@@ -4,7 +4,6 @@ the out-of-distribution guard, and the note of an encounter that disagrees with 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +44,15 @@ def level_warning(level: str, why: str, forced: bool) -> str:
 
 
 def fit_health_warning(run_folder: Path) -> str | None:
-    """The warning of ``<run>/fit_health.json`` when the fit ended at chance on its own data."""
-    path = Path(run_folder) / "fit_health.json"
-    try:
-        health = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
+    """The warning of ``<run>/fit_health.json`` when the fit ended at chance on its own data
+    (:func:`experiments.fit_health.read_health`)."""
+    from experiments.fit_health import HEALTH_FILE, read_health
+
+    health = read_health(run_folder) or {}
+    path = Path(run_folder) / HEALTH_FILE
+    if "unreadable" in health:
         return f"warning: {path} is unreadable; the fit's health is unknown"
-    if isinstance(health, dict) and health.get("at_chance") is True:
+    if health.get("at_chance") is True:
         return (
             f"warning: the fit ended at chance level on its own training data ({path}); its "
             "scores say nothing about known or new whales"

@@ -8,7 +8,7 @@ chance level on its own training data says so.
   (``leak/train_acc`` of the leakage monitor, else ``train/acc``), the chance level (1 / number
   of classes) and ``at_chance``: the accuracy is within three binomial standard deviations of
   chance over the training photos. The reports made from the run (``attack``,
-  ``discriminate``) put that warning at their top.
+  ``discriminate``) read it with :func:`read_health` and put that warning at their top.
 """
 
 from __future__ import annotations
@@ -36,24 +36,16 @@ def at_chance(accuracy: float, n_classes: int, n_train: int) -> bool:
 
 
 def read_health(run_dir: str | Path) -> dict | None:
-    """``fit_health.json`` of a run folder (None when absent or unreadable)."""
+    """``fit_health.json`` of a run folder: None when there is none (a run from before it, or
+    not a classifier); ``{"unreadable": reason}`` when it cannot be read."""
     path = Path(run_dir) / HEALTH_FILE
+    if not path.is_file():
+        return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def chance_warning(run_dir: str | Path) -> str | None:
-    """The one-line warning a report puts at its top when the run's fit ended at chance."""
-    health = read_health(run_dir)
-    if not health or not health.get("at_chance"):
-        return None
-    return (
-        f"WARNING: this model ended its fit at chance level on its own training data (training "
-        f"accuracy {health['train_accuracy']:.3f}, chance {health['chance_accuracy']:.3f}): it "
-        "learned nothing, and no figure below says anything about membership."
-    )
+        health = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return {"unreadable": f"{path} could not be read ({exc})"}
+    return health if isinstance(health, dict) else {"unreadable": f"{path} is not a JSON object"}
 
 
 def _n_classes(pl_module) -> int | None:

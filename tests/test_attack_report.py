@@ -15,6 +15,7 @@ import pytest
 from attacks.report import evaluate, fit_health_banner, write_attack, write_summary
 from attacks.report_tables import Notes, cost_table, encounter_table, metrics_table, tpr_cell
 from experiments.attack_results import intervals, risk_section
+from experiments.fit_health import read_health
 
 N_MEM, N_NON = 400, 400  # fewer than 1,000 non-members: no TPR at 0.1% FPR
 
@@ -79,6 +80,7 @@ def report(tmp_path_factory):
     enc |= {"auc_encounter_level": 0.8}
     extra_md = encounter_table({"yeom": enc}) + "\n\n" + extra_md
     context = {"run": str(run), "arch": "resnet18", "preset": "paper", "split_protocol": "group"}
+    context["fit_health"] = read_health(run)  # as cli.py attack's run context carries it
     path = write_summary(out, results, infos, context, extra_md=extra_md, cis=cis)
     return path.read_text(), results, json.loads((out / "summary.json").read_text()), out
 
@@ -222,8 +224,8 @@ def test_cost_table_reads_the_same_seconds_as_the_infos():
 
 
 def test_fit_health_banner(tmp_path):
-    assert fit_health_banner(tmp_path) == ""
+    assert fit_health_banner(read_health(tmp_path)) == ""
     (tmp_path / "fit_health.json").write_text(json.dumps({"at_chance": False}))
-    assert fit_health_banner(tmp_path) == ""
+    assert fit_health_banner(read_health(tmp_path)) == ""
     (tmp_path / "fit_health.json").write_text("{not json")
-    assert "could not be read" in fit_health_banner(tmp_path)
+    assert "could not be read" in fit_health_banner(read_health(tmp_path))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import cli
-from experiments.fit_health import at_chance, chance_warning
+from experiments.fit_health import at_chance, read_health
 
 
 def test_at_chance_is_three_binomial_sd_above_one_over_classes():
@@ -20,13 +20,15 @@ def test_at_chance_is_three_binomial_sd_above_one_over_classes():
     assert not at_chance(1.0, 2, 10)
 
 
-def test_chance_warning_reads_the_run_folder(tmp_path):
-    assert chance_warning(tmp_path) is None
+def test_read_health_absent_unreadable_and_at_chance(tmp_path):
+    assert read_health(tmp_path) is None
     (tmp_path / "fit_health.json").write_text("{not json")
-    assert chance_warning(tmp_path) is None
+    assert "could not be read" in read_health(tmp_path)["unreadable"]
+    (tmp_path / "fit_health.json").write_text("[1]")
+    assert "not a JSON object" in read_health(tmp_path)["unreadable"]
     health = {"at_chance": True, "train_accuracy": 0.11, "chance_accuracy": 0.111}
     (tmp_path / "fit_health.json").write_text(json.dumps(health))
-    assert "chance level" in chance_warning(tmp_path)
+    assert read_health(tmp_path) == health
 
 
 def run_fit(args, capsys) -> tuple[int, str, str]:
