@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import signal
 import sys
 import time
 import traceback
@@ -43,7 +44,7 @@ def run_command(argv, *, from_sys: bool, debug: bool, commands: dict, lightning)
     """Run ``argv`` (subcommand first) and turn how it ended into an exit status."""
     name = argv[0]
     outputs.CREATED.clear()
-    saved = {s: _getsignal(s) for s in interrupts.SIGNALS}
+    saved = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
     try:
         interrupts.install()
     except ValueError:  # not the main thread: signals keep their handlers
@@ -141,16 +142,8 @@ def _log_folders(argv) -> list[Path]:
     return [*folders, Path("lightning_logs") / "errors", Path(tempfile.gettempdir()) / "whale-mia"]
 
 
-def _getsignal(signum):
-    import signal
-
-    return signal.getsignal(signum)
-
-
 def _setsignal(signum, handler) -> None:
-    import signal
-
     try:
         signal.signal(signum, handler)
-    except ValueError:
+    except ValueError:  # not the main thread
         pass
