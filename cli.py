@@ -5,7 +5,7 @@
     python cli.py --help                                 # every subcommand, one line each
     whale-mia attack --help                              # the same entry point, installed
 
-This module only dispatches (the failure boundary is :mod:`experiments.failures`): it imports no
+This module only dispatches (the failure boundary is :mod:`experiments.run.failures`): it imports no
 heavy library, and nothing imports it.
 """
 
@@ -15,17 +15,38 @@ import sys
 
 #: subcommand -> (module implementing it, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "fit": ("experiments.fit", "train a model (LightningCLI); the leakage monitor runs per epoch"),
-    "validate": ("experiments.fit", "evaluate a model on the validation loaders (LightningCLI)"),
-    "test": ("experiments.fit", "evaluate a model on the test loaders (LightningCLI)"),
-    "predict": ("experiments.fit", "predict with a model (LightningCLI)"),
-    "attack": ("experiments.attack", "run every membership attack on a finished run folder"),
-    "discriminate": ("experiments.discriminate", "decide known or new for a folder of new photos"),
-    "reid": ("experiments.reid", "re-identify and decide known/new with a population embedding"),
-    "export": ("experiments.export", "write a run's target as ONNX: discriminate without torch"),
-    "defend": ("experiments.defend", "train defended variants and tabulate utility vs leakage"),
-    "study": ("experiments.study", "compare the split protocols on one fit config"),
-    "audit": ("experiments.audit", "train target and shadow detectors and attack them"),
+    "fit": (
+        "experiments.commands.fit",
+        "train a model (LightningCLI); the leakage monitor runs per epoch",
+    ),
+    "validate": (
+        "experiments.commands.fit",
+        "evaluate a model on the validation loaders (LightningCLI)",
+    ),
+    "test": ("experiments.commands.fit", "evaluate a model on the test loaders (LightningCLI)"),
+    "predict": ("experiments.commands.fit", "predict with a model (LightningCLI)"),
+    "attack": (
+        "experiments.commands.attack",
+        "run every membership attack on a finished run folder",
+    ),
+    "discriminate": (
+        "experiments.commands.discriminate",
+        "decide known or new for a folder of new photos",
+    ),
+    "reid": (
+        "experiments.commands.reid",
+        "re-identify and decide known/new with a population embedding",
+    ),
+    "export": (
+        "experiments.commands.export",
+        "write a run's target as ONNX: discriminate without torch",
+    ),
+    "defend": (
+        "experiments.commands.defend",
+        "train defended variants and tabulate utility vs leakage",
+    ),
+    "study": ("experiments.commands.study", "compare the split protocols on one fit config"),
+    "audit": ("experiments.commands.audit", "train target and shadow detectors and attack them"),
 }
 LIGHTNING = ("fit", "validate", "test", "predict")
 
@@ -63,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv[0] not in COMMANDS:
         print(f"error: unknown subcommand {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
-    from experiments import failures
+    from experiments.run import failures
 
     failures.run_command(
         argv, from_sys=from_sys, debug=debug, commands=COMMANDS, lightning=LIGHTNING

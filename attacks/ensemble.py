@@ -11,7 +11,7 @@ set (ID1-test + ID3) through its own target, and a rule combines the ``K`` outpu
 * ``mean_score``: member iff the mean of the per-attack margins ``score_k - tau_k`` is >= 0.
 
 This module holds the pure parts (the rules and the identity split); training the subsets'
-targets is an experiment (:mod:`experiments.ensemble`).
+targets is an experiment (:mod:`experiments.side_models.ensemble`).
 """
 
 from __future__ import annotations

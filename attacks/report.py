@@ -198,7 +198,7 @@ def _json(o):
 
 def fit_health_banner(health: dict | None) -> str:
     """A warning banner (one Markdown line) when the run's fit health (``fit_health.json``, as
-    :func:`experiments.fit_health.read_health` returns it) says the fit ended at chance level on
+    :func:`experiments.callbacks.fit_health.read_health` returns it) says the fit ended at chance level on
     its own training data, or could not be read; empty otherwise."""
     if not health:
         return ""

@@ -133,7 +133,7 @@ def _leakage_fig(epochs: list[int], rows: list[dict], title: str, limits: tuple 
     """The combined overfitting-vs-leakage chart: ``(figure, [(line, metric key), ...])``.
 
     ``limits``: fixed ``(x, left y, right y)`` ranges (:class:`LeakageChart`); None: automatic."""
-    from attacks.leakage import CHEAP_ATTACKS
+    from attacks.epoch_leakage import CHEAP_ATTACKS
 
     fig = Figure(figsize=(7.2, 4.8))  # no pyplot: nothing to close, nothing kept globally
     FigureCanvasAgg(fig)
@@ -179,7 +179,7 @@ def plot_leakage(epochs: list[int], rows: list[dict], path: Path, title: str = "
     """Overfitting against leakage over epochs, one chart: train and test accuracy, gap, every
     cheap attack's AUC (solid) and TPR at 1% FPR (dashed) on the left axis (0-1), the
     members/non-members KL and its permutation null on the right axis (nats). ``rows[i]`` holds
-    the metrics (:func:`attacks.leakage.leakage_metrics`) of ``epochs[i]``. Writes ``path``."""
+    the metrics (:func:`attacks.epoch_leakage.leakage_metrics`) of ``epochs[i]``. Writes ``path``."""
     fig, _ = _leakage_fig(epochs, rows, title)
     fig.savefig(path, dpi=110)
     return path
@@ -223,7 +223,7 @@ class LeakageChart:
 
     def image(self, epochs: list[int], rows: list[dict]) -> np.ndarray:
         """The chart of ``rows[i]`` (metrics of ``epochs[i]``) as an RGB array."""
-        from attacks.leakage import CHEAP_ATTACKS
+        from attacks.epoch_leakage import CHEAP_ATTACKS
 
         limits = self._limits(epochs, rows)
         present = tuple(k for k, *_ in LEAKAGE_CURVES if not all(v != v for v in _series(rows, k)))

@@ -199,7 +199,7 @@ def figure6_table(results: dict[str, dict[str, dict]], cis: dict | None = None) 
 
 def ci_table(results: dict[str, dict], cis: dict[str, dict]) -> str:
     """Markdown: AUC, TPR at 1% and 0.1% FPR and balanced accuracy with their 95% bootstrap
-    intervals by individual (:func:`attacks.confidence.ci_summary` results in ``cis``), the
+    intervals by individual (:func:`attacks.metric_intervals.ci_summary` results in ``cis``), the
     counts behind them; TPR cells follow :func:`tpr_cell`."""
     notes = Notes()
     body = []
@@ -280,7 +280,7 @@ ENCOUNTER_COLUMNS = (
 def encounter_table(rows: dict[str, dict]) -> str:
     """Markdown: per attack, AUC on all evaluation photos beside AUC with only the member photos
     of encounters seen in training, only those of held-out encounters, and per encounter
-    (``experiments.attack.encounter_figures``); a column no attack has is left out with one line
+    (``experiments.attack_steps.results.encounter_figures``); a column no attack has is left out with one line
     saying why; empty when no attack has these figures."""
     rows = {k: v for k, v in rows.items() if v}
     if not rows:

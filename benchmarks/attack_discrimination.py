@@ -4,10 +4,10 @@ new photos, against one batched forward pass of the target model over the same p
     python benchmarks/attack_discrimination.py [--n 64] [--repeats 15] [--threads 2]
         [--device cpu] [--full]
 
-The target is the demo classifier (``configs/demo.yaml``: resnet18, overfit preset, 48 px;
+The target is the demo classifier (``configs/fit/demo.yaml``: resnet18, overfit preset, 48 px;
 ``--full``: resnet50 at 224 px), briefly trained on the demo's synthetic whales
 (``--train-epochs``; the timing does not depend on how well). Both attacks are fitted as
-``cli.py discriminate`` fits them (:func:`experiments.discriminate.fit_attack`: the registry's
+``cli.py discriminate`` fits them (:func:`experiments.commands.discriminate.fit_attack`: the registry's
 ``yeom`` / ``salem`` fitted on the balanced attack set of the model's signals). Then, on ``--n``
 new photos (evaluation-set photos, members and non-members, decoded into one tensor; 64 is
 ``discriminate``'s batch):
@@ -55,7 +55,7 @@ ATTACKS = ("yeom", "salem")
 
 
 def fit_attacks(model, dm, device: str, seed: int = 0) -> dict:
-    """``{name: fitted attack}`` as :func:`experiments.discriminate.fit_attack` fits them: on the
+    """``{name: fitted attack}`` as :func:`experiments.commands.discriminate.fit_attack` fits them: on the
     balanced attack set of the model's signals over every manifest row."""
     rows = dm.signal_rows()
     sig = attach_metadata(extract_arrays(model, dm.signal_loader(rows), device), rows)

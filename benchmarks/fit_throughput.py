@@ -3,7 +3,7 @@ datamodule, against the raw train step of the same model on in-memory tensors.
 
     python benchmarks/fit_throughput.py [--epochs 8] [--threads 2] [--device cpu] [--full]
 
-Both sides train the demo model (``configs/demo.yaml``: ``ImageClassifier`` resnet18, overfit
+Both sides train the demo model (``configs/fit/demo.yaml``: ``ImageClassifier`` resnet18, overfit
 preset, Adam 3e-4, batch 32, 48 px; ``--full``: resnet50 at 224 px on 256 px photos) on the
 training photos of the demo's generated synthetic whales (written once under ``--data-dir``,
 default ``data_cache/``):
@@ -46,14 +46,14 @@ from benchmarks.common import add_common_args, apply_threads, sync, write_result
 from datamodules.catalogs import SyntheticWhalesReader  # noqa: E402
 from datamodules.splits import SplitSettings  # noqa: E402
 from datamodules.whale import LoaderSettings, WhaleDataModule  # noqa: E402
-from experiments.training import quiet_trainer  # noqa: E402
+from experiments.side_models.training import quiet_trainer  # noqa: E402
 from lightning_modules.classifier import ImageClassifier  # noqa: E402
 
 DEMO = ROOT / "configs" / "demo.yaml"
 
 
 def demo_settings(full: bool = False) -> tuple[dict, dict]:
-    """``(data, model init_args)`` of ``configs/demo.yaml``; ``data`` holds the ``reader``'s
+    """``(data, model init_args)`` of ``configs/fit/demo.yaml``; ``data`` holds the ``reader``'s
     init_args (generator settings), ``split`` and ``loader``. ``full``: resnet50 at 224 px on
     256 px photos (the paper's architecture and input size)."""
     cfg = yaml.safe_load(DEMO.read_text())

@@ -12,7 +12,7 @@ threshold is fitted on the calibration set only) and each AUC; writes
 
 Default query budget: ``max_iter`` 10, ``init_eval`` 20, ``max_eval`` 200, ``init_size`` 50 (about
 600 queries per sample, a few minutes on 2 CPU cores, mostly ART's). ``--full``: the real attack's
-budget (``configs/attack.yaml``, ART's defaults: 50, 100, 10000, 100; about 40x the queries, so
+budget (``configs/attack/attack.yaml``, ART's defaults: 50, 100, 10000, 100; about 40x the queries, so
 hours on a CPU for ART's side).
 """
 
@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importa
 
 from attacks.metrics import auc, best_threshold  # noqa: E402
 from benchmarks.common import add_common_args, apply_threads, sync, write_result  # noqa: E402
-from lightning_modules.boundary import hsj_distances  # noqa: E402
-from lightning_modules.boundary_art import art_classifier, art_distances  # noqa: E402
+from experiments.side_models.boundary_art import art_classifier, art_distances  # noqa: E402
+from experiments.side_models.boundary_search import hsj_distances  # noqa: E402
 
 
 def small_cnn(n_classes: int) -> nn.Module:

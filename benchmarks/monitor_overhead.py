@@ -5,16 +5,16 @@ alternate in the same fit, at demo scale and at 1,000 individuals, every cheap a
         [--warmup-batches 4] [--every N] [--max-rows N] [--rows-per-train-photo F]
         [--threads 2] [--device cpu] [--full]
 
-Scales (the demo fit of :mod:`fit_throughput`: ``configs/demo.yaml``'s model, resnet18 at 48 px,
+Scales (the demo fit of :mod:`fit_throughput`: ``configs/fit/demo.yaml``'s model, resnet18 at 48 px,
 batch 32; ``--full``: resnet50 at 224 px):
 
 * ``demo``: the demo catalog (36 individuals) with the demo's monitor settings
-  (``configs/demo.yaml``: every 4 epochs, 0.4 rows per training photo and epoch);
+  (``configs/fit/demo.yaml``: every 4 epochs, 0.4 rows per training photo and epoch);
 * ``1000``: the synthetic generator at 1,000 individuals, 4 encounters of 2 photos each
   (8,000 photos), with the paper configs' monitor settings (``configs/humpback_resnet50_overfit
   .yaml``: every 5 epochs, 0.4 rows per training photo and epoch, ``max_rows`` 4,096).
 
-The rows scored per pass follow :func:`experiments.monitor.pass_budget`.
+The rows scored per pass follow :func:`experiments.callbacks.leakage_monitor.pass_budget`.
 
 Each scale's datamodule is planned, verified and its decoded-image cache filled for every row once,
 before the runs (so no timed epoch or pass pays a first decode). Each run is one fit of a fresh
@@ -52,7 +52,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importable
 
-from attacks.leakage import CHEAP_ATTACKS  # noqa: E402
+from attacks.epoch_leakage import CHEAP_ATTACKS  # noqa: E402
 from attacks.report import LeakageChart, leakage_image  # noqa: E402
 from benchmarks.common import add_common_args, apply_threads, write_result  # noqa: E402
 from benchmarks.fit_throughput import (  # noqa: E402
@@ -62,7 +62,7 @@ from benchmarks.fit_throughput import (  # noqa: E402
     quiet_lightning,
     timed_fit,
 )
-from experiments.monitor import LeakageMonitor, pass_budget  # noqa: E402
+from experiments.callbacks.leakage_monitor import LeakageMonitor, pass_budget  # noqa: E402
 
 #: a paper config: its ``leakage`` section is the monitor setting at catalog scale
 REAL_CONFIG = ROOT / "configs" / "humpback_resnet50_overfit.yaml"

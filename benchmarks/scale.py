@@ -11,15 +11,15 @@ the suite runs them, with the project's public functions:
 * ``decode_cache``: decode-check and hash every photo plus the leak checks (``verify``), then build
   the decoded-image cache for every manifest row;
 * ``train_epoch``: one Lightning training epoch of a tiny network (``--arch``, 32 px);
-* ``monitor_pass``: the :class:`experiments.monitor.LeakageMonitor` pass at the end of that
+* ``monitor_pass``: the :class:`experiments.callbacks.leakage_monitor.LeakageMonitor` pass at the end of that
   epoch on every manifest row (the configs' ``rows_per_train_photo`` and ``max_rows`` score
   a fixed sample of them);
-* ``final_signals``: ``experiments.runs.final_signals`` of the finished run (every row, with
+* ``final_signals``: ``experiments.run.folder.final_signals`` of the finished run (every row, with
   embeddings);
-* one stage per step of ``experiments.attack.STEPS`` (Yeom, Salem, Salem on a 1-epoch shadow,
+* one stage per step of ``experiments.attack_steps.pipeline.STEPS`` (Yeom, Salem, Salem on a 1-epoch shadow,
   label-only under a small budget, the ensemble over 2 subsets of 1 epoch, the baselines; any
   step added there, such as the calibrated attacks, is timed too under its result names);
-* ``discriminate``: ``experiments.discriminate.discriminate`` on 10 and on 30 photos; the stage is
+* ``discriminate``: ``experiments.commands.discriminate.discriminate`` on 10 and on 30 photos; the stage is
   the marginal time per photo, ``discriminate_fixed`` the rest (opening the run, fitting the
   attack on its signals, loading the model).
 
@@ -196,8 +196,8 @@ def fit_stages(m: Meter, root: Path, a: argparse.Namespace, dm, photos: int):
     """One training epoch with the leakage monitor at its end; returns the trained model."""
     import pytorch_lightning as pl
 
-    from experiments.monitor import LeakageMonitor
-    from experiments.training import quiet_trainer
+    from experiments.callbacks.leakage_monitor import LeakageMonitor
+    from experiments.side_models.training import quiet_trainer
     from lightning_modules.classifier import ImageClassifier
 
     marks: dict[str, float] = {}
@@ -262,7 +262,7 @@ def attack_settings(n: int):
     """Small budgets: label-only on n/8 samples per role and set, 2 x 1-epoch subsets, the
     calibrated attacks (LiRA, RMIA) at both levels with 2 references of 1 epoch and one query
     view, ..."""
-    from experiments.attack_settings import (
+    from experiments.settings.attack import (
         AttackSettings,
         CalibratedSettings,
         EnsembleSettings,
@@ -295,11 +295,12 @@ def step_name(names: list[str]) -> str:
 
 
 def attack_stages(m: Meter, run: Path, n: int) -> dict:
-    """``final_signals``, then every step of ``experiments.attack.STEPS``; returns the signals."""
+    """``final_signals``, then every step of ``experiments.attack_steps.pipeline.STEPS``; returns the signals."""
     from attacks.signals import subset
-    from experiments.attack import STEPS, Inputs
-    from experiments.run_loggers import RunLoggers
-    from experiments.runs import RunContext, final_signals
+    from experiments.attack_steps.jobs import Inputs
+    from experiments.attack_steps.pipeline import STEPS
+    from experiments.run.folder import RunContext, final_signals
+    from experiments.run.loggers import RunLoggers
 
     ctx = RunContext.open(run, "cpu")
     with m.stage("final_signals", len(ctx.rows)) as rec:
@@ -336,15 +337,15 @@ def preload() -> None:
     import pytorch_lightning  # noqa: F401
 
     import datamodules.whale  # noqa: F401
-    import experiments.attack  # noqa: F401
-    import experiments.discriminate  # noqa: F401
-    import experiments.monitor  # noqa: F401
+    import experiments.callbacks.leakage_monitor  # noqa: F401
+    import experiments.commands.attack  # noqa: F401
+    import experiments.commands.discriminate  # noqa: F401
     import lightning_modules.classifier  # noqa: F401
 
 
 def discriminate_stages(m: Meter, root: Path, run: Path) -> None:
     """Discriminate on 10 and 30 photos: marginal seconds per photo and the fixed rest."""
-    from experiments.discriminate import discriminate
+    from experiments.commands.discriminate import discriminate
 
     t = {}
     for k in (10, 30):

@@ -133,7 +133,7 @@ def refuse_duplicates(root: Path, files: list[str], sources: list[str]) -> None:
 
     ``files``: paths relative to ``root``; ``sources``: where each came from (file and line).
     Byte-identical copies under different names are left to the split's content-hash check
-    (:func:`datamodules.leaks.verify_manifest`), which refuses them in two splits.
+    (:func:`datamodules.split_leak_checks.verify_manifest`), which refuses them in two splits.
     """
     seen: dict[tuple[int, int], int] = {}
     base = str(root)

@@ -21,7 +21,7 @@ class LoaderSettings:
         batch_size: training batch size.
         sampler: order of the training photos: ``shuffle`` (uniform), or ``individuals``: runs of
             ``m_per_individual`` photos of one individual from different encounters where it has
-            them (:class:`~datamodules.samplers.IndividualEncounterSampler`), so each batch holds
+            them (:class:`~datamodules.identity_batches.IndividualEncounterSampler`), so each batch holds
             ``batch_size / m_per_individual`` individuals (for ``model.head: arcface``).
         m_per_individual: photos per individual in a run of the ``individuals`` sampler.
         eval_batch_size: batch size of the evaluation and signal loaders (``None``:

@@ -28,11 +28,11 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules.catalogs import CatalogReader
+from datamodules.epoch_shuffle import EpochShuffle
 from datamodules.errors import DataError
 from datamodules.hashing import FileHasher
 from datamodules.images import normalize_batch
 from datamodules.manifest import _atomic_write
-from datamodules.sampling import EpochShuffle
 from datamodules.views import ArrayCache, ViewSettings, decode_views, key_of
 
 MANIFEST = "population_manifest.csv"
@@ -199,7 +199,7 @@ class PopulationDataModule(pl.LightningDataModule):
         v = len(x) // len(rows)
         y = torch.tensor([r["label"] for r in rows]).repeat_interleave(v)
         gen = torch.Generator().manual_seed(self.seed)
-        # a per-epoch seeded order that a resumed run re-enters mid-epoch (datamodules.sampling)
+        # a per-epoch seeded order that a resumed run re-enters mid-epoch (datamodules.epoch_shuffle)
         order = EpochShuffle(len(y), self.seed, self.batch_size, gen)
         return DataLoader(
             TensorDataset(x, y, torch.arange(len(y))),

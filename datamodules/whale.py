@@ -11,8 +11,9 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
 from datamodules.catalogs import Catalog, CatalogReader
-from datamodules.environment import default_workers, environment_versions
+from datamodules.epoch_shuffle import EpochShuffle
 from datamodules.errors import DataError
+from datamodules.identity_batches import IndividualEncounterSampler
 from datamodules.image_cache import DecodeSettings, FileHasher, ImageCache
 from datamodules.image_check import POLICIES, check_images, write_skipped
 from datamodules.images import (
@@ -23,11 +24,10 @@ from datamodules.images import (
     normalize_batch,
     normalize_transform,
 )
-from datamodules.leaks import verify_manifest
 from datamodules.loader_settings import LoaderSettings
+from datamodules.machine import default_workers, environment_versions
 from datamodules.manifest import write_manifest
-from datamodules.samplers import IndividualEncounterSampler
-from datamodules.sampling import EpochShuffle
+from datamodules.split_leak_checks import verify_manifest
 from datamodules.splits import COLUMNS, SplitSettings, plan_splits
 
 

@@ -1,4 +1,4 @@
-"""``cli.py attack --help`` stays fast: experiments/attack.py loads no torch, Lightning, xgboost
+"""``cli.py attack --help`` stays fast: experiments/commands/attack.py loads no torch, Lightning, xgboost
 or ART at import time (they load when an attack runs)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ HEAVY = ("torch", "pytorch_lightning", "lightning", "xgboost", "art", "matplotli
 
 def test_attack_module_imports_nothing_heavy(repo):
     code = (
-        "import sys, experiments.attack as a\n"
+        "import sys, experiments.commands.attack, experiments.attack_steps.pipeline as a\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
         "assert callable(a.write_summary) and a.STEPS\n"
     )

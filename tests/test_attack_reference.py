@@ -1,4 +1,4 @@
-"""The ``reference:`` block of ``cli.py attack`` (experiments/attack_reference.py) on a tiny run
+"""The ``reference:`` block of ``cli.py attack`` (experiments/attack_steps/reference_step.py) on a tiny run
 folder and tiny Where's Whale-do catalogs of other whales: the attack's folder and report rows,
 the refusal of reference whales the target knows, the embedding-run source and the settings'
 validation."""
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from datamodules.errors import DataError
-from experiments.attack_settings import ReferenceSettings
+from experiments.settings.attack import ReferenceSettings
 
 OFF = [
     "--yeom.enabled",
@@ -77,8 +77,8 @@ def test_reference_whales_known_to_the_target_are_refused(run_folder, noaa_catal
 
 
 def test_reference_photos_from_an_embedding_run_or_a_catalog(run_folder, noaa_catalog, tmp_path):
-    from experiments.attack_reference import reference_photos
-    from experiments.runs import RunContext
+    from experiments.attack_steps.reference_step import reference_photos
+    from experiments.run.folder import RunContext
 
     cat = reference_catalog(tmp_path / "population", noaa_catalog, "pop")
     emb_run = tmp_path / "emb_run"
@@ -114,8 +114,8 @@ def test_reference_photos_from_an_embedding_run_or_a_catalog(run_folder, noaa_ca
 def test_attack_writes_reference_calibrated(run_folder, noaa_catalog):
     from attacks.signals import load_signals
     from cli import main
-    from experiments.attack_reference import embed_photos
-    from experiments.runs import RunContext
+    from experiments.attack_steps.reference_step import embed_photos
+    from experiments.run.folder import RunContext
 
     cat = reference_catalog(run_folder.parent / "refs", noaa_catalog, "ref")
     ref = ["--reference.enabled", "true", "--reference.root", str(cat)]

@@ -14,8 +14,8 @@ import pytest
 
 from attacks.report import evaluate, fit_health_banner, write_attack, write_summary
 from attacks.report_tables import Notes, cost_table, encounter_table, metrics_table, tpr_cell
-from experiments.attack_results import intervals, risk_section
-from experiments.fit_health import read_health
+from experiments.attack_steps.results import intervals, risk_section
+from experiments.callbacks.fit_health import read_health
 
 N_MEM, N_NON = 400, 400  # fewer than 1,000 non-members: no TPR at 0.1% FPR
 

@@ -13,8 +13,8 @@ from torch import nn
 
 pytest.importorskip("art")
 
-from lightning_modules.boundary import hsj_distances  # noqa: E402
-from lightning_modules.boundary_art import Float32Model, art_reference_attack  # noqa: E402
+from experiments.side_models.boundary_art import Float32Model, art_reference_attack  # noqa: E402
+from experiments.side_models.boundary_search import hsj_distances  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,7 +136,7 @@ def test_ours_agrees_with_art_on_tiny_model():
 
 def test_art_reference_is_reproducible():
     """ART draws its random start from an unseeded RandomState; art_distances seeds it."""
-    from lightning_modules.boundary_art import art_distances
+    from experiments.side_models.boundary_art import art_distances
 
     model, xm, _ = tiny_setup()
     hsj = dict(max_iter=2, init_eval=4, max_eval=8, init_size=10)

@@ -97,7 +97,7 @@ def test_attack_command_writes_every_report(run_folder, tmp_path):
 
 
 def test_shadow_rows_split_id2_only():
-    from experiments.shadow import shadow_rows
+    from experiments.side_models.shadow import shadow_rows
 
     rows = [
         {"identity": f"w{i}", "split": "attack", "sample_id": f"{i}-{j}"}
@@ -114,7 +114,7 @@ def test_shadow_rows_split_id2_only():
 
 
 def test_shadow_from_a_second_run_uses_its_attack_set(run_folder, tmp_path):
-    from experiments.shadow import shadow_run_signals
+    from experiments.side_models.shadow import shadow_run_signals
 
     sig, info = shadow_run_signals(run_folder, tmp_path)
     assert set(sig["set"]) == {"attack"} and set(sig["role"]) == {"member", "nonmember"}
@@ -124,7 +124,7 @@ def test_shadow_from_a_second_run_uses_its_attack_set(run_folder, tmp_path):
 @pytest.mark.slow
 def test_ensemble_job_array_tasks_then_combine(run_folder, tmp_path):
     """Each array task trains one subset's target and stops; the combining job reuses them."""
-    from experiments.attack import main  # what `python cli.py attack ...` runs
+    from experiments.commands.attack import main  # what `python cli.py attack ...` runs
 
     out = "attacks_array"
     common = ["--run", str(run_folder), "--output", out, "--ensemble.epochs", "1"]
@@ -151,7 +151,7 @@ def test_ensemble_job_array_tasks_then_combine(run_folder, tmp_path):
 def test_attack_rebuilds_defended_targets(tmp_path, extra, make_run_folder):
     """A dropout-defense or DP run's checkpoint loads into the same network (the dropout head,
     the Opacus wrapping) and gives signals with embeddings."""
-    from experiments.runs import RunContext, final_signals
+    from experiments.run.folder import RunContext, final_signals
 
     run = make_run_folder(tmp_path, n_individuals=9, model_args=extra)
     ctx = RunContext.open(run, "cpu")
@@ -165,7 +165,7 @@ def test_a_run_saved_with_flat_data_settings_keeps_its_image_size(run_folder, tm
     ``data.init_args.image_size`` is read, not replaced by a default."""
     import shutil
 
-    from experiments.runs import RunContext
+    from experiments.run.folder import RunContext
 
     old = tmp_path / "old_run"
     shutil.copytree(run_folder, old, ignore=shutil.ignore_patterns("attacks", "signals"))
@@ -185,11 +185,11 @@ def test_ensemble_rules_get_intervals_and_risk_columns(monkeypatch, tmp_path, se
 
     import numpy as np
 
-    import experiments.ensemble as ens
+    import experiments.side_models.ensemble as ens
     from attacks.ensemble import combine
     from attacks.signals import membership, subset
-    from experiments.attack_results import intervals, risk_section
-    from experiments.attack_settings import AttackSettings
+    from experiments.attack_steps.results import intervals, risk_section
+    from experiments.settings.attack import AttackSettings
 
     sig, _, ev = separable_run
     order = ev["index"][::-1]  # the ensemble's rows in another order than the signal file's

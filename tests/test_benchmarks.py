@@ -204,7 +204,7 @@ def test_monitor_overhead_short_warmup(tmp_path):
 
     from benchmarks.dp_throughput import run_epochs
     from benchmarks.monitor_overhead import short_warmup
-    from experiments.training import quiet_trainer
+    from experiments.side_models.training import quiet_trainer
 
     class Tiny(pl.LightningModule):
         def __init__(self):

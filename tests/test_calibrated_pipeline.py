@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.reference import keep_matrix, plan
+from experiments.side_models.reference import keep_matrix, plan
 
 OFF = [
     "--yeom.enabled",

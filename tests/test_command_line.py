@@ -9,7 +9,7 @@ import pytest
 
 import cli
 from datamodules.errors import DataError
-from experiments.config_files import parse_options
+from experiments.run.config_files import parse_options
 
 COMMANDS = [n for n in cli.COMMANDS if n not in cli.LIGHTNING]
 
@@ -25,21 +25,21 @@ COMMANDS = [n for n in cli.COMMANDS if n not in cli.LIGHTNING]
     ],
 )
 def test_attack_booleans_work_bare(argv, expected):
-    from experiments.attack import parser
+    from experiments.commands.attack import parser
 
     assert parse_options(parser(), argv).overwrite is expected
 
 
 @pytest.mark.parametrize("flag", ["--overwrite", "--quiet", "--force_decisions"])
 def test_discriminate_booleans_work_bare(flag):
-    from experiments.discriminate import parser
+    from experiments.commands.discriminate import parser
 
     a = parse_options(parser(), ["--run", "r", "--images", "i", flag])
     assert getattr(a, flag[2:]) is True
 
 
 def test_a_wrong_choice_is_one_line_naming_the_choices():
-    from experiments.discriminate import parser
+    from experiments.commands.discriminate import parser
 
     with pytest.raises(DataError, match=r"^--engine gpu: choose one of auto, onnx, torch$"):
         parse_options(parser(), ["--run", "r", "--images", "i", "--engine", "gpu"])

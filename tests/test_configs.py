@@ -19,7 +19,7 @@ import cli
 from attacks.signals import load_signals
 from datamodules.errors import DataError
 from datamodules.manifest import read_manifest
-from experiments.config_files import resolve_config_args
+from experiments.run.config_files import resolve_config_args
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 READER_FIXTURE = {"FolderReader": "folder", "NoaaReader": "noaa", "HappywhaleReader": "happywhale"}
@@ -44,7 +44,7 @@ def is_fit_config(cfg: dict) -> bool:
 def whale_configs() -> list[Path]:
     return sorted(
         p
-        for p in CONFIGS.glob("*.yaml")
+        for p in CONFIGS.glob("[!p]*/*.yaml")
         if is_fit_config(c := _load(p)) and "WhaleDataModule" in c["data"]["class_path"]
     )
 
@@ -52,7 +52,7 @@ def whale_configs() -> list[Path]:
 def population_configs() -> list[Path]:
     return sorted(
         p
-        for p in CONFIGS.glob("*.yaml")
+        for p in CONFIGS.glob("[!p]*/*.yaml")
         if is_fit_config(c := _load(p)) and "PopulationDataModule" in c["data"]["class_path"]
     )
 
@@ -129,9 +129,9 @@ def test_one_step_run(config, catalogs, tmp_path, one_step):
 
 def test_every_config_is_covered():
     """Each config is a whale fit config (above), a detector config, or a non-fit config."""
-    detection = [p for p in CONFIGS.glob("*.yaml") if p.name.startswith("detection")]
-    others = [p for p in CONFIGS.glob("*.yaml") if not is_fit_config(_load(p))]
-    uncovered = set(CONFIGS.glob("*.yaml")) - set(whale_configs()) - set(detection) - set(others)
+    detection = [p for p in CONFIGS.glob("[!p]*/*.yaml") if p.name.startswith("detection")]
+    others = [p for p in CONFIGS.glob("[!p]*/*.yaml") if not is_fit_config(_load(p))]
+    uncovered = set(CONFIGS.glob("[!p]*/*.yaml")) - set(whale_configs()) - set(detection) - set(others)
     uncovered -= set(population_configs())  # test_population_configs_resolve; a fit: test_reid_*
     assert not uncovered, f"configs without a fast_dev_run test: {sorted(uncovered)}"
     assert len(whale_configs()) >= 13  # the 3 x 2 x 2 paper grid + the demo
@@ -139,9 +139,9 @@ def test_every_config_is_covered():
 
 def test_bare_config_name_resolves_and_unknown_fails():
     args = resolve_config_args(["fit", "--config", "demo.yaml"])
-    assert args[2] == str(CONFIGS / "demo.yaml")
+    assert args[2] == str(CONFIGS / "fit/demo.yaml")
     args = resolve_config_args(["fit", "--config=gremm_resnet50_overfit"])
-    assert args[1] == "--config=" + str(CONFIGS / "gremm_resnet50_overfit.yaml")
+    assert args[1] == "--config=" + str(CONFIGS / "fit/gremm_resnet50_overfit.yaml")
     with pytest.raises(DataError, match="--config nosuch.yaml: no such file"):
         resolve_config_args(["fit", "--config", "nosuch.yaml"])
 
@@ -397,7 +397,7 @@ ADDED = {
 
 
 def test_every_fit_config_has_a_fixture():
-    fit = {p.name for p in CONFIGS.glob("*.yaml") if is_fit_config(_load(p))}
+    fit = {p.name for p in CONFIGS.glob("[!p]*/*.yaml") if is_fit_config(_load(p))}
     assert fit - ADDED == set(RESOLVED["configs"])
 
 
@@ -462,7 +462,7 @@ def test_grid_config_resolves_from_a_relative_path_elsewhere(tmp_path, monkeypat
     """Includes are relative to the including file, not to the working directory."""
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path / "sub")
-    rel = os.path.relpath(CONFIGS / "gremm_resnet50_overfit.yaml")
+    rel = os.path.relpath(CONFIGS / "fit/gremm_resnet50_overfit.yaml")
     cfg = _flat(_print_config(rel, "--data.root", "/catalog"))
     assert cfg["model.init_args.arch"] == "resnet50" and cfg["trainer.max_epochs"] == 200
     assert cfg["data.init_args.root"] == "/catalog"

@@ -1,4 +1,4 @@
-"""The contact sheet of a discriminate output folder (experiments/contact_sheet.py): a fake
+"""The contact sheet of a discriminate output folder (experiments/known_new/contact_sheet.py): a fake
 output folder in the discriminate schema, with tiny JPEGs made here; the HTML it writes, and the
 page rendered by a real headless Chromium."""
 
@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from datamodules.errors import DataError
-from experiments import outputs
-from experiments.contact_sheet import PAGE, THUMB_DIR, main, with_ci, write_contact_sheet
+from experiments.known_new.contact_sheet import PAGE, THUMB_DIR, main, with_ci, write_contact_sheet
+from experiments.run import outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 EVIL = '<script>alert("x")</script>&'
@@ -259,7 +259,7 @@ def test_module_entry_point(tmp_path, capsys):
 
 def test_module_is_torch_free():
     code = (
-        "import sys, experiments.contact_sheet\n"
+        "import sys, experiments.known_new.contact_sheet\n"
         "heavy = [m for m in ('torch', 'torchvision', 'pytorch_lightning') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -300,10 +300,10 @@ def test_headless_chromium_renders_the_page(tmp_path):
 
 
 def test_reads_what_discriminate_writes(tmp_path):
-    """The columns and operating-point shape of experiments.discriminate_outputs (the writer)
+    """The columns and operating-point shape of experiments.known_new.output_folder (the writer)
     are the ones this sheet reads."""
-    writer = pytest.importorskip("experiments.discriminate_outputs")
-    from experiments.contact_sheet import COLUMNS, point_rows
+    writer = pytest.importorskip("experiments.known_new.output_folder")
+    from experiments.known_new.contact_sheet import COLUMNS, point_rows
 
     for name, cols in COLUMNS.items():
         assert set(cols) <= set(writer.COLUMNS[name.removesuffix(".csv")]), name

@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from attacks.signals import load_signals
-from experiments.runs import RunContext
-from experiments.training import extract_signals
+from experiments.run.folder import RunContext
+from experiments.side_models.training import extract_signals
 
 # one rank of `torchrun --nproc_per_node 2 cli.py attack --run RUN` with every attack switched
 # off; it records which writers it called
 CHILD = """
 import json, os, sys
 from pathlib import Path
-import experiments.attack as attack_mod
-import experiments.runs as run_mod
+import experiments.attack_steps.pipeline as attack_mod
+import experiments.run.folder as run_mod
 import cli
 
 calls = []

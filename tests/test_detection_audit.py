@@ -95,7 +95,7 @@ def test_audit_chain_end_to_end(tmp_path, monkeypatch):
 
 
 def cli_reattack(out, cfg, tmp_path):
-    from experiments.audit import main
+    from experiments.commands.audit import main
 
     plain = tmp_path / "plain.yaml"
     d = yaml.safe_load(cfg.read_text())

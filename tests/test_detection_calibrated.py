@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from attacks.detection.calibrated import (
+from attacks.detection.scalar_signal import (
     box_iou,
     detection_confidence,
     detection_phi,
@@ -208,7 +208,7 @@ def test_reattack_reuses_cached_references(tiny_audit):
     run without saved queries (here a copy of the shadow) is queried from its checkpoint."""
     import shutil
 
-    from experiments.audit import main
+    from experiments.commands.audit import main
 
     tmp, cfg, out, root = tiny_audit
     shadow = tmp / "shadow_copy"

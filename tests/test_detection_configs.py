@@ -12,7 +12,7 @@ from attacks.signals import load_signals
 from datamodules.manifest import read_manifest
 
 CONFIGS = Path(cli.__file__).resolve().parent / "configs"
-DETECTION = sorted(p.name for p in CONFIGS.glob("detection*.yaml"))
+DETECTION = sorted(p.name for p in (CONFIGS / "detection").glob("*.yaml"))
 
 #: config -> (fixture kind, extra arguments); SSD-VGG/ResNet keep their native 300/512 px input
 #: (their extra layers need it), the two-stage models run at 128 px.

@@ -15,8 +15,8 @@ from datamodules.detection.synthetic import SyntheticVocReader
 from datamodules.detection.synthtext import SynthTextReader
 from datamodules.detection.voc import VocReader
 from datamodules.errors import DataError, SplitLeakError
-from datamodules.leaks import verify_cross_runs, verify_detection_split
 from datamodules.manifest import manifest_hash, read_manifest, write_manifest
+from datamodules.split_leak_checks import verify_cross_runs, verify_detection_split
 
 
 def _recs(n: int, group_size: int = 1) -> list[DetRecord]:

@@ -71,8 +71,8 @@ def read(out: Path) -> tuple[dict, dict]:
 def plant(run_folder: Path, eval_member, eval_new, attack_member=None, attack_new=None) -> dict:
     """Replace the run's final signals' losses (8 photos per set and role): by default attack-set
     members at 0.3-1.05 nats and new whales at 1.0-1.7."""
-    from experiments.runs import RunContext, final_signals
-    from experiments.torch_target import load_target
+    from experiments.run.folder import RunContext, final_signals
+    from experiments.target.torch_engine import load_target
 
     ctx = RunContext.open(run_folder, "cpu")
     load_target(ctx)
@@ -215,7 +215,7 @@ def test_known_or_new_when_the_run_can_separate(tmp_path, photos, make_run_folde
 
 
 def test_out_of_distribution_photos_are_undecided(run_folder, photos, tmp_path, monkeypatch):
-    from experiments import discriminate
+    from experiments.commands import discriminate
 
     monkeypatch.setattr(discriminate, "ood_floor", lambda nearest: 2.0)  # above every cosine
     tables, op = run(run_folder, photos, tmp_path / "out")
@@ -287,7 +287,7 @@ def test_no_result_is_overwritten_and_a_bare_overwrite_works(run_folder, photos,
 def test_bad_choices_are_refused_before_scanning(run_folder, photos, capsys, monkeypatch, option):
     """(e) one line, exit 2, and neither the run nor the image folder was opened."""
     from cli import main
-    from experiments import discriminate
+    from experiments.commands import discriminate
 
     def forbidden(*a, **k):
         raise AssertionError("opened before the options were checked")

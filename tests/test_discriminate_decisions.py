@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from attacks import open_set as osm
-from experiments.discriminate_decisions import (
+from experiments.known_new.decisions import (
     decide,
     fit_health_warning,
     increasing,
@@ -21,7 +21,7 @@ from experiments.discriminate_decisions import (
     separable,
     vote_note,
 )
-from experiments.discriminate_tables import encounter_table, photo_table
+from experiments.known_new.tables import encounter_table, photo_table
 
 
 @pytest.mark.parametrize(
@@ -126,7 +126,7 @@ def test_fit_health_at_chance_is_a_warning(tmp_path):
 
 
 def test_tables_rank_by_p_known_and_round_to_3_decimals(tmp_path):
-    from experiments.discriminate_outputs import COLUMNS, write_table
+    from experiments.known_new.output_folder import COLUMNS, write_table
 
     rows = [
         {"photo": "a.jpg", "encounter": "a", "p_known": 0.12345, "decision": "new"},
@@ -141,8 +141,8 @@ def test_tables_rank_by_p_known_and_round_to_3_decimals(tmp_path):
 
 
 def test_help_lists_every_choice():
-    from experiments.discriminate import parser
-    from experiments.discriminate_scorer import ATTACK_CHOICES
+    from experiments.commands.discriminate import parser
+    from experiments.known_new.classifier_scorer import ATTACK_CHOICES
 
     text = " ".join(parser().format_help().split())
     assert "{" + ",".join(ATTACK_CHOICES) + "}" in text

@@ -50,8 +50,8 @@ def test_an_embedding_head_run_is_scored_by_similarity(run_folder, photos, tmp_p
     nearest training photo's cosine, mean embedding per encounter, cosine candidates."""
     import yaml
 
-    from experiments import runs
-    from experiments.torch_target import PlainTarget, load_target
+    from experiments.run import folder as runs
+    from experiments.target.torch_engine import PlainTarget, load_target
 
     emb_run = tmp_path / "emb_run"
     shutil.copytree(run_folder, emb_run, ignore=shutil.ignore_patterns("discriminate"))
@@ -80,8 +80,8 @@ def test_an_embedding_head_run_is_scored_by_similarity(run_folder, photos, tmp_p
 def test_the_plain_target_equals_the_lightning_module(tmp_path, make_run_folder, extra):
     import torch
 
-    from experiments.runs import RunContext, load_classifier
-    from experiments.torch_target import PlainTarget, load_target
+    from experiments.run.folder import RunContext, load_classifier
+    from experiments.target.torch_engine import PlainTarget, load_target
 
     run_folder = make_run_folder(tmp_path, n_individuals=9, model_args=extra)
     ctx = RunContext.open(run_folder, "cpu")
@@ -98,7 +98,7 @@ def test_the_plain_target_equals_the_lightning_module(tmp_path, make_run_folder,
 def test_progress_bar_only_on_a_terminal_and_not_when_quiet(monkeypatch):
     import io
 
-    from experiments.discriminate import _progress
+    from experiments.commands.discriminate import _progress
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
@@ -113,7 +113,7 @@ def test_progress_bar_only_on_a_terminal_and_not_when_quiet(monkeypatch):
 
 
 def test_the_calibration_scale_keeps_every_ranking():
-    from experiments.discriminate_scorer import feature
+    from experiments.known_new.classifier_scorer import feature
 
     loss = np.array([3.0, 1.0, 0.5, 1e-3, 0.0])
     for name, score in (
@@ -129,8 +129,8 @@ def test_the_calibration_scale_keeps_every_ranking():
 def test_new_photos_are_resized_as_the_run_was_trained(run_folder, photos, tmp_path, monkeypatch):
     """A letterbox run scores new photos letterboxed: the photos go through the run's transform."""
     from datamodules.images import eval_transform
-    from experiments import torch_target
-    from experiments.runs import RunContext
+    from experiments.run.folder import RunContext
+    from experiments.target import torch_engine as torch_target
 
     made, given = [], []
 
@@ -150,7 +150,7 @@ def test_new_photos_are_resized_as_the_run_was_trained(run_folder, photos, tmp_p
 
 
 def test_the_python_api_takes_the_command_s_options(run_folder, photos, tmp_path):
-    from experiments.discriminate import discriminate
+    from experiments.commands.discriminate import discriminate
 
     lines = []
     op = discriminate(

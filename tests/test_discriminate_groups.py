@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from datamodules.errors import DataError
-from experiments.discriminate_scan import read_groups
+from experiments.known_new.scan import read_groups
 
 
 @pytest.mark.parametrize(

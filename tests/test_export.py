@@ -71,7 +71,7 @@ def discriminate(run: Path, photos: Path, out: Path, *extra: str) -> tuple[dict,
 
 
 def test_export_writes_a_bundle_checked_against_torch(exported):
-    from experiments.export import GRAPH_TOLERANCE
+    from experiments.commands.export import GRAPH_TOLERANCE
 
     run, info = exported
     assert (run / "export" / "target.onnx").stat().st_size > 1_000_000
@@ -167,7 +167,7 @@ def test_a_bundle_from_another_checkpoint_is_not_used(exported, new_photos, tmp_
 
 
 def test_a_copied_run_keeps_its_bundle_by_content(exported, tmp_path):
-    from experiments.onnx_target import same_checkpoint
+    from experiments.target.onnx_engine import same_checkpoint
 
     run, info = exported
     copy = tmp_path / "copy.ckpt"
@@ -199,7 +199,7 @@ def test_the_numpy_transform_is_torch_s_within_one_grey_level(resize):
 
 
 def test_signals_from_outputs_are_the_extracted_ones():
-    from experiments.onnx_target import signals_from_outputs
+    from experiments.target.onnx_engine import signals_from_outputs
     from lightning_modules.extraction import extract_arrays
 
     torch.manual_seed(0)

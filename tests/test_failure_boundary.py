@@ -1,4 +1,4 @@
-"""The command line's failure boundary (``experiments.failures``): every ending gets one line and
+"""The command line's failure boundary (``experiments.run.failures``): every ending gets one line and
 a status a script can trust, and a failed command leaves none of its outputs behind."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 import cli
 from datamodules.errors import DataError
-from experiments import interrupts, outputs
+from experiments.run import interrupts, outputs
 from tests.cli_checks import ending
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 def planted(monkeypatch, tmp_path):
     """``cli.py export --run <tmp>`` runs a planted main: it makes an output folder and a file,
     then raises what the test puts in ``planted.error``."""
-    import experiments.export as export
+    import experiments.commands.export as export
 
     class Plant:
         error: BaseException | None = None
@@ -108,7 +108,7 @@ def test_a_real_sigterm_reaches_the_boundary(tmp_path):
     """A real signal to a real process: the installed handler turns it into status 143."""
     code = (
         "import os, signal, sys, time; sys.argv = ['cli.py', 'export', '--run', '.'];"
-        "import experiments.export as e;"
+        "import experiments.commands.export as e;"
         "e.main = lambda argv: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(30));"
         "import cli; cli.main()"
     )

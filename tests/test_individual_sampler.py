@@ -1,13 +1,13 @@
 """The individual/encounter batch sampler against pytorch-metric-learning's MPerClassSampler:
 ours spreads an individual's photos over its encounters, MPerClassSampler cannot (it sees labels
-only), which is why datamodules/samplers.py keeps its own."""
+only), which is why datamodules/identity_batches.py keeps its own."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from datamodules.samplers import IndividualEncounterSampler
+from datamodules.identity_batches import IndividualEncounterSampler
 
 
 def lopsided_rows() -> list[dict]:

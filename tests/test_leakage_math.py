@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from attacks.leakage import leakage_metrics
+from attacks.epoch_leakage import leakage_metrics
 from attacks.metrics import balance, best_threshold, histogram_kl, threshold_metrics, tpr_at_fpr
 from attacks.yeom import YeomAttack
 
@@ -113,7 +113,7 @@ def test_leakage_metrics_end_to_end_on_hand_built_signals():
 
 
 def test_monitor_row_sample_is_stratified_seeded_and_ordered():
-    from experiments.monitor import sample_rows
+    from experiments.callbacks.leakage_monitor import sample_rows
 
     rows = [
         {"split": sp, "set": st, "role": ro, "sample_id": f"{sp}{st}{ro}{i}"}
@@ -144,7 +144,7 @@ def test_monitor_row_sample_is_stratified_seeded_and_ordered():
 def test_monitor_row_budget_follows_the_training_set():
     """Rows per pass = ceil(factor x training photos x every_n_epochs), capped by max_rows, and
     the sampled rows are the same every pass."""
-    from experiments.monitor import LeakageMonitor, pass_budget, sample_rows
+    from experiments.callbacks.leakage_monitor import LeakageMonitor, pass_budget, sample_rows
 
     assert pass_budget(96, 4, 0.4, None) == 154  # the demo: ceil(153.6)
     assert pass_budget(100, 5, 0.4, None) == 200  # no float round-up past an exact product
@@ -172,7 +172,7 @@ def test_monitor_row_budget_follows_the_training_set():
 def test_leakage_chart_redraws_only_the_curves():
     """The per-epoch chart keeps its figure while the curves and ranges stay, and matches the
     from-scratch image's size."""
-    from attacks.leakage import CHEAP_ATTACKS
+    from attacks.epoch_leakage import CHEAP_ATTACKS
     from attacks.report import LeakageChart, leakage_image
 
     def row(e):
@@ -216,7 +216,7 @@ def test_kl_floor_at_n100_and_its_permutation_null():
 def test_every_cheap_attack_at_both_levels(make_classifier_signals):
     """All cheap attacks from one signal file: identity level on the attack/eval sets, sample
     level (yeom_true) on ID1-train against held-out ID1 photos, and epsilon for DP runs."""
-    from attacks.leakage import CHEAP_ATTACKS, best_audit_attack
+    from attacks.epoch_leakage import CHEAP_ATTACKS, best_audit_attack
 
     train = make_classifier_signals(np.linspace(0.01, 0.05, 40), [], "train", seed=3)
     train["split"][:] = "train"
@@ -251,7 +251,7 @@ def test_sample_level_nearest_neighbour_never_scores_a_photo_against_itself():
     """The audit's gallery is the fit split's training photos: a fit member is compared with the
     others (leave one out), so its own copy cannot give it cosine 1; eval rows see the whole
     gallery, which holds none of them."""
-    from attacks.leakage import _loo_nn_cosine
+    from attacks.epoch_leakage import _loo_nn_cosine
 
     rng = np.random.default_rng(0)
     att = {"embedding": rng.normal(size=(12, 16)), "role": np.array(["member", "nonmember"] * 6)}

@@ -11,9 +11,9 @@ from PIL import Image
 
 from datamodules.catalogs import Catalog, Record
 from datamodules.errors import DataError
+from datamodules.identity_batches import IndividualEncounterSampler
 from datamodules.image_cache import DecodeSettings, ImageCache
 from datamodules.images import ManifestDataset, eval_transform, letterbox_size, resize_uint8
-from datamodules.samplers import IndividualEncounterSampler
 from datamodules.splits import SplitSettings, plan_splits
 from lightning_modules.classifier import ImageClassifier
 
@@ -303,7 +303,7 @@ def test_holdout_groups_sends_whole_encounters_to_test():
 
 def test_encounter_figures_split_member_photos_by_encounter():
     from attacks.report import encounter_table
-    from experiments.attack import encounter_figures
+    from experiments.attack_steps.results import encounter_figures
 
     rows = [
         {"identity": "x", "group": "a", "split": "train"},
@@ -328,7 +328,7 @@ def test_one_encounter_key_for_every_command():
     from types import SimpleNamespace
 
     from datamodules.manifest import encounter_key
-    from experiments.discriminate import run_encounters
+    from experiments.commands.discriminate import run_encounters
 
     rows = [
         {"identity": "x", "group": "a", "file": "x/1.jpg"},
@@ -344,7 +344,7 @@ def test_one_encounter_key_for_every_command():
 
 @pytest.mark.slow
 def test_openset_table_runs_on_a_tiny_noaa_catalog(tmp_path, noaa_catalog):
-    from experiments.openset_table import main
+    from experiments.commands.openset_table import main
 
     root = noaa_catalog(tmp_path / "cat", n_ind=12, n_enc=3, per_enc=2)
     out = tmp_path / "table"
@@ -362,12 +362,12 @@ def test_openset_table_runs_on_a_tiny_noaa_catalog(tmp_path, noaa_catalog):
 
 
 def test_openset_table_scores_encounters_with_discriminate_s_scorer():
-    """The table's encounters are :class:`experiments.discriminate_scorer.Scorer`'s: the mean of
+    """The table's encounters are :class:`experiments.known_new.classifier_scorer.Scorer`'s: the mean of
     the photos' scores on the calibration scale (minus the log of Yeom's loss) and the mean of
     their softmax probabilities."""
     from attacks.yeom import YeomAttack
-    from experiments.discriminate_scorer import Scorer, feature
-    from experiments.openset_table import encounters, scorer_for
+    from experiments.commands.openset_table import encounters, scorer_for
+    from experiments.known_new.classifier_scorer import Scorer, feature
 
     loss = np.array([0.5, 2.0, 1.0, 0.25])
     logits = np.log(np.array([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5], [0.9, 0.1]]))

@@ -1,5 +1,5 @@
 """The subsampled catalog (data.split.member_fraction / max_train_groups) and the
-known/new trend command (experiments.openset_trend)."""
+known/new trend command (experiments.commands.openset_trend)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from datamodules.catalogs import NoaaReader
 from datamodules.errors import DataError
-from datamodules.leaks import verify_manifest
+from datamodules.split_leak_checks import verify_manifest
 from datamodules.splits import SplitSettings, plan_splits
 
 
@@ -74,7 +74,7 @@ def test_bad_subsampling_settings_name_the_keys(catalog):
 
 
 def test_trend_points_vary_one_axis_at_a_time():
-    from experiments.openset_trend import parse, points, table_args
+    from experiments.commands.openset_trend import parse, points, table_args
 
     args = parse(["--root", "r", "--output", "o", "--image_size", "48", "64", "96"])
     pts = points(args)
@@ -102,7 +102,7 @@ def test_trend_points_vary_one_axis_at_a_time():
 
 @pytest.mark.slow
 def test_trend_runs_on_a_tiny_noaa_catalog(tmp_path, noaa_catalog):
-    from experiments.openset_trend import main
+    from experiments.commands.openset_trend import main
 
     root = noaa_catalog(tmp_path / "cat", n_ind=12, n_enc=6, per_enc=2)
     out = tmp_path / "trend"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from attacks.group_bootstrap import bootstrap_ci
 from attacks.metrics import auc
-from attacks.uncertainty import bootstrap_ci
 from datamodules.errors import DataError
-from experiments import outputs
+from experiments.run import outputs
 
 
 def test_claim_refuses_existing_path_unless_overwrite(tmp_path):
@@ -82,7 +82,7 @@ def test_defend_refuses_a_variant_that_already_ran(tmp_path, capsys):
 
 
 def test_defend_sweeps_sharing_a_folder_keep_every_table(tmp_path, monkeypatch):
-    from experiments import defend
+    from experiments.commands import defend
 
     trained = []
     monkeypatch.setattr(defend, "fit_main", lambda args: trained.append(args))
@@ -117,7 +117,7 @@ def test_audit_refuses_an_existing_output_folder(tmp_path, capsys):
 
 
 def test_study_never_writes_into_an_earlier_study(tmp_path):
-    from experiments.study import study_folder
+    from experiments.commands.study import study_folder
 
     (tmp_path / "version_0").mkdir()
     (tmp_path / "version_0" / "summary.json").write_text("first")
@@ -149,7 +149,7 @@ def test_bootstrap_group_interval_wider_than_row_interval():
 
 
 def test_several_metrics_over_one_resampling_equal_each_alone():
-    from attacks.uncertainty import bootstrap_cis
+    from attacks.group_bootstrap import bootstrap_cis
 
     rng = np.random.default_rng(2)
     groups = rng.integers(0, 15, 120)

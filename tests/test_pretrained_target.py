@@ -28,9 +28,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_export_and_discriminate_a_pretrained_target(head, extra, tmp_path, make_run_folder):
     """cli export's own check (torch vs ONNX Runtime, export.json), the rebuilt target's trunk
     is the packaged one (weights and [-1, 1] input scaling), and discriminate runs on ONNX."""
-    from experiments.export import GRAPH_TOLERANCE
-    from experiments.runs import RunContext
-    from experiments.torch_target import load_target
+    from experiments.commands.export import GRAPH_TOLERANCE
+    from experiments.run.folder import RunContext
+    from experiments.target.torch_engine import load_target
     from lightning_modules.components.classifier import build_classifier
 
     run = make_run_folder(tmp_path, size=48, model_args={**PRETRAINED, "head": head, **extra})

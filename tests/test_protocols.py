@@ -8,10 +8,10 @@ from collections import defaultdict
 import pytest
 
 from datamodules.catalogs import NoaaReader
-from datamodules.leaks import verify_manifest
 from datamodules.manifest import read_manifest
+from datamodules.split_leak_checks import verify_manifest
 from datamodules.splits import SplitSettings, plan_splits
-from experiments.study import StudySettings, run_study
+from experiments.commands.study import StudySettings, run_study
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cli
-from experiments.reid import draw_roles
+from experiments.commands.reid import draw_roles
 
 
 def refused(capsys, *argv) -> str:

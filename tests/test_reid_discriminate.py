@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import reid_discriminate
-from experiments.reid_operating_point import (
+from experiments.known_new import embedding_engine as reid_discriminate
+from experiments.known_new.operating_point import (
     Photos,
     leave_encounter_out,
     operating_point,
@@ -187,7 +187,7 @@ def catalog_whale_of(catalog: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_photos_encounters_candidates_and_operating_point(tiny, tmp_path):
-    from experiments.discriminate_outputs import COLUMNS
+    from experiments.known_new.output_folder import COLUMNS
 
     photos, encs, cands, op = discriminate(tiny, tmp_path / "out")
     assert list(photos[0]) == COLUMNS["photos"] and list(encs[0]) == COLUMNS["encounters"]
@@ -267,7 +267,7 @@ def test_viewpoint_and_out_of_distribution_flags(tmp_path):
     from every catalog photo than 99% of the reference whales' photos ``out_of_distribution``."""
     from types import SimpleNamespace
 
-    from experiments.reid_discriminate import photo_flags
+    from experiments.known_new.embedding_engine import photo_flags
 
     (tmp_path / "metadata.csv").write_text(
         "image_id,path,viewpoint,whale_id,encounter_id\n"

@@ -144,7 +144,7 @@ def test_fit_writes_a_run_the_reid_command_reads(
     assert 0.0 <= val[1] <= 1.0
     dev = noaa_catalog(tmp_path / "dev", n_ind=8, n_enc=3, per_enc=2)
     out = tmp_path / "reid"
-    from experiments.reid import main as reid
+    from experiments.commands.reid import main as reid
 
     res = reid(["--run", str(run), "--catalog", str(dev), "--output", str(out),
                     "--draws", "2", "--n_boot", "50"])  # fmt: skip

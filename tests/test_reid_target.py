@@ -1,5 +1,5 @@
 """``cli.py reid --target``: a target run's attack scores and the open-set score of the population
-embedding on the same encounters (experiments/reid_target.py), on a hand-made run folder and an
+embedding on the same encounters (experiments/known_new/reid_target.py), on a hand-made run folder and an
 embedding stand-in whose embeddings are known."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from attacks.metrics import auc
 from datamodules.errors import DataError
 from datamodules.splits import COLUMNS
-from experiments.reid_target import attack_scores, compare
+from experiments.known_new.reid_target import attack_scores, compare
 
 
 class FakeEmbedding:

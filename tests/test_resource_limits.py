@@ -18,7 +18,7 @@ from datamodules.errors import DataError
 from datamodules.image_check import check_images
 from datamodules.splits import SplitSettings
 from datamodules.whale import LoaderSettings, WhaleDataModule
-from experiments.validate import check_batch_norm, check_image_sizes
+from experiments.run.input_checks import check_batch_norm, check_image_sizes
 from tests.cli_checks import one_error_line as refused
 
 
@@ -189,7 +189,7 @@ def test_a_bomb_stops_a_fit_in_one_line(tmp_path, folder_catalog, tiny_args, cap
 
 
 def test_discriminate_lists_a_bomb_as_unreadable(tmp_path, tiny_image):
-    scan = pytest.importorskip("experiments.discriminate_scan").scan
+    scan = pytest.importorskip("experiments.known_new.scan").scan
     good = tiny_image(tmp_path / "photos" / "a.jpg", seed=27182)
     bomb = bomb_png(tmp_path / "photos" / "b.png")
     images, bad = scan(tmp_path / "photos")

@@ -84,7 +84,7 @@ def test_settings_that_do_not_change_the_run_are_free(run):
 
 
 def test_the_override_records_the_change_and_attack_reads_it(run, capsys):
-    from experiments.runs import RunContext
+    from experiments.run.folder import RunContext
 
     folder, resume = run
     cli.main([*resume, "--trainer.max_epochs", "2", "--data.init_args.loader.image_size", "48"]

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from attacks.confidence import balanced_accuracy, bootstrap_groups, ci_summary
+from attacks.metric_intervals import balanced_accuracy, bootstrap_groups, ci_summary
 from attacks.report_tables import ci_table
 from attacks.risk import most_exposed, ranks, risk_rows, write_risk_csv
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import cli
-from experiments.attack import parser as attack_parser
-from experiments.attack_settings import AttackSettings
-from experiments.validate import check_accelerator, config_key_error
+from experiments.commands.attack import parser as attack_parser
+from experiments.fitting.config_keys import config_key_error
+from experiments.run.input_checks import check_accelerator
+from experiments.settings.attack import AttackSettings
 from tests.cli_checks import one_error_line as refused
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -57,10 +58,10 @@ def test_attack_on_a_gpu_this_machine_lacks(tmp_path, capsys):
     assert "device='cuda': this machine has 0 CUDA GPU(s) (no such device here)" in line
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("attack*.yaml")))
+@pytest.mark.parametrize("name", sorted(p.name for p in (CONFIGS / "attack").glob("*.yaml")))
 def test_the_shipped_attack_configs_pass_the_checks(name):
     p = attack_parser()
-    cfg = p.parse_args(["--config", str(CONFIGS / name), "--run", "x"])
+    cfg = p.parse_args(["--config", str(CONFIGS / "attack" / name), "--run", "x"])
     inst = p.instantiate_classes(cfg)
     AttackSettings(**{k: inst[k] for k in AttackSettings.__dataclass_fields__})
 

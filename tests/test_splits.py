@@ -18,8 +18,8 @@ from datamodules.catalogs import (
     SyntheticWhalesReader,
 )
 from datamodules.errors import DataError, SplitLeakError
-from datamodules.leaks import verify_manifest
 from datamodules.manifest import manifest_hash, read_manifest, write_manifest
+from datamodules.split_leak_checks import verify_manifest
 from datamodules.splits import COLUMNS, PROTOCOLS, SplitSettings, plan_splits
 from datamodules.whale import LoaderSettings, WhaleDataModule
 

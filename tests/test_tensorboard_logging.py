@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 import cli
-from experiments.run_loggers import RunLoggers
+from experiments.run.loggers import RunLoggers
 
 
 def accumulators(run: Path) -> list[EventAccumulator]:

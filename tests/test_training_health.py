@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import cli
-from experiments.fit_health import at_chance, read_health
+from experiments.callbacks.fit_health import at_chance, read_health
 
 
 def test_at_chance_is_three_binomial_sd_above_one_over_classes():

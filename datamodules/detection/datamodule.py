@@ -23,11 +23,11 @@ from datamodules.detection.split import (
     plan_detection_split,
     reference_training_rows,
 )
-from datamodules.environment import default_workers, environment_versions
 from datamodules.errors import DataError
 from datamodules.image_cache import sha256_file
-from datamodules.leaks import verify_detection_split
+from datamodules.machine import default_workers, environment_versions
 from datamodules.manifest import write_manifest
+from datamodules.split_leak_checks import verify_detection_split
 
 
 @dataclass(frozen=True)
