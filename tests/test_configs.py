@@ -131,7 +131,9 @@ def test_every_config_is_covered():
     """Each config is a whale fit config (above), a detector config, or a non-fit config."""
     detection = [p for p in CONFIGS.glob("[!p]*/*.yaml") if p.name.startswith("detection")]
     others = [p for p in CONFIGS.glob("[!p]*/*.yaml") if not is_fit_config(_load(p))]
-    uncovered = set(CONFIGS.glob("[!p]*/*.yaml")) - set(whale_configs()) - set(detection) - set(others)
+    uncovered = (
+        set(CONFIGS.glob("[!p]*/*.yaml")) - set(whale_configs()) - set(detection) - set(others)
+    )
     uncovered -= set(population_configs())  # test_population_configs_resolve; a fit: test_reid_*
     assert not uncovered, f"configs without a fast_dev_run test: {sorted(uncovered)}"
     assert len(whale_configs()) >= 13  # the 3 x 2 x 2 paper grid + the demo
