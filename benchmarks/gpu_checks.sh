@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU figures in one go (about 5-8 minutes on one H100/H200): ResNet50 training at 224 px
-# with bf16 + channels_last, label-only queries per second against the forward floor (and ART),
+# The GPU figures in one go (about 6-9 minutes on one H100/H200): ResNet50 training at 224 px
+# with bf16 + channels_last, the population embedding's EfficientNet-B5 at 512 x 192 px in bf16
+# against its forward floor, label-only queries per second against the forward floor (and ART),
 # canvas rendering, DP-SGD against non-DP throughput, and the leakage monitor's overhead.
 #
 #   bash benchmarks/gpu_checks.sh                       # on a GPU: results in benchmarks/results/gpu/

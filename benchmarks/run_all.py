@@ -95,6 +95,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "resnet50_train_throughput.json",
         smoke=("--steps", "1", "--warmup", "1", "--image-size", "32", "--batch-size", "2"),
     ),
+    Benchmark(
+        "gpu_embedding_b5.py",
+        "b5_embedding_train_throughput.json",
+        smoke=("--steps", "1", "--warmup", "1", "--batch-size", "2"),
+    ),
     Benchmark("scale.py", "scale.json", smoke=("--sizes", "12", "24")),
     Benchmark(
         "knn_gallery.py",
@@ -106,6 +111,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
 #: the GPU figures (``--gpu-checks``; benchmarks/gpu_checks.sh runs them on CUDA)
 GPU_CHECKS = (
     "gpu_resnet50",
+    "gpu_embedding_b5",
     "label_only_vs_art",
     "canvas_render",
     "dp_throughput",
