@@ -88,7 +88,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(
         "dp_throughput.py",
         "dp_throughput.json",
-        smoke=("--n", "32", "--epochs", "1", "--image-size", "32"),
+        smoke=("--n", "32", "--epochs", "1", "--image-size", "32", "--repeats", "1"),
     ),
     Benchmark(
         "gpu_resnet50.py",
