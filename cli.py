@@ -47,6 +47,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "study": ("experiments.commands.study", "compare the split protocols on one fit config"),
     "audit": ("experiments.commands.audit", "train target and shadow detectors and attack them"),
+    "openset_table": (
+        "experiments.commands.openset_table",
+        "train targets on a NOAA catalog and tabulate known/new per encounter",
+    ),
+    "openset_trend": (
+        "experiments.commands.openset_trend",
+        "vary the catalog, image size or epochs one at a time: the known/new trend",
+    ),
 }
 LIGHTNING = ("fit", "validate", "test", "predict")
 

@@ -2,7 +2,8 @@
 
 Every registered attack (whale, detector and baseline alike) is a class with
 
-* ``name`` (set by :func:`attacks.registry.register`), ``kind`` (``classifier`` or ``detector``:
+* ``name`` (set by :func:`attacks.registry.register`, with the attack's other declarations:
+  aliases, settings block, leakage-monitor level, ``cli.py attack`` step), ``kind`` (``classifier`` or ``detector``:
   which signal files it reads) and ``requires`` (the signal fields it reads);
 * ``for_run(run_signals, **settings)``: build it for one run; ``run_signals`` holds every row of
   the run's signal file, for attacks that need context beyond the attack set (the nearest-neighbour
@@ -45,6 +46,8 @@ class RegisteredAttack:
     name = ""
     kind = "classifier"
     requires: tuple[str, ...] = ()
+    #: what the score is, in its report's ``info`` (the open-set baselines); "": nothing
+    score_text = ""
 
     @classmethod
     def for_run(cls, run_signals: dict[str, np.ndarray], **settings):

@@ -9,21 +9,25 @@ from attacks.base import ThresholdAttack
 from attacks.registry import register
 
 
-@register("baseline_msp")
+@register(
+    "baseline_msp", aliases=("msp",), cheap="identity", discriminate=True, steps=("baseline",)
+)
 class MaxSoftmaxBaseline(ThresholdAttack):
     """Score = maximum softmax probability (``max_prob``, in [0, 1])."""
 
     requires = ("max_prob",)
+    score_text = "max softmax"
 
     def raw_score(self, signals: dict) -> np.ndarray:
         return np.asarray(signals["max_prob"], dtype=np.float64)
 
 
-@register("baseline_entropy")
+@register("baseline_entropy", aliases=("entropy",), cheap="identity")
 class EntropyBaseline(ThresholdAttack):
     """Score = minus the softmax entropy (``entropy``, nats): confident photos are members."""
 
     requires = ("entropy",)
+    score_text = "minus softmax entropy"
 
     def raw_score(self, signals: dict) -> np.ndarray:
         return -np.asarray(signals["entropy"], dtype=np.float64)
@@ -43,12 +47,19 @@ def nn_cosine_scores(gallery: np.ndarray, queries: np.ndarray, chunk: int = 2048
     return out
 
 
-@register("baseline_nn_cosine")
+@register(
+    "baseline_nn_cosine",
+    aliases=("nn_cosine", "cosine"),
+    cheap="identity",
+    discriminate="cosine",
+    steps=("baseline",),
+)
 class NearestNeighbourCosine(ThresholdAttack):
     """Score = max cosine similarity of a photo's embedding to the gallery (the target's
     training photos' embeddings, (M, D)); = minus the nearest-neighbour cosine distance."""
 
     requires = ("embedding",)
+    score_text = "max cosine similarity to ID1-train embeddings"
 
     def __init__(self, gallery: np.ndarray | None = None):
         self.gallery = None if gallery is None else np.asarray(gallery, dtype=np.float32)

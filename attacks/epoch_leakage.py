@@ -24,25 +24,36 @@ import numpy as np
 from attacks.baselines import nn_cosine_scores
 from attacks.dp_audit import audit_attacks
 from attacks.metrics import histogram_kl, kl_permutation_null, threshold_metrics
-from attacks.registry import get
+from attacks.registry import entries, get
 from attacks.signals import accuracy, balanced, membership, select, subset
 
-#: the cheap attacks the leakage monitor scores: metric stem -> (registered attack, level).
-#: ``yeom`` and ``msp`` rank photos identically (loss_pred = -log max softmax): their curves
-#: coincide and the figure labels them together. ``label_only`` is scored only when the signals
-#: carry ``boundary_distance`` (opt-in: it queries the model).
-CHEAP_ATTACKS = {
-    "yeom": ("yeom", "identity"),
-    "yeom_true": ("yeom_true", "sample"),
-    "msp": ("baseline_msp", "identity"),
-    "entropy": ("baseline_entropy", "identity"),
-    "nn_cosine": ("baseline_nn_cosine", "identity"),
-    "label_only": ("label_only", "identity"),
-}
 
-#: the attacks of the DP audit (``leak/eps_lb``): every cheap attack the signals allow, each
-#: fitted and counted at the sample level, whose members are the training photos DP-SGD protects
-AUDIT_ATTACKS = ("yeom_true", "yeom", "msp", "entropy", "nn_cosine", "label_only")
+def cheap_attacks() -> dict[str, tuple[str, str]]:
+    """The cheap attacks the leakage monitor scores: metric stem (the attack's short name) ->
+    (registered attack, level), every attack registered with ``cheap=<level>``, in registry
+    order. ``yeom`` and ``msp`` rank photos identically (loss_pred = -log max softmax): their
+    curves coincide and the figure labels them together. ``label_only`` is scored only when the
+    signals carry ``boundary_distance`` (opt-in: it queries the model)."""
+    return {e.short: (e.name, e.cheap) for e in entries("classifier") if e.cheap}
+
+
+def audit_stems() -> tuple[str, ...]:
+    """The attacks of the DP audit (``leak/eps_lb``): every cheap attack the signals allow, each
+    fitted and counted at the sample level, whose members are the training photos DP-SGD
+    protects; the sample-level ones first (ties of :func:`best_audit_attack` go to the first)."""
+    cheap = cheap_attacks()
+    return tuple(sorted(cheap, key=lambda stem: cheap[stem][1] != "sample"))
+
+
+def __getattr__(name: str):
+    """``CHEAP_ATTACKS`` and ``AUDIT_ATTACKS``: :func:`cheap_attacks` and :func:`audit_stems`
+    of the attacks registered now."""
+    if name == "CHEAP_ATTACKS":
+        return cheap_attacks()
+    if name == "AUDIT_ATTACKS":
+        return audit_stems()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: the per-attack metrics logged as ``leak/<stem>_<metric>``
 ATTACK_METRICS = ("auc", "adv", "tpr@1%fpr", "acc")
@@ -76,7 +87,7 @@ def attack_metrics(
     """One cheap attack fitted on ``sets[0]``, scored on ``sets[1]`` (balanced): its
     ``leak/<stem>_*`` metrics (plus the ``attack/*`` headline for ``yeom``); None when the
     signals lack a field it reads."""
-    name, _ = CHEAP_ATTACKS[stem]
+    name, _ = cheap_attacks()[stem]
     att, ev = sets
     if stem == "label_only":  # only the rows whose boundary distance was measured
         if "boundary_distance" not in signals:
@@ -123,7 +134,7 @@ def audit_scores(stem: str, signals: dict, sets: tuple[dict, dict]) -> tuple | N
         att, ev = (select(s, np.isfinite(s["boundary_distance"])) for s in (att, ev))
         if min(len(np.unique(membership(s))) for s in (att, ev)) < 2:
             return None
-    cls = get(CHEAP_ATTACKS[stem][0])
+    cls = get(cheap_attacks()[stem][0])
     if not set(cls.requires) <= set(signals):
         return None
     if stem == "nn_cosine":
@@ -141,7 +152,7 @@ def epsilon_audit(
     :data:`AUDIT_ATTACKS` the signals allow: :func:`attacks.dp_audit.audit_attacks` at 95%,
     Bonferroni over the attacks audited; empty when none is."""
     scored = {}
-    for stem in (s for s in AUDIT_ATTACKS if s in stems):
+    for stem in (s for s in audit_stems() if s in stems):
         got = audit_scores(stem, signals, sets)
         if got is not None:
             scored[stem] = got
@@ -158,7 +169,7 @@ def best_audit_attack(metrics: dict) -> tuple[str | None, float]:
     ``leak/eps_lb_<stem>`` scalars; ties go to the first of :data:`AUDIT_ATTACKS`); ``(None,
     value)`` when no attack proves a bound above 0."""
     best = metrics.get("leak/eps_lb", float("nan"))
-    per = [(s, metrics.get(f"leak/eps_lb_{s}", float("nan"))) for s in AUDIT_ATTACKS]
+    per = [(s, metrics.get(f"leak/eps_lb_{s}", float("nan"))) for s in audit_stems()]
     per = [(s, v) for s, v in per if v == v]
     if not per or not max(v for _, v in per) > 0:
         return None, best
@@ -210,9 +221,10 @@ def leakage_metrics(
         out[key] = histogram_kl(p, q, bins=kl_bins)
         out[f"{key}_null"] = kl_permutation_null(p, q, bins=kl_bins, seed=seed)
     levels = {lv: level_sets(signals, lv, seed) for lv in ("identity", "sample")}
-    stems = attacks if attacks is not None else tuple(CHEAP_ATTACKS)
+    cheap = cheap_attacks()
+    stems = attacks if attacks is not None else tuple(cheap)
     for stem in stems:
-        level = CHEAP_ATTACKS[stem][1]
+        level = cheap[stem][1]
         got = None if levels[level] is None else attack_metrics(stem, signals, levels[level], seed)
         if got is not None:
             out.update(got)

@@ -8,13 +8,50 @@ search (HopSkipJump) in :mod:`experiments.side_models.boundary_search`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from attacks.base import ThresholdAttack
 from attacks.registry import register
 
 
-@register("label_only")
+@dataclass
+class LabelOnlySettings:
+    """HopSkipJump boundary-distance attack.
+
+    Args:
+        enabled: run the attack.
+        method: ``ours`` (batched torch search) or ``art`` (ART's reference implementation).
+        max_iter: HopSkipJump iterations.
+        init_eval: initial gradient-estimate probes.
+        max_eval: maximum gradient-estimate probes.
+        init_size: random trials for the adversarial start.
+        max_queries: per-sample query cap (None: no cap).
+        max_per_role: cap of members and of non-members per set (attack and evaluation) to
+            bound the query cost; None keeps all (balanced).
+        chunk: images per forward pass.
+        seed: seed of the sample choice and of the search.
+    """
+
+    enabled: bool = True
+    method: str = "ours"
+    max_iter: int = 50
+    init_eval: int = 100
+    max_eval: int = 10000
+    init_size: int = 100
+    max_queries: int | None = None
+    max_per_role: int | None = None
+    chunk: int = 1024
+    seed: int = 0
+
+    def search_options(self) -> dict:
+        """The boundary search's keyword arguments (``boundary_distances``)."""
+        keys = ("max_iter", "init_eval", "max_eval", "init_size", "max_queries", "chunk", "seed")
+        return {k: getattr(self, k) for k in keys}
+
+
+@register("label_only", settings=LabelOnlySettings, cheap="identity", steps=("boundary",))
 class LabelOnlyAttack(ThresholdAttack):
     """Member iff ``boundary_distance >= tau``; ``tau`` swept on attack-set rows only."""
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import logsumexp
-from scipy.stats import norm
 
 from attacks.base import ThresholdAttack
 from attacks.registry import register
@@ -99,6 +98,8 @@ def gaussian_fits(ref_phi, ref_in, variance: str = "auto") -> dict[str, np.ndarr
 def lira_online(cal_phi, ref_phi, ref_in, variance: str = "auto") -> np.ndarray:
     """Online LiRA score (N,): mean over augmentations of the Gaussian log-likelihood ratio
     ``log N(phi; mu_in, sd_in) - log N(phi; mu_out, sd_out)``."""
+    from scipy.stats import norm  # slow to import: only when scoring
+
     phi = np.asarray(cal_phi, dtype=np.float64)
     f = gaussian_fits(ref_phi, ref_in, variance)
     ll_in = norm.logpdf(phi, f["mu_in"], f["sd_in"])
@@ -109,6 +110,8 @@ def lira_online(cal_phi, ref_phi, ref_in, variance: str = "auto") -> np.ndarray:
 def lira_offline(cal_phi, ref_phi, ref_in, variance: str = "auto") -> np.ndarray:
     """Offline LiRA score (N,): mean over augmentations of ``log Phi((phi - mu_out) / sd_out)``,
     the one-sided test that the target's confidence exceeds the OUT references'."""
+    from scipy.stats import norm  # slow to import: only when scoring
+
     phi = np.asarray(cal_phi, dtype=np.float64)
     f = gaussian_fits(ref_phi, np.asarray(ref_in, dtype=bool), variance)
     return norm.logcdf(phi, f["mu_out"], f["sd_out"]).mean(1)
@@ -127,7 +130,7 @@ class _LiRA(ThresholdAttack):
         return signals["ref_phi"][:, :k], signals["ref_in"][:, :k]
 
 
-@register("lira_online")
+@register("lira_online", steps=("calibrated",))
 class LiRAOnline(_LiRA):
     """Online LiRA (IN and OUT references). Args: variance: auto | global | per_example;
     max_refs: use only the first this many references (None: all)."""
@@ -136,7 +139,7 @@ class LiRAOnline(_LiRA):
         return lira_online(signals["cal_phi"], *self._refs(signals), self.variance)
 
 
-@register("lira_offline")
+@register("lira_offline", steps=("calibrated",))
 class LiRAOffline(_LiRA):
     """Offline LiRA (OUT references only, one-sided). Args as :class:`LiRAOnline`."""
 

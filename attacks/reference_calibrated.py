@@ -129,7 +129,7 @@ def encounter_embeddings(
     return aggregate(embeddings, groups, "mean_embedding")
 
 
-@register("reference_calibrated")
+@register("reference_calibrated", steps=("reference",))
 class ReferenceCalibrated(ThresholdAttack):
     """Score = :func:`calibrated_scores` of a photo's embedding: its best catalog identity
     (gallery = the target's training photos) judged against reference whales outside it."""

@@ -67,7 +67,7 @@ def rmia_scores(
     return np.searchsorted(thresholds, ratio_x, side="right") / len(thresholds)
 
 
-@register("rmia")
+@register("rmia", steps=("calibrated",))
 class RMIA(ThresholdAttack):
     """RMIA score; ``fit`` keeps the fit set's non-member rows as the population ``z`` and
     sweeps the threshold.

@@ -8,18 +8,80 @@ scores the target's evaluation set. Pure over signal arrays: ``logits`` (N, C), 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
 from attacks.base import RegisteredAttack
 from attacks.metrics import best_threshold
 from attacks.registry import register
 from attacks.signals import membership
 
+if TYPE_CHECKING:  # torch loads when the MLP is built, not when the registry is listed
+    import torch
+    from torch import nn
+
+
+@dataclass
+class ShadowSettings:
+    """Train the attack on a shadow model's signals instead of the target's (Figure 8).
+
+    Args:
+        enabled: fit Salem's MLP on a shadow's signals as well.
+        arch: shadow architecture (None: the target's); another one gives the transfer setting.
+        epochs: shadow training epochs.
+        batch_size: shadow training batch size.
+        seed: shadow split and training seed.
+        run: a second finished run folder whose attack set is used instead of training a
+            shadow here on ID2.
+    """
+
+    enabled: bool = False
+    arch: str | None = None
+    epochs: int = 20
+    batch_size: int = 32
+    seed: int = 1
+    run: str | None = None
+
+
+@dataclass
+class SalemSettings:
+    """Salem et al. (ML-Leaks) MLP, on the target and/or a shadow.
+
+    Args:
+        enabled: run the attack.
+        topk: sorted posteriors fed to the MLP.
+        epochs: full-batch Adam epochs of the MLP.
+        lr: Adam learning rate.
+        threshold: ``argmax`` (the MLP's decision) or ``fit`` (swept on its training signals).
+        on_target: fit on the target's own attack set.
+        shadow: fit on a shadow model's signals too.
+    """
+
+    enabled: bool = True
+    topk: int = 3
+    epochs: int = 300
+    lr: float = 0.01
+    threshold: str = "argmax"
+    on_target: bool = True
+    shadow: ShadowSettings = field(default_factory=ShadowSettings)
+
+    def attack_args(self, seed: int) -> dict:
+        """:class:`SalemAttack`'s keyword arguments, its MLP seeded with ``seed``."""
+        return dict(
+            topk=self.topk, epochs=self.epochs, lr=self.lr, threshold=self.threshold, seed=seed
+        )
+
+    def target_args(self, seed: int) -> dict | None:
+        """The target step's keyword arguments; None when it is off."""
+        return self.attack_args(seed) if self.enabled and self.on_target else None
+
 
 def topk_posteriors(signals: dict, k: int) -> np.ndarray:
     """Sorted (descending) top-``k`` softmax probabilities (N, k), zero-padded if C < k."""
+    import torch
+
     logits = signals["logits"] if "logits" in signals else signals["topk_logits"]
     p = torch.softmax(torch.as_tensor(np.asarray(logits, dtype=np.float32)), dim=1)
     p = torch.sort(p, dim=1, descending=True).values[:, :k]
@@ -30,6 +92,8 @@ def topk_posteriors(signals: dict, k: int) -> np.ndarray:
 
 def mlp(k: int, hidden: tuple[int, ...] = (64, 32)) -> nn.Sequential:
     """``k -> 64 -> 32 -> 2`` with ReLU (the paper's 3-layer attack MLP)."""
+    from torch import nn
+
     layers: list[nn.Module] = []
     d = k
     for h in hidden:
@@ -39,7 +103,7 @@ def mlp(k: int, hidden: tuple[int, ...] = (64, 32)) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@register("salem")
+@register("salem", settings=SalemSettings, discriminate=True, steps=("target", "shadow"))
 class SalemAttack(RegisteredAttack):
     """ML-Leaks attack model (reads ``logits`` (N, C), or ``topk_logits`` when only those were
     saved).
@@ -75,12 +139,17 @@ class SalemAttack(RegisteredAttack):
         self._tau = 0.5
 
     def _features(self, signals: dict) -> torch.Tensor:
+        import torch
+
         # raw posteriors in [0, 1], as in ML-Leaks: standardising with a shadow's statistics
         # blows up when the shadow is unsure (tiny spread) and saturates the MLP on the target
         return torch.as_tensor(topk_posteriors(signals, self.topk), dtype=torch.float32)
 
     def fit(self, attack_signals: dict) -> SalemAttack:
         """Train the MLP on member/non-member signals (attack set of the target or a shadow)."""
+        import torch
+        from torch import nn
+
         y = torch.as_tensor(membership(attack_signals))
         if len(torch.unique(y)) < 2:
             raise ValueError("salem: the attack-training signals need members and non-members")
@@ -108,12 +177,14 @@ class SalemAttack(RegisteredAttack):
             self._tau, _ = best_threshold(self.score(attack_signals), y.numpy())
         return self
 
-    @torch.no_grad()
     def score(self, signals: dict) -> np.ndarray:
         """P(member) per sample (N,), from the MLP's softmax."""
+        import torch
+
         if self.net is None:
             raise RuntimeError("fit the attack first")
-        return torch.softmax(self.net(self._features(signals)), 1)[:, 1].double().numpy()
+        with torch.no_grad():
+            return torch.softmax(self.net(self._features(signals)), 1)[:, 1].double().numpy()
 
     @property
     def score_threshold(self) -> float:

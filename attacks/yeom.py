@@ -12,13 +12,28 @@ Two registered variants:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from attacks.base import ThresholdAttack
 from attacks.registry import register
 
 
-@register("yeom")
+@dataclass
+class YeomSettings:
+    """Yeom et al. loss threshold.
+
+    Args:
+        enabled: run the attack.
+        signal: ``loss_pred`` (label-free, identity level) or ``loss_true`` (photo level).
+    """
+
+    enabled: bool = True
+    signal: str = "loss_pred"
+
+
+@register("yeom", settings=YeomSettings, cheap="identity", discriminate=True)
 class YeomAttack(ThresholdAttack):
     """Member iff ``loss <= tau``; ``tau`` is chosen on the attack set only.
 
@@ -37,7 +52,7 @@ class YeomAttack(ThresholdAttack):
         return -np.asarray(signals[self.signal], dtype=np.float64)
 
 
-@register("yeom_true")
+@register("yeom_true", cheap="sample")
 class YeomTrueLabelAttack(YeomAttack):
     """Sample-level Yeom: member iff the true-label loss ``loss_true <= tau`` (nats)."""
 

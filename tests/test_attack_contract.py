@@ -1,5 +1,5 @@
 """The attack protocol, run over every registered attack (registering an attack registers its
-test): construction for a run, fit on attack-set rows, scores of the right shape that rank
+test): its declarations, construction for a run, fit on attack-set rows, scores of the right shape that rank
 members above non-members on separable signals, a frozen threshold, and no refit on scoring."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 
 from attacks.base import Attack
 from attacks.metrics import auc
-from attacks.registry import available, get, register
+from attacks.registry import LEVELS, STEP_KINDS, available, entry, get, register
 from attacks.signals import membership
 
 #: quicker settings for the attacks that train a model (the contract holds for any settings)
@@ -80,6 +80,20 @@ def test_attack_contract(name, separable_run, make_detector_signals):
     assert auc(s, membership(eval_rows)) >= 0.9, f"{name} does not rank members higher"
     np.testing.assert_array_equal(attack.score(eval_rows), s)  # scoring never refits
     assert attack.score_threshold == tau
+
+
+@pytest.mark.parametrize("name", available())
+def test_attack_declarations(name):
+    """Every entry's declarations are usable: aliases reach it, its settings block builds with
+    ``enabled``, its monitor level, discriminate name and steps are known ones."""
+    e = entry(name)
+    assert all(get(n) is e.cls for n in e.names)
+    if e.settings is not None:
+        assert isinstance(e.settings().enabled, bool)
+    assert e.cheap in (None, *LEVELS) and set(e.steps) <= set(STEP_KINDS)
+    assert e.discriminate in (None, *e.names)
+    if e.cheap or e.discriminate or e.steps:
+        assert e.cls.kind == "classifier", f"{name}: classifier-run declarations on a detector"
 
 
 def test_unfitted_threshold_attack_refuses_to_give_a_threshold():

@@ -1,5 +1,6 @@
 """The attack pipeline on a tiny run folder built directly (no fit): the whole `cli.py attack`
-with tiny budgets (`cli.py discriminate` is tested in test_discriminate.py)."""
+with tiny budgets (`cli.py discriminate` is tested in test_discriminate.py; the ensemble and the
+shadow models: test_ensemble.py, test_shadow_models.py)."""
 
 from __future__ import annotations
 
@@ -96,53 +97,6 @@ def test_attack_command_writes_every_report(run_folder, tmp_path):
     assert (run_folder / "signals" / "final.npz").is_file()
 
 
-def test_shadow_rows_split_id2_only():
-    from experiments.side_models.shadow import shadow_rows
-
-    rows = [
-        {"identity": f"w{i}", "split": "attack", "sample_id": f"{i}-{j}"}
-        for i in range(5)
-        for j in range(4)
-    ]
-    rows += [{"identity": "t", "split": "train", "sample_id": "t"}]
-    sh = shadow_rows(rows, seed=0)
-    assert all(r["identity"] != "t" for r in sh)  # never ID1 (nor ID3)
-    known = {r["identity"] for r in sh if r["role"] == "member"}
-    out = {r["identity"] for r in sh if r["role"] == "nonmember"}
-    assert len(known) >= 2 and out and not known & out
-    assert {r["split"] for r in sh} == {"shadow_train", "shadow_val", "shadow_out"}
-
-
-def test_shadow_from_a_second_run_uses_its_attack_set(run_folder, tmp_path):
-    from experiments.side_models.shadow import shadow_run_signals
-
-    sig, info = shadow_run_signals(run_folder, tmp_path)
-    assert set(sig["set"]) == {"attack"} and set(sig["role"]) == {"member", "nonmember"}
-    assert info["arch"] == "resnet18"
-
-
-@pytest.mark.slow
-def test_ensemble_job_array_tasks_then_combine(run_folder, tmp_path):
-    """Each array task trains one subset's target and stops; the combining job reuses them."""
-    from experiments.commands.attack import main  # what `python cli.py attack ...` runs
-
-    out = "attacks_array"
-    common = ["--run", str(run_folder), "--output", out, "--ensemble.epochs", "1"]
-    edir = run_folder / out / "ensemble"
-    for k in (0, 1):  # what `#SBATCH --array=0-1` runs, one task each
-        assert main(common + ["--ensemble.subsets", f"[{k}]"]) == {}
-        assert (edir / f"subset_{k:03d}" / "signals.npz").is_file()
-    assert not (run_folder / out / "summary.json").exists()  # tasks run no other attack
-    stamps = {p: p.stat().st_mtime_ns for p in edir.glob("subset_*/signals.npz")}
-    off = ["--yeom.enabled", "false", "--salem.enabled", "false", "--salem.shadow.enabled"]
-    off += ["false", "--label_only.enabled", "false", "--baselines", "false"]
-    res = main(common + off + ["--ensemble.reuse", "true"])
-    assert {"ensemble_any", "ensemble_majority", "ensemble_mean_score"} <= set(res)
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # reused, not retrained
-    with pytest.raises(ValueError, match="out of range.*--array=0-1"):
-        main(common + ["--ensemble.subsets", "[2]"])
-
-
 @pytest.mark.parametrize(
     "extra",
     [{"dropout_defense": True}, {"dp": {"noise_multiplier": 1.0}}],
@@ -175,67 +129,3 @@ def test_a_run_saved_with_flat_data_settings_keeps_its_image_size(run_folder, tm
     (old / "config.yaml").write_text(yaml.safe_dump(cfg))
     ctx = RunContext.open(old)
     assert ctx.image_size == RunContext.open(run_folder).image_size == loader["image_size"]
-
-
-def test_ensemble_rules_get_intervals_and_risk_columns(monkeypatch, tmp_path, separable_run):
-    """Every ensemble rule gets bootstrap intervals by individual and its score and rank in
-    risk.csv; scores are matched to the evaluation rows by manifest index, not by position."""
-    import csv
-    from types import SimpleNamespace
-
-    import numpy as np
-
-    import experiments.side_models.ensemble as ens
-    from attacks.ensemble import combine
-    from attacks.signals import membership, subset
-    from experiments.attack_steps.results import intervals, risk_section
-    from experiments.settings.attack import AttackSettings
-
-    sig, _, ev = separable_run
-    order = ev["index"][::-1]  # the ensemble's rows in another order than the signal file's
-    back = {int(i): k for k, i in enumerate(ev["index"])}
-    rows = np.array([back[int(i)] for i in order])
-    loss = ev["loss_pred"][rows].astype(np.float64)
-    scores = np.stack([-loss, -loss + 0.01])
-    res = {
-        "rules": {r: dict(zip(("decision", "score"), combine(scores, [-0.5, -0.5], r))) for r in
-                  ("any", "majority", "mean_score")},
-        "eval_index": order,
-        "is_member": membership(ev)[rows],
-        "thresholds": np.array([-0.5, -0.5]),
-        "subsets": [],
-        "n_subsets": 2,
-        "base": "yeom",
-        "train_seconds": 1.0,
-        "combine_seconds_per_sample": 0.0,
-        "single": {"score": -ev["loss_pred"].astype(np.float64), "threshold": -0.5,
-                   "is_member": membership(ev), "identity": ev["identity"]},
-    }  # fmt: skip
-    monkeypatch.setattr(ens, "run_ensemble", lambda *a, **k: res)
-    s = AttackSettings()
-    s.calibrated.n_boot = 50
-    ctx = SimpleNamespace(
-        config={"trainer": {"max_epochs": 1}},
-        data_setting=lambda *a: a[-1],
-        model_args={"arch": "resnet18"},
-    )
-    scored: dict = {}
-    out = ens.ensemble_attacks(ctx, sig, s, tmp_path, 1e-3, log=lambda *a: None, scored=scored)
-    names = {"ensemble_any", "ensemble_majority", "ensemble_mean_score"}
-    assert set(out) == set(scored) == names
-    for name in names:
-        ci = scored[name][4]["ci"]
-        assert ci["auc"][0] == 1.0  # separable, so the rows were matched up right
-        for k in ("auc", "tpr@1%fpr", "tpr@0.1%fpr", "balanced_acc"):
-            assert ci[k][1] <= ci[k][0] <= ci[k][2]
-    report = (tmp_path / "ensemble" / "report.md").read_text()
-    assert "bootstrap by individual" in report
-    assert re.search(r"\| ensemble `majority` +\| 1\.000 \[", report)
-    results = {k: m for k, (m, _) in out.items()}
-    md = risk_section(results, scored, intervals(scored, 50, 0), tmp_path, top=10)
-    assert re.search(r"\| ensemble_mean_score +\| 1\.000 \[", md)
-    got = list(csv.DictReader((tmp_path / "risk.csv").open()))
-    assert len(got) == len(subset(sig, "eval")["index"])
-    first = min(got, key=lambda r: -float(r["ensemble_any"]))
-    assert first["ensemble_any_rank"] == "1" and first["role"] == "member"
-    assert {f"{n}_rank" for n in names} <= set(got[0])

@@ -1,9 +1,8 @@
-"""Attacks over hand-built signal arrays with known answers; metrics against sklearn;
-ensemble truth tables; no threshold is ever fitted on the evaluation set."""
+"""Attacks over hand-built signal arrays with known answers; metrics against sklearn; no threshold
+is ever fitted on the evaluation set (the ensemble's rules: tests/test_ensemble.py)."""
 
 from __future__ import annotations
 
-import itertools
 import warnings
 
 import numpy as np
@@ -18,7 +17,6 @@ from sklearn.metrics import (
 )
 
 from attacks.baselines import nn_cosine_scores
-from attacks.ensemble import combine, split_identities
 from attacks.metrics import auc, roc, threshold_metrics, tpr_at_fpr
 from attacks.open_set import open_set_metrics
 from attacks.registry import available, get
@@ -178,55 +176,6 @@ def test_open_set_metrics_by_hand():
     assert m["baus"] == pytest.approx((0.5 + 1.0) / 2)
     assert m["gmean"] == pytest.approx(np.sqrt(0.25 * 0.75))
     assert m["auroc_new"] == pytest.approx(roc_auc_score(1 - y, -s))
-
-
-def test_ensemble_rule_truth_tables():
-    taus = np.array([0.5, 0.5, 0.5])
-    for votes in itertools.product([0, 1], repeat=3):
-        scores = np.array(votes, dtype=float)[:, None] * 0.4 + 0.3  # 0.7 (yes) or 0.3 (no)
-        any_, _ = combine(scores, taus, "any")
-        maj, _ = combine(scores, taus, "majority")
-        mean, _ = combine(scores, taus, "mean_score")
-        assert bool(any_[0]) == (sum(votes) >= 1)
-        assert bool(maj[0]) == (sum(votes) >= 2)
-        assert bool(mean[0]) == (np.mean(np.array(votes) * 0.4 - 0.2) >= 0)
-    # mean_score uses margins, not votes: one confident yes outweighs two weak no's
-    dec, _ = combine(np.array([[0.9], [0.45], [0.45]]), taus, "mean_score")
-    assert dec[0]
-    dec, _ = combine(np.array([[0.9], [0.45], [0.45]]), taus, "majority")
-    assert not dec[0]
-    with pytest.raises(ValueError, match="rule"):
-        combine(np.zeros((2, 1)), np.zeros(2), "median")
-
-
-def test_ensemble_majority_even_k_needs_more_than_half():
-    scores = np.array([[1.0], [1.0], [0.0], [0.0]])
-    dec, _ = combine(scores, np.full(4, 0.5), "majority")
-    assert not dec[0]
-
-
-def test_split_identities_down_to_two_per_subset():
-    names = [f"w{i}" for i in range(7)]
-    groups = split_identities(names, 3, seed=1)
-    assert sorted(sum(groups, [])) == sorted(names) and len(groups) == 3
-    assert max(map(len, groups)) - min(map(len, groups)) <= 1
-    # a one-individual softmax target carries no signal: subsets keep at least two individuals
-    with pytest.warns(UserWarning, match="n_subsets=100 clipped to 3"):
-        smallest = split_identities(names, 100)
-    assert len(smallest) == 3 and all(len(g) >= 2 for g in smallest)
-    assert sorted(sum(smallest, [])) == sorted(names)
-
-
-def test_ensemble_scores_order_like_decisions():
-    """The ensemble score crosses its cut exactly where the rule's decision flips, even with
-    saturated margins (the ROC of the combined score matches the decisions)."""
-    rng = np.random.default_rng(0)
-    for k in (1, 2, 3, 4, 5):
-        scores = rng.normal(0, 50, (k, 400))
-        taus = np.zeros(k)
-        for rule, cut in (("any", 0.0), ("mean_score", 0.0), ("majority", k // 2 + 0.5)):
-            dec, sc = combine(scores, taus, rule)
-            np.testing.assert_array_equal(sc >= cut, dec)
 
 
 def test_extraction_takes_logits_and_embedding_from_one_pass():

@@ -1,5 +1,5 @@
-"""The benchmark scripts import, the result writer writes the required fields, run_all knows
-every script, and the ResNet50 throughput script runs end to end at a tiny size."""
+"""The benchmark scripts answer ``--help``, the result writer writes the required fields, run_all
+knows every script, and the ResNet50 throughput script runs end to end at a tiny size."""
 
 from __future__ import annotations
 
@@ -11,15 +11,22 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
-SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.stem != "__init__")
+#: the command-line scripts (the others, e.g. common.py, are their shared library)
+SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if '__name__ == "__main__"' in p.read_text())
 REQUIRED = {"name", "value", "unit", "goal", "machine", "date", "command"}
 
 
 @pytest.mark.parametrize("module", SCRIPTS)
-def test_benchmark_module_imports(module):
+def test_benchmark_script_answers_help(module, capsys):
+    """Each script's command line (``main``; run_all's ``parse``) answers ``--help`` before any
+    work: exit 0, a usage line with its docstring's first line and the common ``--full``."""
     mod = importlib.import_module(f"benchmarks.{module}")
-    if module not in ("common", "run_all"):
-        assert callable(mod.main)
+    with pytest.raises(SystemExit) as exc:
+        (mod.parse if module == "run_all" else mod.main)(["--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith("usage:") and " ".join(mod.__doc__.splitlines()[0].split()) in out
+    assert "--full" in out
 
 
 def test_write_result_fields(tmp_path):
@@ -53,7 +60,7 @@ def test_run_all_lists_every_script():
     from benchmarks import run_all
 
     listed = {b.script for b in run_all.BENCHMARKS}
-    assert listed == {f"{s}.py" for s in SCRIPTS} - {"common.py", "run_all.py"}
+    assert listed == {f"{s}.py" for s in SCRIPTS} - {"run_all.py"}
     assert len({b.result for b in run_all.BENCHMARKS}) == len(run_all.BENCHMARKS)
 
 

@@ -3,6 +3,7 @@ in the real formats (VOC, INRIA, SynthText; synthetic for the demo), on the CPU.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -133,16 +134,19 @@ SHARED_VOC = Path(cli.__file__).resolve().parents[1] / "shared" / "data" / "voc2
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_VOC.is_dir(), reason="../shared/data/voc2012_sample not present")
-def test_real_voc_sample_through_the_pipeline(tmp_path, monkeypatch):
+def test_real_voc_sample_through_the_pipeline(tmp_path, monkeypatch, one_step, scalars):
     """The 100 real VOC 2012 images: read, split, hash, train one step, evaluate, predict."""
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # nothing may land in the checkout
     cli.main(
         [
             "fit",
             "--config",
             "detection_ssd300_vgg16_voc.yaml",
-            "--trainer.fast_dev_run",
-            "true",
+            *one_step,
+            "--trainer.check_val_every_n_epoch",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp_path / "runs"),
             "--trainer.accelerator",
             "cpu",
             "--data.init_args.root",
@@ -159,3 +163,28 @@ def test_real_voc_sample_through_the_pipeline(tmp_path, monkeypatch):
             "64",
         ]
     )
+    run = tmp_path / "runs" / "detection_ssd300_vgg16_voc" / "version_0"
+    rows, header = read_manifest(run)  # checks the recorded hash against the rows
+    # read: every listed image and its 273 objects of the 20 classes (the sample's README)
+    assert len(rows) == 100 and header["reader_summary"] == "nothing skipped"
+    assert sum(int(r["n_objects"]) for r in rows) == 273 and len(header["classes"]) == 20
+    # split: target and shadow halves, each half in and out, no image on two sides
+    assert header["counts"] == dict.fromkeys(
+        ("shadow_in", "shadow_out", "target_in", "target_out"), 25
+    )
+    assert len({r["file"] for r in rows}) == 100
+    # hash: the manifest's sha256
+    assert len(header["hash"]) == 64 and set(header["hash"]) <= set("0123456789abcdef")
+    # train one step, evaluate one batch of the in and the out set
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    [(_, loss)] = scalars(run, "train/loss_epoch")
+    assert math.isfinite(loss) and loss > 0
+    for tag in ("val/map50_in", "val/map50_out"):
+        [(_, value)] = scalars(run, tag)
+        assert 0.0 <= value <= 1.0, tag
+    # predict: one row of boxes per target image, each once
+    sig = load_signals(run / "signals" / "predictions.npz")
+    target = sorted(r["sample_id"] for r in rows if r["side"] == "target")
+    assert sorted(sig["sample_id"]) == target and len(target) == 50
+    assert sig["boxes"].shape[:2] == sig["scores"].shape and sig["boxes"].shape[2] == 4
+    assert not list(tmp_path.glob("checkpoints"))  # nothing beside the run folder

@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 
 from attacks import open_set as osm
-from experiments.known_new.decisions import (
-    decide,
-    fit_health_warning,
-    increasing,
-    ood_floor,
-    separable,
-    vote_note,
-)
+from attacks.known_new_levels import decide, increasing, separable
+from experiments.known_new.decisions import fit_health_warning, ood_floor, vote_note
 from experiments.known_new.tables import encounter_table, photo_table
 
 

@@ -113,7 +113,7 @@ def test_progress_bar_only_on_a_terminal_and_not_when_quiet(monkeypatch):
 
 
 def test_the_calibration_scale_keeps_every_ranking():
-    from experiments.known_new.classifier_scorer import feature
+    from attacks.known_new import feature
 
     loss = np.array([3.0, 1.0, 0.5, 1e-3, 0.0])
     for name, score in (

@@ -1,5 +1,5 @@
 """The subsampled catalog (data.split.member_fraction / max_train_groups) and the
-known/new trend command (experiments.commands.openset_trend)."""
+known/new trend command (``cli.py openset_trend``)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,11 @@ def test_bad_subsampling_settings_name_the_keys(catalog):
 
 
 def test_trend_points_vary_one_axis_at_a_time():
-    from experiments.commands.openset_trend import parse, points, table_args
+    from experiments.commands.openset_trend import parser, points, table_args
+    from experiments.run.config_files import parse_options
+
+    def parse(argv):
+        return parse_options(parser(), argv)
 
     args = parse(["--root", "r", "--output", "o", "--image_size", "48", "64", "96"])
     pts = points(args)
@@ -100,13 +104,37 @@ def test_trend_points_vary_one_axis_at_a_time():
     assert t.attacks == ["baseline_msp", "baseline_nn_cosine"] and t.protocols == ["group"]
 
 
+@pytest.mark.parametrize(
+    "command, extra, says",
+    [
+        ("openset_trend", ["--protocol", "photo"], "--protocol photo: choose one of group, time"),
+        ("openset_trend", ["--known_fraction", "1.5"], "--known_fraction 1.5: give a share"),
+        ("openset_trend", ["--max_encounters", "0"], "--max_encounters 0: give a whole number"),
+        ("openset_table", ["--targets", "vit"], "--targets vit: choose one of softmax-letterbox"),
+        ("openset_table", ["--epochs", "0"], "--epochs 0: give a whole number"),
+    ],
+)
+def test_bad_trend_and_table_options_are_one_line_and_exit_2(
+    tmp_path, capsys, command, extra, says
+):
+    """Refused before any training: one line naming the option, exit 2, no output folder."""
+    from cli import main
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--root", str(tmp_path), "--output", str(out), *extra])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and err.startswith(f"error: {says}") and "\n" not in err
+    assert not out.exists()
+
+
 @pytest.mark.slow
-def test_trend_runs_on_a_tiny_noaa_catalog(tmp_path, noaa_catalog):
-    from experiments.commands.openset_trend import main
+def test_trend_runs_on_a_tiny_noaa_catalog(tmp_path, noaa_catalog, capsys):
+    from cli import main
 
     root = noaa_catalog(tmp_path / "cat", n_ind=12, n_enc=6, per_enc=2)
     out = tmp_path / "trend"
-    args = ["--root", str(root), "--output", str(out), "--n_boot", "20"]
+    args = ["openset_trend", "--root", str(root), "--output", str(out), "--n_boot", "20"]
     args += ["--base_image_size", "16", "--base_epochs", "1", "--cache_dir", str(tmp_path / "c")]
     args += ["--known_fraction", "0.5", "--max_encounters", "1", "--image_size", "--epochs"]
     main(args)
@@ -128,5 +156,10 @@ def test_trend_runs_on_a_tiny_noaa_catalog(tmp_path, noaa_catalog):
     manifest = out / "known_fraction=0.5" / "split_manifest_group_softmax-letterbox.json"
     assert json.loads(manifest.read_text())["settings"]["member_fraction"] == 0.5
     assert "| known_fraction | 0.5 | 2 |" in (out / "trend.md").read_text()
-    with pytest.raises(SystemExit, match="already exists"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
         main(args)
+    err = capsys.readouterr().err.strip()
+    assert refused.value.code == 2 and err == (
+        f"error: --output {out}: already exists; give a new folder (nothing overwritten)."
+    )

@@ -1,4 +1,5 @@
-"""Split protocols (paper / photo / group) and the protocol-study command."""
+"""Split protocols (paper / photo / group), held-out encounters of the photo protocol, and the
+protocol-study command."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from datamodules.catalogs import NoaaReader
+from datamodules.catalogs import Catalog, NoaaReader, Record
 from datamodules.manifest import read_manifest
 from datamodules.split_leak_checks import verify_manifest
 from datamodules.splits import SplitSettings, plan_splits
@@ -129,3 +130,27 @@ def test_study_report_count_matches_manifest(tmp_path):
     assert "yeom" in saved["photo"]["attacks"] and saved["group"]["test_acc"] is not None
     report = (out / "report.md").read_text()
     assert f"{test_in_train_count(rows)} of {sum(r['split'] == 'test' for r in rows)}" in report
+
+
+def test_holdout_groups_sends_whole_encounters_to_test(dated_catalog):
+    cat = dated_catalog()
+    recs = [r for r in cat.records if r.identity in ("w0", "w1", "w2")] * 1
+    more = [
+        Record(f"x{i}_{e}_{f}.jpg", f"x{i}", f"x{i}-{e}", None, {})
+        for i in range(6)
+        for e in range(4)
+        for f in range(3)
+    ]
+    cat = Catalog(cat.root, recs + more)
+    s = SplitSettings(group_by="encounter", split_protocol="photo", holdout_groups=1)
+    rows, _ = plan_splits(cat, s)
+    members = [r for r in rows if r["role"] == "member"]
+    for ident in {r["identity"] for r in members}:
+        mine = [r for r in members if r["identity"] == ident]
+        by_group: dict[str, set] = {}
+        for r in mine:
+            by_group.setdefault(r["group"], set()).add(r["split"])
+        assert {"test"} in by_group.values()  # one encounter went to test whole
+        assert {r["split"] for r in mine} == {"train", "val", "test"}
+    plain, _ = plan_splits(cat, SplitSettings(group_by="encounter", split_protocol="photo"))
+    assert plain != rows

@@ -1,5 +1,6 @@
 """Resource limits as one line, up front: image sizes, a training batch of one photo with
-BatchNorm, and images over Pillow's decompression-bomb limit (refused, or skipped rows)."""
+BatchNorm, and images over Pillow's decompression-bomb limit (refused, or skipped rows). (The
+config checks called directly: tests/test_input_checks.py.)"""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from datamodules.errors import DataError
 from datamodules.image_check import check_images
 from datamodules.splits import SplitSettings
 from datamodules.whale import LoaderSettings, WhaleDataModule
-from experiments.run.input_checks import check_batch_norm, check_image_sizes
 from tests.cli_checks import one_error_line as refused
 
 
@@ -59,50 +59,7 @@ def test_image_size_out_of_range_is_refused_naming_the_limit(tmp_path, tiny_args
     assert no_run_folder(tmp_path)
 
 
-def test_image_size_limits_cover_every_size_key():
-    check_image_sizes({"data": {"init_args": {"loader": {"image_size": 2048}}}})
-    for cfg, key in (
-        ({"data": {"init_args": {"reader": {"init_args": {"image_size": 5000}}}}}, "reader"),
-        ({"data": {"init_args": {"views": {"height": 7}}}}, "views.height"),
-        ({"data": {"init_args": {"loader": {"image_size": 64.0}}}}, "loader.image_size"),
-    ):
-        with pytest.raises(DataError, match=rf"data\.init_args\..*{key}.*from 8 to 2048"):
-            check_image_sizes(cfg)
-
-
 # ---- a training batch of one photo -----------------------------------------------------------
-
-
-def _classifier_cfg(batch_size: int, arch: str = "resnet18", **init) -> dict:
-    init = {"arch": arch, "preset": "regularized", "batchnorm": None, "dp": None, **init}
-    return {
-        "data": {"init_args": {"loader": {"batch_size": batch_size}}},
-        "model": {"class_path": "lightning_modules.classifier.ImageClassifier", "init_args": init},
-    }
-
-
-def test_batch_of_one_with_batchnorm_is_refused_naming_the_key():
-    with pytest.raises(DataError) as exc:
-        check_batch_norm(_classifier_cfg(1))
-    msg = str(exc.value)
-    assert "\n" not in msg
-    assert msg.startswith("data.init_args.loader.batch_size=1: a training batch of one photo")
-    assert "'resnet18'" in msg and "batchnorm" in msg
-
-
-def test_batch_of_one_passes_where_no_batchnorm_is_trained():
-    check_batch_norm(_classifier_cfg(2))
-    check_batch_norm(_classifier_cfg(1, preset="overfit"))  # the preset strips BatchNorm
-    check_batch_norm(_classifier_cfg(1, batchnorm=False))
-    check_batch_norm(_classifier_cfg(1, arch="vit_b_16"))  # LayerNorm only
-    check_batch_norm(_classifier_cfg(1, dp={"noise_multiplier": 1.0}))  # DP: no BatchNorm
-
-
-def test_embedding_population_batch_of_one_is_refused():
-    cfg = {"data": {"class_path": "datamodules.population.PopulationDataModule"}}
-    cfg["data"]["init_args"] = {"batch_size": 1}
-    with pytest.raises(DataError, match=r"^data\.init_args\.batch_size=1: .*at least 2"):
-        check_batch_norm(cfg)
 
 
 def test_batch_of_one_refused_through_the_cli(tmp_path, tiny_args, capsys):

@@ -1,4 +1,5 @@
-"""A tiny demo run: run-folder contents, resume without duplicated epochs, and 2-process DDP."""
+"""A tiny demo run: run-folder contents, the leakage monitor's scalars over the whole fit, resume
+without duplicated epochs, and 2-process DDP."""
 
 from __future__ import annotations
 
@@ -91,20 +92,6 @@ def test_resume_continues_without_duplicated_epochs(demo_run, scalars, tiny_args
     epochs = [v for _, v in scalars(run, "epoch")]
     assert sorted(set(epochs)) == [0, 1, 2, 3]
     assert (run / "config.yaml").is_file() and (run / "config_resume_1.yaml").is_file()
-
-
-@pytest.mark.slow
-def test_monitor_label_only_opt_in_under_a_query_budget(tmp_path, tiny_args, scalars):
-    """With ``leakage.label_only`` the monitor runs the boundary search on a few attack- and
-    evaluation-set rows each pass and logs the label-only attack beside the others."""
-    budget = "{max_per_role: 2, max_queries: 30, max_iter: 1, init_eval: 5, init_size: 5}"
-    cli.main(tiny_args(tmp_path, epochs=1, name="lo") + ["--leakage.label_only", budget])
-    run = tmp_path / "logs" / "lo" / "version_0"
-    assert len(scalars(run, "leak/label_only_auc")) == 1
-    sig = load_signals(run / "signals" / "epoch=000.npz")
-    measured = np.isfinite(sig["boundary_distance"])
-    assert measured.sum() == 8  # 2 per role in the attack and in the evaluation set
-    assert set(sig["set"][measured]) == {"attack", "eval"}
 
 
 @pytest.mark.ddp

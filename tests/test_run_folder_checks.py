@@ -2,7 +2,9 @@
 ``config.yaml``, a damaged ``signals/final.npz`` or ``final_timing.json`` and a checkpoint of
 another architecture, each through ``cli.main`` on a tiny run folder built without training
 (``attack``, ``discriminate`` and ``export``): one ``error:`` line naming the file, exit 2, and
-the run folder unchanged; or, for the signal files, extracted again from the checkpoint."""
+the run folder unchanged; or, for the signal files, extracted again from the checkpoint. And
+``attack`` on a missing or empty folder, a run whose checkpoint is deleted, truncated or holds
+unsafe objects, or an output folder that already holds results: refused the same way."""
 
 from __future__ import annotations
 
@@ -200,3 +202,45 @@ def test_a_resumed_split_from_a_moved_catalog_records_where_the_photos_are_now(t
     assert header["roots"] == {"main": "/new/catalog"}
     assert header["roots_before"] == {"main": "/old/catalog"}
     assert (tmp_path / "split_manifest.csv").read_bytes() == before
+
+
+# ---- a missing, empty or damaged run folder given to attack ------------------------------------
+@pytest.fixture
+def new_run(tmp_path, make_run_folder) -> Path:
+    """A tiny untrained run folder of its own, without extracted signals."""
+    return make_run_folder(tmp_path, n_individuals=9, encounters=2, photos=2, size=24)
+
+
+def test_attack_missing_run(tmp_path, capsys):
+    refused(capsys, ["attack", "--run", str(tmp_path / "nope")], tmp_path, "nope")
+
+
+def test_attack_not_a_run_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    refused(capsys, ["attack", "--run", str(tmp_path / "empty")], tmp_path, "empty")
+
+
+def test_attack_checkpoint_deleted(new_run, capsys):
+    (new_run / "signals").mkdir()
+    (new_run / "signals" / "final.npz").write_bytes(b"cached")
+    (new_run / "checkpoints" / "last.ckpt").unlink()
+    line = refused(capsys, ["attack", "--run", str(new_run)], new_run.parent, "last.ckpt")
+    assert "label-only" in line or "cached_signals" in line
+    assert not (new_run / "attacks").exists()
+
+
+def test_attack_truncated_checkpoint(new_run, capsys):
+    ckpt = new_run / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    refused(capsys, ["attack", "--run", str(new_run)], new_run.parent, "last.ckpt")
+
+
+def test_attack_unsafe_checkpoint(new_run, capsys):
+    torch.save({"state_dict": {}, "obj": Path("x")}, new_run / "checkpoints" / "last.ckpt")
+    refused(capsys, ["attack", "--run", str(new_run)], new_run.parent, "last.ckpt")
+
+
+def test_attack_existing_output(new_run, capsys):
+    (new_run / "mine").mkdir()
+    (new_run / "mine" / "keep.txt").write_text("keep")
+    refused(capsys, ["attack", "--run", str(new_run), "--output", "mine"], new_run.parent, "mine")

@@ -1,6 +1,7 @@
 """Settings checked before anything runs, each refused in one line naming the key: the attack
 settings (signal names, rules, bootstrap replicates, seeds, device), the fit's accelerator and
-a config value of the wrong type."""
+a config value of the wrong type. (The accelerator check called directly:
+tests/test_input_checks.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import torch
 import cli
 from experiments.commands.attack import parser as attack_parser
 from experiments.fitting.config_keys import config_key_error
-from experiments.run.input_checks import check_accelerator
 from experiments.settings.attack import AttackSettings
 from tests.cli_checks import one_error_line as refused
 
@@ -79,26 +79,6 @@ def test_fit_on_a_gpu_this_machine_lacks(tmp_path, tiny_args, capsys, acc):
     )
     assert "use 'cpu', or 'auto'" in line
     assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").rglob("version_*"))
-
-
-@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an MPS GPU")
-def test_mps_on_a_machine_without_it():
-    from datamodules.errors import DataError
-
-    with pytest.raises(DataError, match=r"trainer.accelerator='mps': this machine has no Apple"):
-        check_accelerator({"accelerator": "mps"})
-    check_accelerator({"accelerator": "cpu"})
-    check_accelerator({"accelerator": "auto"})
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_more_devices_than_gpus_is_refused():
-    from datamodules.errors import DataError
-
-    n = torch.cuda.device_count()
-    check_accelerator({"accelerator": "gpu", "devices": n})
-    with pytest.raises(DataError, match=rf"trainer.devices={n + 1}: this machine has {n} CUDA"):
-        check_accelerator({"accelerator": "gpu", "devices": n + 1})
 
 
 # ---- a value of the wrong type, an unknown key ------------------------------------------------

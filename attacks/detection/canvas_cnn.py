@@ -10,46 +10,49 @@ mean and standard deviation of the training canvases.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
-from attacks.detection.canvas import render_canvas
 from attacks.detection.common import DetectorAttack, shadow_split, validation_metrics
 from attacks.registry import register
 from attacks.signals import membership, select
 
+if TYPE_CHECKING:  # torch loads when the attack is built, not when the registry is listed
+    import torch
+    from torch import nn
+
 MODELS = ("shallow", "alexnet")
 
 
-class ShallowCNN(nn.Module):
-    """conv 64 -> conv 128 -> fc 128 -> fc 2 (paper, section 5.2), for (B, 1, S, S) canvases."""
+def shallow_cnn() -> nn.Module:
+    """conv 64 -> conv 128 -> fc 128 -> fc 2 (paper, section 5.2), for (B, 1, S, S) canvases:
+    ``features`` then ``classifier``."""
+    from collections import OrderedDict
 
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 64, 5, stride=2, padding=2),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(64, 128, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.AdaptiveAvgPool2d(8),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(128 * 64, 128), nn.ReLU(inplace=True), nn.Linear(128, 2)
-        )
+    from torch import nn
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+    features = nn.Sequential(
+        nn.Conv2d(1, 64, 5, stride=2, padding=2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(8),
+    )
+    classifier = nn.Sequential(
+        nn.Flatten(), nn.Linear(128 * 64, 128), nn.ReLU(inplace=True), nn.Linear(128, 2)
+    )
+    return nn.Sequential(OrderedDict(features=features, classifier=classifier))
 
 
 def build_attack_cnn(name: str) -> nn.Module:
     """``shallow`` or ``alexnet`` (torchvision AlexNet, 1 input channel, 2 outputs, untrained)."""
     if name == "shallow":
-        return ShallowCNN()
+        return shallow_cnn()
     if name == "alexnet":
+        from torch import nn
         from torchvision.models import alexnet
 
         net = alexnet(weights=None, num_classes=2)
@@ -60,6 +63,8 @@ def build_attack_cnn(name: str) -> nn.Module:
 
 def dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random rotation by k * 90 degrees and random flips, per canvas. (B, 1, S, S)."""
+    import torch
+
     ks = torch.randint(0, 4, (len(x),), generator=gen).tolist()
     hf = torch.rand(len(x), generator=gen).lt(0.5).tolist()
     vf = torch.rand(len(x), generator=gen).lt(0.5).tolist()
@@ -128,6 +133,8 @@ class CanvasAttack(DetectorAttack):
             weight_decay,
         )
         self.val_fraction, self.seed = val_fraction, seed
+        import torch
+
         self.device = torch.device(
             ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         )
@@ -138,6 +145,10 @@ class CanvasAttack(DetectorAttack):
 
     def canvases(self, signals: dict, idx: np.ndarray | None = None) -> torch.Tensor:
         """Standardised canvases (B, 1, S, S) on the attack's device for rows ``idx``."""
+        import torch
+
+        from attacks.detection.canvas import render_canvas
+
         sel = slice(None) if idx is None else idx
         k = self.max_boxes or signals["scores"].shape[1]
         boxes = torch.as_tensor(signals["boxes"][sel][:, :k], device=self.device)
@@ -150,6 +161,9 @@ class CanvasAttack(DetectorAttack):
         return (c - self.mean) / self.std
 
     def fit(self, shadow_signals: dict) -> CanvasAttack:
+        import torch
+        from torch import nn
+
         torch.manual_seed(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         tr, va = shadow_split(shadow_signals, self.val_fraction, self.seed)
@@ -196,15 +210,17 @@ class CanvasAttack(DetectorAttack):
             self.net.load_state_dict(best_state)
         return self
 
-    @torch.no_grad()
     def score(self, signals: dict) -> np.ndarray:
         """P(member) per image (N,)."""
+        import torch
+
         if self.net is None:
             raise RuntimeError("fit the attack first")
         self.net.eval()
         n = len(signals["scores"])
         out = []
-        for a in range(0, n, 128):
-            x = self.canvases(signals, np.arange(a, min(n, a + 128)))
-            out.append(torch.softmax(self.net(x), 1)[:, 1].float().cpu())
+        with torch.no_grad():
+            for a in range(0, n, 128):
+                x = self.canvases(signals, np.arange(a, min(n, a + 128)))
+                out.append(torch.softmax(self.net(x), 1)[:, 1].float().cpu())
         return torch.cat(out).numpy() if out else np.zeros(0)

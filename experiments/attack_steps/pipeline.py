@@ -4,7 +4,8 @@
 Steps: (1) rebuild the target from ``checkpoints/last.ckpt`` (``weights_only=True``) and write
 ``<run>/signals/final.npz`` (all manifest rows, with penultimate embeddings); (2) for each enabled
 attack of the settings, in :data:`STEPS` order, gather its fit and evaluation signals (the
-target's attack set, a shadow's, or boundary distances from model queries), fit it, freeze its
+target's attack set, a shadow's, or boundary distances from model queries: the ``steps`` its
+registry entry declares), fit it, freeze its
 threshold and score the evaluation set (ID1-test + ID3); (3) the ensemble trains one target per
 subset; (4) the reports; figures and final numbers (``log_hyperparams``) to the run's loggers.
 
@@ -19,6 +20,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,9 +29,10 @@ from datamodules.errors import DataError
 from experiments.attack_steps.jobs import Inputs, Job, target_job
 from experiments.attack_steps.results import encounter_figures
 from experiments.run.config_files import command_parser, parse_options
-from experiments.settings.attack import AttackSettings
+from experiments.settings.attack import AttackSettings, settings_class
 
 if TYPE_CHECKING:  # torch, Lightning, xgboost and ART load when an attack runs, not for --help
+    from attacks.registry import Entry
     from experiments.run.folder import RunContext
     from experiments.run.loggers import RunLoggers
 
@@ -41,25 +44,31 @@ def write_summary(*args, **kwargs) -> Path:
     return write(*args, **kwargs)
 
 
-def yeom_jobs(inp: Inputs) -> list[Job]:
-    s = inp.settings.yeom
-    if not s.enabled:
+def target_jobs(entry: Entry, inp: Inputs) -> list[Job]:
+    """A ``target`` step: the attack fitted on the target's attack set with its settings block
+    (``block.target_args(seed)`` when the block defines it, else every field but ``enabled``;
+    None or a disabled block: no job); its info repeats its arguments."""
+    block = getattr(inp.settings, entry.name)
+    if hasattr(block, "target_args"):
+        args = block.target_args(inp.settings.seed)
+    else:
+        args = {k: v for k, v in asdict(block).items() if k != "enabled"} if block.enabled else None
+    if args is None:
         return []
-    return [target_job(inp, "yeom", "yeom", {"signal": s.signal}, {"signal": s.signal})]
+    return [target_job(inp, entry.name, entry.name, args, dict(args))]
 
 
-def _salem_args(inp: Inputs) -> dict:
-    s = inp.settings.salem
-    return dict(
-        topk=s.topk, epochs=s.epochs, lr=s.lr, threshold=s.threshold, seed=inp.settings.seed
-    )
-
-
-def salem_jobs(inp: Inputs) -> list[Job]:
-    s = inp.settings.salem
-    if not (s.enabled and s.on_target):
+def baseline_jobs(baselines: list[Entry], inp: Inputs) -> list[Job]:
+    """The ``baseline`` step: every open-set baseline on the target's attack set when
+    ``baselines`` is on, each when the signals carry every field it reads."""
+    if not inp.settings.baselines:
         return []
-    return [target_job(inp, "salem", "salem", _salem_args(inp), _salem_args(inp))]
+    jobs = []
+    for entry in baselines:
+        if set(entry.cls.requires) <= set(inp.sig):
+            info = {"score": entry.cls.score_text} if entry.cls.score_text else {}
+            jobs.append(target_job(inp, entry.name, entry.name, {}, info))
+    return jobs
 
 
 def salem_shadow_jobs(inp: Inputs) -> list[Job]:
@@ -80,8 +89,9 @@ def salem_shadow_jobs(inp: Inputs) -> list[Job]:
         ssig = subset(full, "attack")
     target_arch = inp.ctx.model_args.get("arch")
     name = "salem_shadow" if sinfo["arch"] == target_arch else f"salem_shadow_{sinfo['arch']}"
-    info = {**_salem_args(inp), "fit_on": "shadow", "shadow": sinfo, "target_arch": target_arch}
-    job = target_job(inp, name, "salem", _salem_args(inp), info)
+    args = s.attack_args(inp.settings.seed)
+    info = {**args, "fit_on": "shadow", "shadow": sinfo, "target_arch": target_arch}
+    job = target_job(inp, name, "salem", dict(args), info)
     job.fit, job.prep_seconds = inp.fit_rows(ssig), time.perf_counter() - t0
     return [job]
 
@@ -100,16 +110,6 @@ def label_only_jobs(inp: Inputs) -> list[Job]:
     # the attack set's distances are the training cost; evaluating a sample costs its queries
     job.balanced, job.prep_seconds, job.query_seconds = False, secs * n_att / n, secs / n
     return [job]
-
-
-def baseline_jobs(inp: Inputs) -> list[Job]:
-    if not inp.settings.baselines:
-        return []
-    jobs = [target_job(inp, "baseline_msp", "baseline_msp", {}, {"score": "max softmax"})]
-    if "embedding" in inp.sig:
-        info = {"score": "max cosine similarity to ID1-train embeddings"}
-        jobs.append(target_job(inp, "baseline_nn_cosine", "baseline_nn_cosine", {}, info))
-    return jobs
 
 
 def calibrated_jobs(inp: Inputs) -> list[Job]:
@@ -150,17 +150,43 @@ def signal_step(builder: Callable[[Inputs], list[Job]]):
     return step
 
 
-#: the attack steps in report order; each returns ``{result name: (metrics, info)}``
-STEPS = (
-    signal_step(yeom_jobs),
-    signal_step(salem_jobs),
-    signal_step(salem_shadow_jobs),
-    signal_step(label_only_jobs),
-    ensemble_step,
-    signal_step(baseline_jobs),
-    signal_step(calibrated_jobs),
-    signal_step(_reference_jobs),
-)
+#: the step kinds in report order: the registered attacks' ``target`` steps (one per attack, in
+#: registry order), the ``shadow`` and ``boundary`` steps, the ensemble (subset targets of a base
+#: attack, not itself registered), the ``baseline`` step (every baseline, in registry order),
+#: then ``calibrated`` and ``reference``
+STEP_ORDER = ("target", "shadow", "boundary", "ensemble", "baseline", "calibrated", "reference")
+#: the builders of the special step kinds (one step each, when an attack declares the kind)
+SPECIAL = {
+    "shadow": salem_shadow_jobs,
+    "boundary": label_only_jobs,
+    "calibrated": calibrated_jobs,
+    "reference": _reference_jobs,
+}
+
+
+def attack_steps() -> tuple:
+    """The steps of the attacks registered now (``steps=`` of :func:`attacks.registry.register`),
+    in :data:`STEP_ORDER`; each returns ``{result name: (metrics, info)}``."""
+    from attacks.registry import entries
+
+    declared = entries("classifier")
+    steps: list = []
+    for kind in STEP_ORDER:
+        if kind == "ensemble":
+            steps.append(ensemble_step)
+            continue
+        having = [e for e in declared if kind in e.steps]
+        if kind == "target":
+            steps += [signal_step(partial(target_jobs, e)) for e in having]
+        elif kind == "baseline" and having:
+            steps.append(signal_step(partial(baseline_jobs, having)))
+        elif having:
+            steps.append(signal_step(SPECIAL[kind]))
+    return tuple(steps)
+
+
+#: the steps of the attacks registered when this module is imported (:func:`attack_steps`)
+STEPS = attack_steps()
 
 
 def run_job(job: Job, inp: Inputs, loggers: RunLoggers) -> tuple[dict, dict]:
@@ -283,7 +309,7 @@ def run_attacks(run: str | Path, settings: AttackSettings | None = None, log=pri
     inp = Inputs(ctx, sig, s, fwd, out, common, log)
     loggers = RunLoggers.for_run(ctx.config, ctx.folder, out)
     results, infos = {}, {}
-    for step in STEPS:
+    for step in attack_steps():
         for name, (m, info) in step(inp, loggers).items():
             results[name], infos[name] = m, info
             log(f"attack {name}: acc {m['acc']:.3f} auc {m['auc']:.3f} fpr {m['fpr']:.3f}")
@@ -324,7 +350,7 @@ def parser(description: str | None = None):
     p = command_parser("attack", description)
     p.add_argument("--config", action=ActionConfigFile, help="attack settings YAML")
     p.add_argument("--run", type=str, required=True, help="finished run folder")
-    p.add_class_arguments(AttackSettings, None)
+    p.add_class_arguments(settings_class(), None)
     return p
 
 
@@ -333,7 +359,8 @@ def attack_main(argv: list[str], description: str | None = None) -> dict:
     p = parser(description)
     cfg = parse_options(p, argv)
     inst = p.instantiate_classes(cfg)
-    settings = AttackSettings(**{k: inst[k] for k in AttackSettings.__dataclass_fields__})
+    settings_type = settings_class()  # the one the parser was built with
+    settings = settings_type(**{k: inst[k] for k in settings_type.__dataclass_fields__})
     torchrun = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
     from experiments.run.folder import extract_distributed
 

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from attacks.epoch_leakage import CHEAP_ATTACKS, best_audit_attack, leakage_metrics
+from attacks.epoch_leakage import best_audit_attack, cheap_attacks, leakage_metrics
 from attacks.label_only import query_rows
 from attacks.report import LeakageChart, plot_leakage
 from attacks.signals import epoch_path, list_epochs, load_signals, save_signals
@@ -67,7 +67,7 @@ class LeakageMonitor(pl.Callback):
             of epoch time (0.4: ~13%) plus the fixed cost of a pass; ``None``: no budget.
         seed: seed of the ``max_rows`` sample.
         attacks: the cheap attacks scored each pass (stems of
-            :data:`attacks.epoch_leakage.CHEAP_ATTACKS`); ``None``: all of them.
+            :func:`attacks.epoch_leakage.cheap_attacks`); ``None``: all of them.
         label_only: opt-in label-only attack each pass under a small query budget (e.g.
             ``{max_per_role: 10, max_queries: 300, max_iter: 5}``); ``None``: off.
         tb_figure: add the combined figure to TensorBoard as an image every monitored epoch.
@@ -99,12 +99,11 @@ class LeakageMonitor(pl.Callback):
             raise ValueError("leakage.rows_per_train_photo must be > 0 (or null for no budget).")
         self.rows_per_train_photo = rows_per_train_photo
         self.seed = seed
-        unknown = sorted(set(attacks or ()) - set(CHEAP_ATTACKS))
+        cheap = cheap_attacks()  # every attack registered with cheap=<level>
+        unknown = sorted(set(attacks or ()) - set(cheap))
         if unknown:
-            raise ValueError(
-                f"leakage.attacks: unknown {unknown}; choose from {list(CHEAP_ATTACKS)}"
-            )
-        self.attacks = tuple(CHEAP_ATTACKS if attacks is None else attacks)
+            raise ValueError(f"leakage.attacks: unknown {unknown}; choose from {list(cheap)}")
+        self.attacks = tuple(cheap if attacks is None else attacks)
         if label_only is not None and "label_only" not in self.attacks:
             self.attacks = (*self.attacks, "label_only")
         self.label_only = label_only

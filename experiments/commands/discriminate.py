@@ -48,22 +48,13 @@ from typing import Literal
 import numpy as np
 
 from datamodules.errors import DataError
-from experiments.known_new.classifier_scorer import (  # noqa: F401  (run_encounters, feature: public)
+from experiments.known_new.classifier_scorer import (  # noqa: F401  (run_encounters: public)
     AGGREGATE_CHOICES,
-    ALIASES,
     ATTACK_CHOICES,
-    VoteLevel,
-    feature,
-    fit_level,
-    held_out_nearest,
-    level_sets,
-    make_scorer,
+    fit_run,
     run_encounters,
-    vote_level,
-    vote_shares,
 )
 from experiments.known_new.decisions import (
-    decide,
     fit_health_warning,
     level_warning,
     ood_floor,
@@ -79,7 +70,7 @@ from experiments.known_new.tables import (
     rule_text,
 )
 from experiments.run.config_files import add_flag, command_parser, parse_options
-from experiments.run.folder import RunContext, is_embedding_target
+from experiments.run.folder import RunContext
 
 #: --engine: what scores the new photos (see :func:`open_target`)
 ENGINES = ("auto", "onnx", "torch")
@@ -131,41 +122,22 @@ def check_options(fpr: float, threshold: float | None, n_boot: int, capture_gap)
         raise DataError(f"--capture_gap {capture_gap}: minutes between encounters, e.g. 30")
 
 
-def score_photos(target, scorer, levels: dict, good: list[Path], enc_of: dict, a) -> dict:
-    """Scores, ``p_known``, decisions and the out-of-distribution guard of the new photos."""
+def score_photos(target, known_new, good: list[Path], enc_of: dict, a) -> dict:
+    """Scores, ``p_known``, decisions and the out-of-distribution guard of the new photos
+    (:meth:`attacks.known_new.KnownNew.decide`), with their paths, encounters and embeddings."""
     sig = target.signals(good, lambda batches, total: _progress(batches, total, a.quiet))
-    raw = scorer.photo_raw(sig)
     enc = np.asarray([enc_of[p] for p in good], dtype=object).astype(str)
-    names, graw, gcs = scorer.encounters(sig, raw, enc)
     res = {"good": good, "enc": enc, "emb": np.asarray(sig["embedding"], dtype=np.float64)}
-    res.update(p=levels["photo"].p_known(raw), nearest=scorer.nearest(sig["embedding"]))
-    if isinstance(levels["encounter"], VoteLevel):
-        graw = vote_shares(res["p"], levels["photo"].tau, enc)[1]
-    res.update(enc_names=list(names), enc_p=levels["encounter"].p_known(graw), enc_cs=gcs)
-    can = {lvl: levels[lvl].separable or a.force_decisions for lvl in LEVELS}
-    res["dec"] = decide(res["p"], levels["photo"].tau, can["photo"])
-    res["enc_dec"] = decide(res["enc_p"], levels["encounter"].tau, can["encounter"])
-    ood = res["nearest"] < a.floor
-    res["dec"][ood] = "undecided"
-    res["flag"] = np.where(ood, "out_of_distribution", "").astype(object)
+    res.update(known_new.decide(sig, enc, floor=a.floor, force=a.force_decisions))
+    res["flag"] = np.where(res["ood"], "out_of_distribution", "").astype(object)
     res["note"] = np.array(
         [
             f"nearest training photo cosine {c:.3f} < {a.floor:.3f}" if o else ""
-            for c, o in zip(res["nearest"], ood)
+            for c, o in zip(res["nearest"], res["ood"])
         ],
         dtype=object,
     )
     return res
-
-
-def fit_levels(ctx: RunContext, sig: dict, scorer, a) -> dict:
-    """The photo and encounter levels (:class:`~experiments.known_new.classifier_scorer.Level`) on the
-    run's final signals ``sig``; ``--aggregate vote`` votes with the photo level."""
-    photo = fit_level("photo", level_sets(ctx, sig, scorer, "photo"), a.fpr, a.threshold, a.n_boot)
-    if a.aggregate == "vote":
-        return {"photo": photo, "encounter": vote_level(ctx, sig, scorer, photo, a.n_boot)}
-    sets = level_sets(ctx, sig, scorer, "encounter")
-    return {"photo": photo, "encounter": fit_level("encounter", sets, a.fpr, a.threshold, a.n_boot)}
 
 
 def level_warnings(levels: dict, forced: bool) -> list[str]:
@@ -216,19 +188,16 @@ def run_discriminate(a, log=print) -> dict:
     enc_of, _, notes = encounters_of([*good, *bad], folder, a.groups, a.capture_gap)
     target = open_target(ctx, a.engine, a.device, log)
     sig = target.final_signals()
-    attack = a.attack
-    if attack == "auto":
-        attack = "cosine" if is_embedding_target(ctx.model_args) else "yeom"
-    rule = None if a.aggregate in ("auto", "vote") else a.aggregate
-    scorer = make_scorer(ctx, sig, ALIASES.get(attack, attack), rule)
-    levels = fit_levels(ctx, sig, scorer, a)
-    a.floor = ood_floor(held_out_nearest(scorer, sig))
+    options = {"fpr": a.fpr, "threshold": a.threshold, "n_boot": a.n_boot}
+    known_new = fit_run(ctx, sig, a.attack, a.aggregate, **options)
+    scorer, levels = known_new.scorer, known_new.levels
+    a.floor = ood_floor(scorer.held_out_nearest(sig))
     t0 = time.perf_counter()
-    res = score_photos(target, scorer, levels, good, enc_of, a)
+    res = score_photos(target, known_new, good, enc_of, a)
     res["note"] = [n or notes[p] for n, p in zip(res["note"], good)]
     per = (time.perf_counter() - t0) / len(good)
     tau = {lvl: lv.tau for lvl, lv in levels.items()}
-    aggregate = "vote" if a.aggregate == "vote" else scorer.rule
+    aggregate = "vote" if known_new.vote else scorer.rule
     tables = {
         "photos": photo_table(res, bad, folder, enc_of),
         "encounters": encounter_table(res, bad, enc_of, tau["encounter"], aggregate),

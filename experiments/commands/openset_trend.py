@@ -1,4 +1,5 @@
-"""What limits known/new on a NOAA catalog: the subsampling trend of docs/results.md.
+"""``python cli.py openset_trend --root <NOAA catalog> --output <new folder>``: what limits
+known/new on a NOAA catalog: the subsampling trend of docs/results.md.
 
 One target (``--target``, default the softmax head on letterboxed photos) under one protocol
 (``--protocol``, default ``group``: encounter-disjoint), scored by max softmax and by the nearest
@@ -11,55 +12,76 @@ neighbour to the gallery of training photos (both from the same signals). Around
 * ``epochs``: training epochs.
 
 The new whales (attack and evaluation non-members) are the same at every point. Each point is
-one :func:`experiments.commands.openset_table.run_one` (same training, signals and encounter metrics) in
-its own sub-folder with its signals and split manifest, plus wall and CPU seconds of the whole
-point. The 7 points of docs/results.md took 1.6 h wall and 34 CPU-minutes on a shared 2-core
-VM; the defaults add ``--max_encounters 1 2`` (two more base-sized points). Run::
+one :func:`experiments.known_new.openset_table_rows.run_one` (the training, signals and encounter
+metrics of ``cli.py openset_table``) in its own sub-folder with its signals and split manifest,
+plus wall and CPU seconds of the whole point. The 7 points of docs/results.md took 1.6 h wall and
+34 CPU-minutes on a shared 2-core VM; the defaults add ``--max_encounters 1 2`` (two more
+base-sized points). Run::
 
-    nice -n 5 python -m experiments.commands.openset_trend --root ../shared/data/beluga_whaledo_dev \\
+    nice -n 5 python cli.py openset_trend --root ../shared/data/beluga_whaledo_dev \\
         --output /tmp/openset_trend
 
-It writes ``trend.md`` and ``trend.json`` into ``--output`` (a new folder; an existing one is
-refused), rewritten after every point so a stopped run keeps the finished points.
+An axis given bare (``--epochs``) is left out. It writes ``trend.md`` and ``trend.json`` into
+``--output`` (a new folder; an existing one is refused), rewritten after every point so a
+stopped run keeps the finished points.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
+from typing import Literal
 
-from experiments.commands import openset_table
+from experiments.known_new.openset_table_rows import (
+    TARGETS,
+    TableOptions,
+    add_training_options,
+    check_options,
+    fmt,
+    run_one,
+)
+from experiments.run.config_files import add_flag, command_parser, parse_options
 
 #: trend axis -> openset_table option
 AXES = ("known_fraction", "max_encounters", "image_size", "epochs")
 ATTACK_NAMES = {"baseline_msp": "max softmax", "baseline_nn_cosine": "nearest neighbour"}
 
 
-def parse(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--root", required=True, help="NOAA catalog (metadata.csv + images/)")
-    p.add_argument("--output", required=True, help="new folder for the trend and each point")
-    p.add_argument("--protocol", default="group", choices=["group", "time"])
-    p.add_argument("--target", default="softmax-letterbox", choices=list(openset_table.TARGETS))
-    p.add_argument("--base_known_fraction", type=float, default=1.0)
-    p.add_argument("--base_max_encounters", type=int, default=None, help="default: all")
-    p.add_argument("--base_image_size", type=int, default=64)
-    p.add_argument("--base_epochs", type=int, default=15)
-    p.add_argument("--known_fraction", type=float, nargs="*", default=[0.25, 0.5])
-    p.add_argument("--max_encounters", type=int, nargs="*", default=[1, 2])
-    p.add_argument("--image_size", type=int, nargs="*", default=[48, 96])
-    p.add_argument("--epochs", type=int, nargs="*", default=[8, 30])
+def parser():
+    """The ``cli.py openset_trend`` argument parser."""
+    table = TableOptions(root="", output="")
+    p = command_parser("openset_trend", __doc__)
+    add_training_options(p, table)
+    p.add_argument("--output", type=str, required=True, help="new folder for the trend, points")
     p.add_argument(
-        "--skip_base",
-        action="store_true",
-        help="leave out the base point (when it ran in another --output with the same options)",
+        "--protocol", type=Literal["group", "time"], default="group", help="split protocol"
     )
-    p.add_argument("--n_boot", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache_dir", default="/tmp/openset_table_cache")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--target", type=Literal[tuple(TARGETS)], default="softmax-letterbox", help="target"
+    )
+    base = {"known_fraction": 1.0, "max_encounters": None, "image_size": 64, "epochs": 15}
+    values = {"known_fraction": [0.25, 0.5], "max_encounters": [1, 2]}
+    values |= {"image_size": [48, 96], "epochs": [8, 30]}
+    kinds = {"known_fraction": float, "max_encounters": int, "image_size": int, "epochs": int}
+    for axis in AXES:
+        kind = kinds[axis] if base[axis] is not None else kinds[axis] | None
+        p.add_argument(
+            f"--base_{axis}", type=kind, default=base[axis], help=f"{axis} of the base point"
+        )
+        p.add_argument(
+            f"--{axis}",
+            type=kinds[axis],
+            nargs="*",
+            default=values[axis],
+            help=f"{axis} values of the trend (bare: none)",
+        )
+    add_flag(
+        p,
+        "skip_base",
+        "leave out the base point (when it ran in another --output with the same options)",
+    )
+    return p
 
 
 def points(args) -> list[tuple[str, object, dict]]:
@@ -73,16 +95,20 @@ def points(args) -> list[tuple[str, object, dict]]:
     return out
 
 
-def table_args(args, settings: dict, attacks=tuple(ATTACK_NAMES)) -> argparse.Namespace:
-    """openset_table's options for one point (its own defaults for everything else)."""
-    argv = ["--root", args.root, "--output", "unused", "--protocols", args.protocol]
-    argv += ["--targets", args.target, "--attacks", *attacks, "--seed", str(args.seed)]
-    argv += ["--n_boot", str(args.n_boot), "--cache_dir", args.cache_dir]
-    argv += ["--known_fraction", str(settings["known_fraction"])]
-    argv += ["--image_size", str(settings["image_size"]), "--epochs", str(settings["epochs"])]
-    if settings["max_encounters"] is not None:
-        argv += ["--max_encounters", str(settings["max_encounters"])]
-    return openset_table.parse(argv)
+def table_args(args, settings: dict, attacks=tuple(ATTACK_NAMES)) -> TableOptions:
+    """The table's options for one point (the table's own defaults for everything else)."""
+    return TableOptions(
+        root=args.root,
+        output="unused",
+        protocols=[args.protocol],
+        targets=[args.target],
+        attacks=list(attacks),
+        seed=args.seed,
+        n_boot=args.n_boot,
+        cache_dir=args.cache_dir,
+        time_cutoff=args.time_cutoff,
+        **settings,
+    )
 
 
 def run_point(args, axis: str, value, settings: dict, out: Path) -> dict:
@@ -90,7 +116,7 @@ def run_point(args, axis: str, value, settings: dict, out: Path) -> dict:
     folder = out / ("base" if axis == "base" else f"{axis}={value}")
     folder.mkdir()
     wall, cpu = time.perf_counter(), time.process_time()
-    r = openset_table.run_one(table_args(args, settings), args.protocol, args.target, folder)
+    r = run_one(table_args(args, settings), args.protocol, args.target, folder)
     n_classes = int(r["n_individuals"]["ID1"])
     return {
         "axis": axis,
@@ -111,7 +137,6 @@ def run_point(args, axis: str, value, settings: dict, out: Path) -> dict:
 
 def table(rows: list[dict]) -> str:
     """Markdown: one line per (point, attack)."""
-    fmt = openset_table.fmt
     head = (
         "| axis | value | known whales | train photos / enc. | known / new enc. | attack | "
         "AUROC | TPR@5%FPR | re-ID top-1 | re-ID top-5 | chance top-1 / top-5 | "
@@ -135,22 +160,23 @@ def table(rows: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> None:
-    args = parse(argv)
+def main(argv: list[str]) -> list[dict]:
+    """Entry point of ``python cli.py openset_trend``: the trend's rows (also in ``trend.json``)."""
+    args = parse_options(parser(), argv)
+    pts = points(args)
+    counts = [("n_boot", args.n_boot)]
+    counts += [(k, s[k]) for _, _, s in pts for k in ("image_size", "epochs")]
+    counts += [(k, s[k]) for _, _, s in pts for k in ("max_encounters",) if s[k] is not None]
+    fractions = [("known_fraction", s["known_fraction"]) for _, _, s in pts]
+    check_options(args.root, args.output, counts, fractions)
     out = Path(args.output)
-    if out.exists():
-        raise SystemExit(
-            f"--output {out}: already exists; give a new folder (nothing overwritten)."
-        )
-    out.mkdir(parents=True)
+    out.mkdir(parents=True)  # kept on failure: it holds the finished points
     rows = []
-    for axis, value, settings in points(args):
+    for axis, value, settings in pts:
         rows.append(run_point(args, axis, value, settings, out))
-        (out / "trend.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        record = {"args": args.as_dict(), "rows": rows}
+        (out / "trend.json").write_text(json.dumps(record, indent=1))
         (out / "trend.md").write_text(table(rows))
         print(table(rows[-1:]), flush=True)
     print(f"trend: {out / 'trend.md'}")
-
-
-if __name__ == "__main__":
-    main()
+    return rows

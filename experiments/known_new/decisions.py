@@ -1,6 +1,7 @@
-"""Decisions of ``cli.py discriminate`` from scores (pure numpy, both engines): whether an
-operating point can separate known from new whales at all, ``known | new | undecided`` per row,
-the out-of-distribution guard, and the note of an encounter that disagrees with its photos."""
+"""The words and guards around ``cli.py discriminate``'s decisions (both engines): the warnings
+of a level that cannot separate and of a fit that ended at chance, the out-of-distribution
+guard, and the note of an encounter that disagrees with its photos. Whether a level can
+separate and the ``known | new | undecided`` rule are in :mod:`attacks.known_new_levels`."""
 
 from __future__ import annotations
 
@@ -8,29 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from attacks import open_set as osm
-
 #: the ``decision`` column's values
 DECISIONS = ("known", "new", "undecided", "skipped")
 #: the out-of-distribution guard: a photo whose nearest-photo cosine is below this quantile of
 #: the same statistic on the run's own held-out photos is ``out_of_distribution``
 OOD_QUANTILE = 0.01
-
-
-def separable(tpr: list, fpr: list, auroc: list, fpr_target: float | None = None) -> tuple:
-    """``(can separate, why not)`` of an operating point from its evaluation ``[point, lo, hi]``
-    rates: it cannot when the AUROC interval reaches chance (lower bound <= 0.5), the TPR
-    interval reaches the FPR (lower bound <= the evaluation FPR, or <= ``fpr_target`` when the
-    threshold was chosen for one) or the TPR is 0. A NaN bound counts as reaching chance (too
-    few individuals to tell)."""
-    bar = max(fpr[0], fpr_target or 0.0)
-    if not tpr[0] > 0:
-        return False, f"TPR {tpr[0]:.3f}"
-    if not auroc[1] > 0.5:
-        return False, f"AUROC {auroc[0]:.3f} [{auroc[1]:.3f}, {auroc[2]:.3f}] reaches chance 0.5"
-    if not tpr[1] > bar:
-        return False, f"TPR [{tpr[1]:.3f}, {tpr[2]:.3f}] does not exceed FPR {bar:.3f}"
-    return True, ""
 
 
 def level_warning(level: str, why: str, forced: bool) -> str:
@@ -58,25 +41,6 @@ def fit_health_warning(run_folder: Path) -> str | None:
             "scores say nothing about known or new whales"
         )
     return None
-
-
-def increasing(platt: osm.Platt, scores: np.ndarray) -> osm.Platt:
-    """``platt``, or a nearly flat increasing map (``p_known`` about 0.5 everywhere) when its
-    slope is not positive: a score that ranks new whales above known ones on the calibration
-    set must not turn into a probability that reverses the decision rule (score >= threshold)."""
-    if platt.a > 0:
-        return platt
-    sd = float(np.std(np.asarray(scores, dtype=np.float64))) or 1.0
-    return osm.Platt(a=1e-6 / sd, b=0.0)
-
-
-def decide(p_known: np.ndarray, tau: float, can_decide: bool) -> np.ndarray:
-    """``known`` iff ``p_known >= tau``, else ``new``; ``undecided`` everywhere when the level
-    cannot decide (:func:`separable`, not forced)."""
-    p = np.asarray(p_known, dtype=np.float64)
-    if not can_decide:
-        return np.full(len(p), "undecided", dtype=object)
-    return np.where(p >= tau, "known", "new").astype(object)
 
 
 def ood_floor(held_out_nearest: np.ndarray) -> float:

@@ -43,11 +43,11 @@ import numpy as np
 
 from attacks import open_set as osm
 from attacks.knn import nearest_cosine
+from attacks.known_new_levels import decide
 from attacks.reference_calibrated import STATISTICS
 from datamodules.catalogs import NoaaReader
 from datamodules.errors import DataError
 from experiments.known_new.decisions import (
-    decide,
     fit_health_warning,
     level_warning,
     ood_floor,

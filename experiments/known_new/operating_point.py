@@ -17,12 +17,12 @@ import numpy as np
 from attacks import open_set as osm
 from attacks.group_bootstrap import bootstrap_cis
 from attacks.knn import nearest_cosine
+from attacks.known_new_levels import increasing, separable
 from attacks.reference_calibrated import (
     calibrated_scores,
     encounter_embeddings,
     identity_similarity,
 )
-from experiments.known_new.decisions import increasing, separable
 
 TOPK = 5
 
@@ -101,7 +101,7 @@ def samples(catalog: Photos, ref: Photos, statistic: str, level: str) -> dict:
 def operating_point(s: dict, fpr: float, threshold: float | None, n_boot: int) -> dict:
     """Threshold (``fpr`` on the new samples, or ``threshold``) and its TPR, FPR and AUROC
     ``[point, lo, hi]`` on the samples ``s`` (:func:`samples`), intervals by individual;
-    ``separable`` (:func:`experiments.known_new.decisions.separable`); the Platt map of the
+    ``separable`` (:func:`attacks.known_new_levels.separable`); the Platt map of the
     score to ``p_known`` fitted on the samples (classes weighted equally) and the threshold on
     that scale, ``threshold_p``."""
     score, known, ident = s["score"], s["known"], s["individual"]

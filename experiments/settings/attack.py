@@ -1,5 +1,8 @@
 """Settings of ``cli.py attack`` (the YAML files ``configs/attack*.yaml``), validated by
-jsonargparse. Each block switches one attack on or off and holds its arguments.
+jsonargparse. Each block switches one attack on or off and holds its arguments: the block of a
+registered attack is the dataclass it declares (:func:`attacks.registry.register`, key = its
+name, ``--yeom.enabled``); ``ensemble``, ``calibrated`` and ``reference`` drive the steps of
+:mod:`experiments.attack_steps` that train or embed models.
 
 Names with a fixed set of values (a signal, a rule, a level) and numbers with a range (seeds,
 bootstrap replicates) are checked when :class:`AttackSettings` is built (:func:`check_settings`),
@@ -10,7 +13,12 @@ multi-line usage message.)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
+
+# the registered attacks' blocks live next to their classes; imported here as before
+from attacks.label_only import LabelOnlySettings  # noqa: F401
+from attacks.salem import SalemSettings, ShadowSettings  # noqa: F401
+from attacks.yeom import YeomSettings  # noqa: F401
 
 #: the loss fields Yeom's threshold can read (``attacks.yeom``)
 YEOM_SIGNALS = ("loss_pred", "loss_true")
@@ -22,99 +30,6 @@ LIRA_VARIANCES = ("auto", "global", "per_example")
 SEED_RANGE = (0, 2**32 - 1)
 #: bootstrap replicates of a confidence interval (as ``cli.py discriminate --n_boot``)
 N_BOOT_RANGE = (10, 100_000)
-
-
-@dataclass
-class ShadowSettings:
-    """Train the attack on a shadow model's signals instead of the target's (Figure 8).
-
-    Args:
-        enabled: fit Salem's MLP on a shadow's signals as well.
-        arch: shadow architecture (None: the target's); another one gives the transfer setting.
-        epochs: shadow training epochs.
-        batch_size: shadow training batch size.
-        seed: shadow split and training seed.
-        run: a second finished run folder whose attack set is used instead of training a
-            shadow here on ID2.
-    """
-
-    enabled: bool = False
-    arch: str | None = None
-    epochs: int = 20
-    batch_size: int = 32
-    seed: int = 1
-    run: str | None = None
-
-
-@dataclass
-class YeomSettings:
-    """Yeom et al. loss threshold.
-
-    Args:
-        enabled: run the attack.
-        signal: ``loss_pred`` (label-free, identity level) or ``loss_true`` (photo level).
-    """
-
-    enabled: bool = True
-    signal: str = "loss_pred"
-
-
-@dataclass
-class SalemSettings:
-    """ML-Leaks MLP 64-32-2 over sorted top-k posteriors, on target and/or shadow signals.
-
-    Args:
-        enabled: run the attack.
-        topk: sorted posteriors fed to the MLP.
-        epochs: full-batch Adam epochs of the MLP.
-        lr: Adam learning rate.
-        threshold: ``argmax`` (the MLP's decision) or ``fit`` (swept on its training signals).
-        on_target: fit on the target's own attack set.
-        shadow: fit on a shadow model's signals too.
-    """
-
-    enabled: bool = True
-    topk: int = 3
-    epochs: int = 300
-    lr: float = 0.01
-    threshold: str = "argmax"
-    on_target: bool = True
-    shadow: ShadowSettings = field(default_factory=ShadowSettings)
-
-
-@dataclass
-class LabelOnlySettings:
-    """HopSkipJump boundary distance (label-only attack).
-
-    Args:
-        enabled: run the attack.
-        method: ``ours`` (batched torch search) or ``art`` (ART's reference implementation).
-        max_iter: HopSkipJump iterations.
-        init_eval: initial gradient-estimate probes.
-        max_eval: maximum gradient-estimate probes.
-        init_size: random trials for the adversarial start.
-        max_queries: per-sample query cap (None: no cap).
-        max_per_role: cap of members and of non-members per set (attack and evaluation) to
-            bound the query cost; None keeps all (balanced).
-        chunk: images per forward pass.
-        seed: seed of the sample choice and of the search.
-    """
-
-    enabled: bool = True
-    method: str = "ours"
-    max_iter: int = 50
-    init_eval: int = 100
-    max_eval: int = 10000
-    init_size: int = 100
-    max_queries: int | None = None
-    max_per_role: int | None = None
-    chunk: int = 1024
-    seed: int = 0
-
-    def search_options(self) -> dict:
-        """The boundary search's keyword arguments (``boundary_distances``)."""
-        keys = ("max_iter", "init_eval", "max_eval", "init_size", "max_queries", "chunk", "seed")
-        return {k: getattr(self, k) for k in keys}
 
 
 @dataclass
@@ -236,14 +151,11 @@ class ReferenceSettings:
             )
 
 
-@dataclass
-class AttackSettings:
-    """Every attack of ``cli.py attack``.
+#: ``AttackSettings``' docstring; ``{blocks}``: one line per registered attack's settings block
+SETTINGS_DOC = """Every attack of ``cli.py attack``.
 
     Args:
-        yeom: Yeom et al. loss threshold.
-        salem: Salem et al. (ML-Leaks) MLP, on the target and/or a shadow.
-        label_only: HopSkipJump boundary-distance attack.
+{blocks}
         ensemble: ensemble MIA over subset targets.
         calibrated: LiRA and RMIA with reference models, at the sample and identity levels.
         reference: the known/new score calibrated against reference whales outside the catalog.
@@ -263,24 +175,45 @@ class AttackSettings:
             (otherwise such a run is refused; label-only always needs the checkpoint).
     """
 
-    yeom: YeomSettings = field(default_factory=YeomSettings)
-    salem: SalemSettings = field(default_factory=SalemSettings)
-    label_only: LabelOnlySettings = field(default_factory=LabelOnlySettings)
-    ensemble: EnsembleSettings = field(default_factory=EnsembleSettings)
-    calibrated: CalibratedSettings = field(default_factory=CalibratedSettings)
-    reference: ReferenceSettings = field(default_factory=ReferenceSettings)
-    reference_runs: list[str] = field(default_factory=list)
-    baselines: bool = True
-    balanced: bool = True
-    seed: int = 0
-    device: str | None = None
-    compare: list[str] = field(default_factory=list)
-    output: str | None = None
-    overwrite: bool = False
-    cached_signals: bool = False
+#: the settings after the registered attacks' blocks: (key, type, default)
+RUN_FIELDS = (
+    ("ensemble", EnsembleSettings, field(default_factory=EnsembleSettings)),
+    ("calibrated", CalibratedSettings, field(default_factory=CalibratedSettings)),
+    ("reference", ReferenceSettings, field(default_factory=ReferenceSettings)),
+    ("reference_runs", list[str], field(default_factory=list)),
+    ("baselines", bool, True),
+    ("balanced", bool, True),
+    ("seed", int, 0),
+    ("device", str | None, None),
+    ("compare", list[str], field(default_factory=list)),
+    ("output", str | None, None),
+    ("overwrite", bool, False),
+    ("cached_signals", bool, False),
+)
+_CLASSES: dict[tuple, type] = {}
 
-    def __post_init__(self) -> None:
-        check_settings(self)
+
+def settings_class() -> type:
+    """The ``AttackSettings`` dataclass of the attacks registered now: one block per attack
+    with a settings block (:func:`attacks.registry.register`), keyed by its name, in registry
+    order, then :data:`RUN_FIELDS`; built once per set of blocks. Its ``__post_init__`` runs
+    :func:`check_settings`."""
+    from attacks.registry import entries
+
+    blocks = tuple((e.name, e.settings) for e in entries() if e.settings is not None)
+    if blocks not in _CLASSES:
+        lines = [f"        {key}: {block.__doc__.strip().splitlines()[0]}" for key, block in blocks]
+        fields = [(key, block, field(default_factory=block)) for key, block in blocks]
+        _CLASSES[blocks] = make_dataclass(
+            "AttackSettings",
+            fields + [(k, t, f) for k, t, f in RUN_FIELDS],
+            namespace={
+                "__doc__": SETTINGS_DOC.format(blocks="\n".join(lines)),
+                "__post_init__": check_settings,
+                "__module__": __name__,
+            },
+        )
+    return _CLASSES[blocks]
 
 
 def _choose(key: str, value, known) -> None:
@@ -303,7 +236,7 @@ def _within(key: str, value, low: int, high: int) -> None:
         raise DataError(f"{key}={value!r}: give an integer from {low} to {high}.")
 
 
-def check_settings(s: AttackSettings) -> None:
+def check_settings(s) -> None:
     """Every named choice, seed and count of ``s``; DataError (one line naming the key and what
     it accepts) for the first bad one."""
     _choose("yeom.signal", s.yeom.signal, YEOM_SIGNALS)
@@ -356,3 +289,8 @@ def _check_device(device: str | None) -> None:
             f"device={device!r}: this machine has {count} CUDA GPU(s) (no such device here); "
             "use cpu, or leave device unset (a GPU when there is one)."
         )
+
+
+#: the settings of the attacks registered when this module is imported (an attack registered
+#: later joins :func:`settings_class`, which ``cli.py attack`` parses with)
+AttackSettings = settings_class()

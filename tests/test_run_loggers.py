@@ -1,28 +1,19 @@
-"""TensorBoard as Lightning users expect it, read back from the event files: the monitor's image
-at the same step as its ``leak/*`` scalars, and the attack results once, through
-``log_hyperparams``, in the HPARAMS tab (no single-point count scalars)."""
+"""The run's loggers (experiments/run/loggers.py) as Lightning users expect them, read back from
+the event files: the attack results once, through ``log_hyperparams``, in TensorBoard's HPARAMS
+tab (no single-point count scalars) and in the CSV logger's metrics. (The monitor's TensorBoard
+image and scalars: tests/test_leakage_monitor.py.)"""
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 
 import pytest
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 import cli
 from experiments.run.loggers import RunLoggers
-
-
-def accumulators(run: Path) -> list[EventAccumulator]:
-    out = []
-    for ev in sorted(glob.glob(str(run / "events.out.tfevents.*"))):
-        acc = EventAccumulator(ev, size_guidance={"images": 0, "tensors": 0, "scalars": 0})
-        acc.Reload()
-        out.append(acc)
-    return out
+from tests.cli_runs import accumulators
 
 
 def hparams_of(run: Path) -> tuple[dict, set]:
@@ -62,21 +53,6 @@ def test_run_loggers_send_final_results_to_the_hparams_tab(tmp_path):
     assert tags == {"attack_yeom/auc"}
     header = (tmp_path / "out" / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "attack_yeom/auc" in header.split(",")
-
-
-@pytest.mark.slow
-def test_monitor_image_and_scalars_share_the_global_step(tmp_path, tiny_args, scalars):
-    # batches of 2: several optimizer steps per epoch, so steps and epoch numbers differ
-    cli.main(tiny_args(tmp_path, epochs=2) + ["--data.init_args.loader.batch_size", "2"])
-    run = tmp_path / "logs" / "run" / "version_0"
-    gap = [s for s, _ in scalars(run, "leak/gap")]
-    images = sorted(
-        e.step for acc in accumulators(run) for e in acc.Images("leak/overfitting_vs_leakage")
-    )
-    assert len(gap) == 2 and images == gap
-    loss = [s for s, _ in scalars(run, "train/loss_epoch")]
-    assert loss == gap  # the epoch's other epoch-end scalars sit there too
-    assert gap[0] > 1 and gap[1] > 2 * gap[0]  # the global step, not the epoch number
 
 
 @pytest.mark.slow
