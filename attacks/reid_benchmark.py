@@ -20,9 +20,14 @@ SCENARIOS = ("photo", "encounter", "same_year", "across_years")
 
 
 def scenario_mask(
-    identity: np.ndarray, encounter: np.ndarray, year: np.ndarray, scenario: str
+    identity: np.ndarray,
+    encounter: np.ndarray,
+    year: np.ndarray,
+    scenario: str,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``allowed (N, N) bool``: ``allowed[q, g]`` iff photo ``g`` is in query ``q``'s database.
+    """``allowed (Q, N) bool``: ``allowed[q, g]`` iff photo ``g`` is in the database of query
+    ``rows[q]`` (``rows`` None: every photo is a query, Q = N).
 
     * ``photo``: every other photo (the photo-split figure);
     * ``encounter``: photos outside the query's encounter (same identity and encounter name);
@@ -38,12 +43,15 @@ def scenario_mask(
     yr = np.asarray(year).astype(np.int64)
     if not len(ident) == len(enc) == len(yr):
         raise ValueError(f"identity, encounter, year: lengths {len(ident)}, {len(enc)}, {len(yr)}")
-    same_year = yr[:, None] == yr[None, :]
+    q = np.arange(len(ident)) if rows is None else np.asarray(rows, dtype=np.int64)
+    same_year = yr[q, None] == yr[None, :]
     if scenario == "across_years":
         return ~same_year
     if scenario == "photo":
-        return ~np.eye(len(ident), dtype=bool)
-    same_enc = (ident[:, None] == ident[None, :]) & (enc[:, None] == enc[None, :])
+        allowed = np.ones((len(q), len(ident)), dtype=bool)
+        allowed[np.arange(len(q)), q] = False
+        return allowed
+    same_enc = (ident[q, None] == ident[None, :]) & (enc[q, None] == enc[None, :])
     return ~same_enc & same_year if scenario == "same_year" else ~same_enc
 
 
@@ -103,11 +111,59 @@ def benchmark(
     encounter: np.ndarray,
     year: np.ndarray,
     scenarios=SCENARIOS,
+    block: int = 1024,
 ) -> dict:
     """``{scenario: retrieval_metrics}`` with every photo (N, D) a query against the photos its
-    scenario allows; cosine similarity (N, N), computed once."""
-    sim = cosine(embeddings, embeddings)
+    scenario allows, by cosine similarity.
+
+    Queries go ``block`` at a time (memory about ``block x N`` float64 and one mask per
+    scenario, never N x N); each block's rates are weighted by its counted queries, so the
+    result is the one of the whole (N, N) matrix."""
+    emb = np.asarray(embeddings, dtype=np.float64)
+    ident = np.asarray(identity).astype(str)
+    sums = {s: {"map20": 0.0, "top1": 0.0, "top5": 0.0, "n_queries": 0} for s in scenarios}
+    for start in range(0, len(emb), max(int(block), 1)):
+        rows = np.arange(start, min(start + max(int(block), 1), len(emb)))
+        sim = cosine(emb[rows], emb)
+        for s in scenarios:
+            allowed = scenario_mask(ident, encounter, year, s, rows)
+            m = retrieval_metrics(sim, ident[rows], ident, allowed)
+            if m["n_queries"]:
+                acc = sums[s]
+                for key in ("map20", "top1", "top5"):
+                    acc[key] += m[key] * m["n_queries"]
+                acc["n_queries"] += m["n_queries"]
+    nan = float("nan")
     return {
-        s: retrieval_metrics(sim, identity, identity, scenario_mask(identity, encounter, year, s))
-        for s in scenarios
+        s: {
+            **{
+                k: acc[k] / acc["n_queries"] if acc["n_queries"] else nan
+                for k in ("map20", "top1", "top5")
+            },
+            "n_queries": acc["n_queries"],
+        }
+        for s, acc in sums.items()
     }
+
+
+def gallery_map20(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    query_identity: np.ndarray,
+    gallery_identity: np.ndarray,
+    block: int = 1024,
+) -> float:
+    """:func:`attacks.open_set.whaledo_map` of queries (Q, D) against a gallery (G, D) by cosine,
+    ``block`` queries at a time (memory about ``block x G`` float64, never Q x G); each block
+    weighted by its queries with a match, so the figure is the whole matrix's."""
+    qid = np.asarray(query_identity).astype(str)
+    gid = np.asarray(gallery_identity).astype(str)
+    total, counted = 0.0, 0
+    step = max(int(block), 1)
+    for start in range(0, len(qid), step):
+        sl = slice(start, start + step)
+        n = int(np.isin(qid[sl], gid).sum())
+        if n:
+            total += n * whaledo_map(cosine(queries[sl], gallery), qid[sl], gid)
+            counted += n
+    return total / counted if counted else float("nan")

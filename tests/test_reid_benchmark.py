@@ -131,3 +131,33 @@ def test_benchmark_runs_every_scenario_on_the_cosine():
     for m in out.values():
         assert m["map20"] == m["top1"] == m["top5"] == pytest.approx(1.0)
     assert list(rb.benchmark(emb, IDENT, ENC, YEAR, scenarios=("photo",))) == ["photo"]
+
+
+@pytest.mark.parametrize("block", [1, 3, 7])
+def test_blocked_benchmark_equals_the_whole_matrix(block):
+    """Queries scored a block at a time give the figures of the whole (N, N) matrix."""
+    rng = np.random.default_rng(0)
+    n = 23
+    ident = rng.choice(list("abcdef"), n)
+    enc = rng.choice(["e1", "e2", "e3"], n)
+    year = rng.choice([2018, 2019], n)
+    emb = rng.normal(size=(n, 8))
+    whole = rb.benchmark(emb, ident, enc, year, block=n)
+    blocked = rb.benchmark(emb, ident, enc, year, block=block)
+    for s in rb.SCENARIOS:
+        assert blocked[s]["n_queries"] == whole[s]["n_queries"] > 0
+        for key in ("map20", "top1", "top5"):
+            assert blocked[s][key] == pytest.approx(whole[s][key], abs=1e-12)
+    sim = rb.cosine(emb, emb)
+    full = rb.retrieval_metrics(sim, ident, ident, rb.scenario_mask(ident, enc, year, "encounter"))
+    assert whole["encounter"]["map20"] == pytest.approx(full["map20"], abs=1e-12)
+
+
+def test_gallery_map20_in_blocks_equals_the_whole_matrix():
+    rng = np.random.default_rng(1)
+    q, g = rng.normal(size=(17, 6)), rng.normal(size=(29, 6))
+    qid, gid = rng.choice(list("abcdefg"), 17), rng.choice(list("abcde"), 29)
+    whole = whaledo_map(rb.cosine(q, g), qid, gid)
+    for block in (1, 4, 17):
+        assert rb.gallery_map20(q, g, qid, gid, block=block) == pytest.approx(whole, abs=1e-12)
+    assert np.isnan(rb.gallery_map20(q, g, np.array(["z"] * 17), gid))

@@ -41,14 +41,14 @@ import numpy as np
 
 from attacks.group_bootstrap import bootstrap_cis
 from attacks.metrics import auc
-from attacks.open_set import cosine, group_labels, whaledo_map
+from attacks.open_set import group_labels
 from attacks.reference_calibrated import (
     STATISTICS,
     calibrated_scores,
     encounter_embeddings,
     identity_similarity,
 )
-from attacks.reid_benchmark import benchmark
+from attacks.reid_benchmark import benchmark, gallery_map20
 from datamodules.catalogs import NoaaReader
 from datamodules.errors import DataError
 from datamodules.hashing import sha256_file
@@ -115,7 +115,7 @@ def score_draw(emb, rows, roles, reference, n_boot: int, seed: int) -> dict:
     photo = score_level(emb[query], ident[query], known, catalog, reference, n_boot, seed)
     kq = query.copy()
     kq[query] = known
-    photo["map20"] = whaledo_map(cosine(emb[kq], emb[cat]), ident[kq], ident[cat])
+    photo["map20"] = gallery_map20(emb[kq], emb[cat], ident[kq], ident[cat])
     enc_names, enc_emb = encounter_embeddings(emb[query], enc[query])
     _, enc_ident = group_labels(ident[query], enc[query])
     _, enc_role = group_labels(roles[query], enc[query])
