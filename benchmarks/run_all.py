@@ -69,6 +69,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     ),
     Benchmark("fit_throughput.py", "fit_throughput_vs_raw_loop.json", smoke=("--epochs", "1")),
     Benchmark(
+        "embedding_throughput.py",
+        "embedding_throughput.json",
+        smoke=("--individuals", "6", "--height", "64", "--width", "32", "--batch-size", "8"),
+    ),
+    Benchmark(
         "monitor_overhead.py",
         "leakage_monitor_overhead.json",
         smoke=("--scales", "demo", "--runs", "1", "--pairs", "1"),
