@@ -31,10 +31,28 @@ AUTO_GLOBAL_BELOW = 16
 _EPS = 1e-6
 
 
-def logit_confidence(logits: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
+def logit_confidence(
+    logits: np.ndarray, label: np.ndarray | None = None, chunk: int = 2048
+) -> np.ndarray:
     """``phi = log(p_y / (1 - p_y))`` from logits (..., C), computed stably as
     ``z_y - logsumexp_{j != y} z_j``; ``label`` (...) int, or None for the predicted class
-    (label-free, the max softmax). Returns (...) float64."""
+    (label-free, the max softmax). Returns (...) float64.
+
+    Rows (the first axis) go ``chunk`` at a time: the float64 work arrays stay ``chunk x ... x
+    C`` however many rows there are (at Happywhale scale the logits are rows x 5,000 classes)."""
+    z_all = np.asarray(logits)
+    if z_all.ndim < 2:
+        return _confidence(z_all, label)
+    lab = None if label is None else np.broadcast_to(np.asarray(label), z_all.shape[:-1])
+    out = np.empty(z_all.shape[:-1], dtype=np.float64)
+    for s in range(0, len(z_all), max(int(chunk), 1)):
+        part = slice(s, s + max(int(chunk), 1))
+        out[part] = _confidence(z_all[part], None if lab is None else lab[part])
+    return out
+
+
+def _confidence(logits: np.ndarray, label) -> np.ndarray:
+    """:func:`logit_confidence` of one block of rows."""
     z = np.asarray(logits, dtype=np.float64)
     y = z.argmax(-1) if label is None else np.asarray(label, dtype=np.int64)
     y = np.broadcast_to(y, z.shape[:-1])

@@ -105,3 +105,18 @@ def test_rmia_attack_with_one_reference():
     want = [(ratio_z <= r).mean() for r in ratio_x]
     np.testing.assert_allclose(att.score(sig), want)
     assert want == [1.0, 1.0, 0.5]
+
+
+def test_logit_confidence_in_row_blocks_equals_one_pass():
+    """Rows in blocks (bounded float64 work arrays) give exactly the one-pass figures."""
+    from attacks.lira import logit_confidence
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(50, 2, 7)).astype(np.float32)
+    lab = rng.integers(0, 7, size=(50, 1))
+    whole = logit_confidence(z, lab, chunk=50)
+    assert np.array_equal(logit_confidence(z, lab, chunk=3), whole)
+    assert np.array_equal(logit_confidence(z, None, chunk=4), logit_confidence(z, None, chunk=50))
+    p = np.exp(z[0, 0]) / np.exp(z[0, 0]).sum()
+    y = lab[0, 0]
+    assert whole[0, 0] == pytest.approx(np.log(p[y] / (1 - p[y])), rel=1e-6)
