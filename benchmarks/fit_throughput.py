@@ -49,7 +49,7 @@ from datamodules.whale import LoaderSettings, WhaleDataModule  # noqa: E402
 from experiments.side_models.training import quiet_trainer  # noqa: E402
 from lightning_modules.classifier import ImageClassifier  # noqa: E402
 
-DEMO = ROOT / "configs" / "demo.yaml"
+DEMO = ROOT / "configs" / "fit" / "demo.yaml"
 
 
 def demo_settings(full: bool = False) -> tuple[dict, dict]:

@@ -65,8 +65,8 @@ from benchmarks.fit_throughput import (  # noqa: E402
 from experiments.callbacks.leakage_monitor import LeakageMonitor, pass_budget  # noqa: E402
 
 #: a paper config: its ``leakage`` section is the monitor setting at catalog scale
-REAL_CONFIG = ROOT / "configs" / "humpback_resnet50_overfit.yaml"
-DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
+REAL_CONFIG = ROOT / "configs" / "fit" / "humpback_resnet50_overfit.yaml"
+DEMO_CONFIG = ROOT / "configs" / "fit" / "demo.yaml"
 
 #: the 1,000-individual catalog: 4 encounters x 2 photos per individual
 BIG = {"n_individuals": 1000, "encounters_per_individual": 4, "photos_per_encounter": 2}

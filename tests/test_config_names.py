@@ -67,3 +67,16 @@ def test_every_config_name_the_text_mentions_resolves():
     assert "gremm_resnet50_overfit.yaml" in names and "attack_demo.yaml" in names
     missing = sorted(n for n in names if config_by_name(n) is None)
     assert missing == []
+
+
+def test_every_config_path_the_code_names_exists():
+    """Paths built as ``ROOT / "configs" / ...`` in benchmarks and experiments point at files."""
+    pattern = re.compile(r'"configs"((?:\s*/\s*"[^"]+")+)')
+    named = []
+    for folder in ("benchmarks", "experiments"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for m in pattern.finditer(path.read_text()):
+                parts = re.findall(r'"([^"]+)"', m.group(1))
+                named.append((path.name, CONFIG_DIR.joinpath(*parts)))
+    assert any(p.name == "demo.yaml" for _, p in named)
+    assert [f"{src}: {p}" for src, p in named if not p.is_file()] == []
