@@ -38,9 +38,9 @@ def scenario_mask(
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
-    ident = np.asarray(identity).astype(str)
-    enc = np.asarray(encounter).astype(str)
-    yr = np.asarray(year).astype(np.int64)
+    ident = np.asarray(identity).astype(str, copy=False)
+    enc = np.asarray(encounter).astype(str, copy=False)
+    yr = np.asarray(year).astype(np.int64, copy=False)
     if not len(ident) == len(enc) == len(yr):
         raise ValueError(f"identity, encounter, year: lengths {len(ident)}, {len(enc)}, {len(yr)}")
     q = np.arange(len(ident)) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -120,7 +120,10 @@ def benchmark(
     scenario, never N x N); each block's rates are weighted by its counted queries, so the
     result is the one of the whole (N, N) matrix."""
     emb = np.asarray(embeddings, dtype=np.float64)
+    # converted once: every block's masks read the same label arrays
     ident = np.asarray(identity).astype(str)
+    encounter = np.asarray(encounter).astype(str)
+    year = np.asarray(year).astype(np.int64)
     sums = {s: {"map20": 0.0, "top1": 0.0, "top5": 0.0, "n_queries": 0} for s in scenarios}
     for start in range(0, len(emb), max(int(block), 1)):
         rows = np.arange(start, min(start + max(int(block), 1), len(emb)))
