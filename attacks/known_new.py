@@ -103,22 +103,29 @@ class Scorer:
         z = np.exp(z - z.max(1, keepdims=True))
         return z / z.sum(1, keepdims=True)
 
-    def encounters(self, sig: dict, raw: np.ndarray, enc: np.ndarray) -> tuple:
+    def encounters(
+        self, sig: dict, raw: np.ndarray, enc: np.ndarray, classes: bool = True
+    ) -> tuple:
         """``(names (G,), raw score (G,), class scores (G, C))`` of the encounters ``enc`` (N,)
-        of the rows of ``sig`` with photo scores ``raw`` (N,)."""
-        cs = self.class_scores(sig)
+        of the rows of ``sig`` with photo scores ``raw`` (N,); class scores ``None`` unless
+        ``classes`` (they cost N x C, which fitting a threshold does not need)."""
         if self.rule == "mean_embedding":
             names, e = osm.aggregate(sig["embedding"], enc, "mean_embedding")
             graw = self.nearest(e)
+            if not classes:
+                return names, graw, None
             if self.by_cosine:
                 return (
                     names,
                     graw,
                     osm.class_similarity(e, self.gallery, self.gallery_label, self.n_classes),
                 )
-            return names, graw, osm.aggregate(cs, enc, "mean")[1]
+            return names, graw, osm.aggregate(self.class_scores(sig), enc, "mean")[1]
         names, graw = osm.aggregate(raw, enc, self.rule)
-        return names, graw, osm.aggregate(cs, enc, "mean" if not self.by_cosine else self.rule)[1]
+        if not classes:
+            return names, graw, None
+        rule = "mean" if not self.by_cosine else self.rule
+        return names, graw, osm.aggregate(self.class_scores(sig), enc, rule)[1]
 
     def level_sets(self, sig: dict, enc: np.ndarray, level: str) -> dict:
         """``{set: (raw score, is_member, identity)}`` of the attack and eval sets of ``sig``,
@@ -127,7 +134,7 @@ class Scorer:
         for name in ("attack", "eval"):
             s = subset(sig, name)
             if level == "encounter":
-                rows = encounter_rows(self, s, enc[sig["set"] == name])
+                rows = encounter_rows(self, s, enc[sig["set"] == name], classes=False)
                 raw, y, ident = rows["score"], rows["member"], rows["identity"]
             else:
                 raw, y, ident = self.photo_raw(s), membership(s), s["identity"]
@@ -140,11 +147,11 @@ class Scorer:
         return self.nearest(np.asarray(sig["embedding"])[sig["split"] != "train"])
 
 
-def encounter_rows(scorer: Scorer, sig: dict, enc: np.ndarray) -> dict:
+def encounter_rows(scorer: Scorer, sig: dict, enc: np.ndarray, classes: bool = True) -> dict:
     """One row per encounter of labelled signals ``sig`` (G encounters of ``enc`` (N,)) by
-    ``scorer``: ``name``, ``score`` (G,), ``cls`` (G, C) class scores, ``member`` (G,) 0/1,
-    ``identity`` (G,), ``label`` (G,)."""
-    names, score, cls = scorer.encounters(sig, scorer.photo_raw(sig), enc)
+    ``scorer``: ``name``, ``score`` (G,), ``cls`` (G, C) class scores (``None`` unless
+    ``classes``), ``member`` (G,) 0/1, ``identity`` (G,), ``label`` (G,)."""
+    names, score, cls = scorer.encounters(sig, scorer.photo_raw(sig), enc, classes)
     return {
         "name": names,
         "score": score,

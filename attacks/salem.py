@@ -84,7 +84,7 @@ def topk_posteriors(signals: dict, k: int) -> np.ndarray:
 
     logits = signals["logits"] if "logits" in signals else signals["topk_logits"]
     p = torch.softmax(torch.as_tensor(np.asarray(logits, dtype=np.float32)), dim=1)
-    p = torch.sort(p, dim=1, descending=True).values[:, :k]
+    p = torch.topk(p, min(k, p.shape[1]), dim=1).values  # sorted, descending: O(N C)
     if p.shape[1] < k:
         p = torch.cat([p, torch.zeros(p.shape[0], k - p.shape[1])], dim=1)
     return p.numpy()

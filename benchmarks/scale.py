@@ -69,6 +69,7 @@ from benchmarks.scale_meter import (  # noqa: E402
     Meter,
     flagged,
     growth,
+    judged,
     markdown,
 )
 
@@ -142,9 +143,11 @@ def fit_stages(m: Meter, root: Path, a: argparse.Namespace, dm, photos: int):
     with m.stage("fit_total", photos):
         trainer.fit(model, datamodule=dm)
     rss = m.stages["fit_total"]["peak_rss_mb"]
-    n_train = len(dm.rows("train"))
+    n_train, n_signal, classes = len(dm.rows("train")), len(dm.signal_rows()), dm.num_classes
+    m.stages["fit_total"]["work_units"] = (n_train + n_signal) * classes
     m.stages["train_epoch"] = {
         "units": photos,
+        "work_units": n_train * classes,
         "seconds": marks["train_end"][0] - marks["epoch_start"][0],
         "cpu_seconds": marks["train_end"][1] - marks["epoch_start"][1],
         "peak_rss_mb": rss,
@@ -152,10 +155,11 @@ def fit_stages(m: Meter, root: Path, a: argparse.Namespace, dm, photos: int):
     }
     m.stages["monitor_pass"] = {
         "units": photos,
+        "work_units": n_signal * classes,
         "seconds": marks["monitor_end"][0] - marks["train_end"][0],
         "cpu_seconds": marks["monitor_end"][1] - marks["train_end"][1],
         "peak_rss_mb": rss,
-        "signal_rows": len(dm.signal_rows()),
+        "signal_rows": n_signal,
     }
     return model.eval()
 
@@ -225,7 +229,8 @@ def attack_stages(m: Meter, run: Path, n: int) -> dict:
     ctx = RunContext.open(run, "cpu")
     with m.stage("final_signals", len(ctx.rows)) as rec:
         sig, fwd = final_signals(ctx)
-        rec["rows"] = len(ctx.rows)
+        classes = sig["logits"].shape[1]
+        rec.update(rows=len(ctx.rows), classes=classes, work_units=len(ctx.rows) * classes)
     s = attack_settings(n)
     out = run / "attacks"
     out.mkdir()
@@ -244,6 +249,7 @@ def attack_stages(m: Meter, run: Path, n: int) -> dict:
             stage["units"] = info["n_attack"] + info["n_eval"]
             stage["queries_mean"] = info["queries_mean"]
         stage["results"] = list(done)
+        stage["work_units"] = stage["units"] * classes  # logit cells of the evaluated samples
         m.stages[name] = stage
     return sig
 
@@ -267,8 +273,15 @@ def discriminate_stages(m: Meter, root: Path, run: Path) -> None:
     """Discriminate on 10 and 30 photos: marginal seconds per photo and the fixed rest, with the
     default attack (Yeom: one forward pass a photo) and with ``cosine`` (each photo against the
     whole gallery of training photos: ``discriminate_gallery``)."""
+    from attacks.signals import load_signals
     from experiments.commands.discriminate import discriminate
 
+    sets = load_signals(run / "signals" / "final.npz")["set"].astype(str)
+    rows, train = len(sets), int((sets == "train").sum())
+    work = {  # the fixed part reads the run's logits; cosine fits on photos x the gallery
+        "auto": rows * m.stages["final_signals"]["classes"],
+        "cosine": (rows - train) * train,
+    }
     for attack, name in (("auto", "discriminate"), ("cosine", "discriminate_gallery")):
         t = {}
         for k in (10, 30):
@@ -284,6 +297,7 @@ def discriminate_stages(m: Meter, root: Path, run: Path) -> None:
         m.stages[f"{name}_fixed"] = {
             **t[10],
             **{k: t[10][k] - 10 * per[k] for k in ("seconds", "cpu_seconds")},
+            "work_units": work[attack],
         }
 
 
@@ -336,14 +350,15 @@ def main(argv: list[str] | None = None) -> dict:
         tracemalloc.start()
     sizes = [run_size(n, a) for n in a.sizes]
     exps, cpu_exps = growth(sizes), growth(sizes, "cpu_seconds")
-    table = markdown(sizes, exps, cpu_exps)
-    bad = flagged(sizes, cpu_exps)
+    work_exps = growth(sizes, "cpu_seconds", "work_units")
+    table = markdown(sizes, exps, cpu_exps, work_exps)
+    bad = flagged(sizes, judged(cpu_exps, work_exps))
     print("\n" + table)
     print("\nsuper-linear: " + (", ".join(bad) if bad else "none"))
     worst = max(
         (
             e
-            for name, es in cpu_exps.items()
+            for name, es in judged(cpu_exps, work_exps).items()
             if not name.startswith("setup")
             for e in es
             if e is not None
@@ -354,6 +369,7 @@ def main(argv: list[str] | None = None) -> dict:
         "sizes": sizes,
         "exponents": exps,
         "cpu_exponents": cpu_exps,
+        "cpu_exponents_by_work_units": work_exps,
         "superlinear": bad,
         "markdown": table,
         "settings": {k: v for k, v in vars(a).items() if k not in ("out",)},

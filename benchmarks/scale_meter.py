@@ -2,8 +2,13 @@
 resident memory, garbage collections, the growth exponent between catalog sizes and the table.
 
 Growth exponent of a stage between two sizes: ``log(t2 / t1) / log(u2 / u1)``, with ``u`` the
-stage's unit count. A CPU-time exponent above :data:`SUPERLINEAR` on a stage that takes at least
-:data:`MIN_SECONDS` CPU seconds is flagged as super-linear.
+stage's unit count (``units``: photos, samples or pairs). A stage whose work is set by the size of
+the classifier's output as well records ``work_units``, the count of what it handles: logit cells
+(rows x classes: a softmax over the catalog's whales gives every scored photo one logit per
+known whale, so the cells grow with photos x catalog) or photo pairs (attack set x gallery).
+Such a stage is judged by its exponent in ``work_units``, its inputs; the photo exponent stays
+in the table beside it. A CPU-time exponent above :data:`SUPERLINEAR` on a stage that takes at
+least :data:`MIN_SECONDS` CPU seconds is flagged as super-linear.
 """
 
 from __future__ import annotations
@@ -111,10 +116,13 @@ def exponent(s1: dict, s2: dict, u1: float, u2: float, key: str = "seconds") -> 
     return math.log(t2 / t1) / math.log(u2 / u1)
 
 
-def growth(sizes: list[dict], key: str = "seconds") -> dict[str, list[float | None]]:
+def growth(
+    sizes: list[dict], key: str = "seconds", unit: str = "units"
+) -> dict[str, list[float | None]]:
     """Per stage, the exponents of the times ``key`` (wall ``seconds`` or ``cpu_seconds``)
-    between consecutive sizes (by each stage's own units; the per-photo discriminate time and
-    the discriminate fixed part by the catalog's photos)."""
+    between consecutive sizes by each stage's ``unit`` count (``units``; the per-photo
+    discriminate time and the discriminate fixed part by the catalog's photos), or by its
+    ``work_units`` (None for a stage without them)."""
     out: dict[str, list[float | None]] = {}
     for name in sizes[0]["stages"]:
         exps = []
@@ -123,17 +131,26 @@ def growth(sizes: list[dict], key: str = "seconds") -> dict[str, list[float | No
             if s1 is None or s2 is None:
                 exps.append(None)
                 continue
-            u1, u2 = s1.get("units"), s2.get("units")
-            if name.startswith("discriminate") or not u1 or u1 == u2:
+            u1, u2 = s1.get(unit), s2.get(unit)
+            if unit == "units" and (name.startswith("discriminate") or not u1 or u1 == u2):
                 u1, u2 = r1["photos"], r2["photos"]
             exps.append(exponent(s1, s2, u1, u2, key))
         out[name] = exps
     return out
 
 
+def judged(exps: dict, work_exps: dict) -> dict[str, list[float | None]]:
+    """Each stage's exponents in its inputs: by ``work_units`` where the stage has them, else by
+    ``units``."""
+    return {
+        name: [w if w is not None else e for e, w in zip(es, work_exps.get(name, [None] * len(es)))]
+        for name, es in exps.items()
+    }
+
+
 def flagged(sizes: list[dict], exps: dict, key: str = "cpu_seconds") -> list[str]:
-    """Stages whose exponent (of the times ``key``) exceeds SUPERLINEAR where the larger size
-    took at least MIN_SECONDS."""
+    """Stages whose exponent (of the times ``key``; pass :func:`judged` exponents) exceeds
+    SUPERLINEAR where the larger size took at least MIN_SECONDS."""
     bad = []
     for name, es in exps.items():
         if name.startswith("setup") or name == "fit_total":
@@ -158,16 +175,21 @@ def stage_cell(st: dict | None) -> str:
     return f"{t}, {st['peak_rss_mb']:.0f} MiB"
 
 
-def markdown(sizes: list[dict], exps: dict, cpu_exps: dict | None = None) -> str:
-    """Stage x size table: wall seconds (CPU seconds), peak RSS (MiB); exponents wall / CPU."""
+def markdown(
+    sizes: list[dict], exps: dict, cpu_exps: dict | None = None, work_exps: dict | None = None
+) -> str:
+    """Stage x size table: wall seconds (CPU seconds), peak RSS (MiB); exponents wall / CPU by
+    photos, then ``[CPU by work units]`` where the stage has them (``work_exps``)."""
     head = ["stage", *[f"{r['individuals']} ind. ({r['photos']} photos)" for r in sizes]]
     head += [f"exp. {a['individuals']}->{b['individuals']}" for a, b in zip(sizes, sizes[1:])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, es in exps.items():
         cells = [name, *[stage_cell(r["stages"].get(name)) for r in sizes]]
         ces = (cpu_exps or {}).get(name, [None] * len(es))
-        for e, c in zip(es, ces):
+        wes = (work_exps or {}).get(name, [None] * len(es))
+        for e, c, w in zip(es, ces, wes):
             text = "-" if e is None else f"{e:.2f}"
-            cells.append(text if c is None else f"{text} / {c:.2f}")
+            text = text if c is None else f"{text} / {c:.2f}"
+            cells.append(text if w is None else f"{text} [{w:.2f}]")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

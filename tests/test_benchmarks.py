@@ -164,6 +164,14 @@ def test_scale_growth_math():
     assert [b.split(" ")[0] for b in scale.flagged(sizes, exps, "seconds")] == ["quad"]
     table = scale.markdown(sizes, exps)
     assert "| quad | 2.00 s, 1 MiB | 200.00 s, 1 MiB | 2.00 |" in table
+    # a classifier stage quadratic in photos but linear in its logit cells (photos x classes,
+    # both 10x) is judged by its cells: not flagged; its table cell shows both
+    for r, cells in zip(sizes, (800 * 100, 8000 * 1000)):
+        r["stages"]["quad"]["work_units"] = cells
+    work = scale.growth(sizes, "seconds", "work_units")
+    assert work["lin"] == [None] and work["quad"][0] == pytest.approx(1.0)
+    assert scale.flagged(sizes, scale.judged(exps, work), "seconds") == []
+    assert "| 2.00 [1.00] |" in scale.markdown(sizes, exps, None, work)
     assert scale.step_name(["ensemble_any", "ensemble_mean_score"]) == "ensemble"
     assert scale.step_name(["yeom"]) == "yeom"
 
