@@ -45,20 +45,54 @@ def identity_similarity(
     ``sims[i, k]`` the max cosine of query ``i`` to a photo of ``names[k]``. Rows are
     L2-normalised inside.
     """
-    ident = np.asarray(gallery_identity)
-    names, inv = np.unique(ident, return_inverse=True)
-    order = np.argsort(inv, kind="stable")  # the gallery grouped by identity
-    g = _unit_rows(gallery)[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(inv[order])) + 1] if len(order) else np.array([], int)
+    names, g, starts = _grouped(gallery, gallery_identity)
     q = _unit_rows(queries)
     sims = np.empty((len(q), len(names)), dtype=np.float64)
-    if len(names) == 0:
-        return names, sims
+    step = max(int(chunk), 1)
+    for i in range(0, len(q) if len(names) else 0, step):
+        sims[i : i + step] = _best_per_identity(q[i : i + step], g, starts)
+    return names, sims
+
+
+def _grouped(gallery: np.ndarray, identity: np.ndarray) -> tuple:
+    """``(names (K,), unit rows (M, D) grouped by identity, start of each group (K,))``."""
+    names, inv = np.unique(np.asarray(identity), return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(inv[order])) + 1] if len(order) else np.array([], int)
+    return names, _unit_rows(gallery)[order], starts
+
+
+def _best_per_identity(unit_q: np.ndarray, g: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """(n, K) best cosine of unit queries (n, D) per identity group of ``g`` (M, D)."""
+    return np.maximum.reduceat(unit_q @ g.T, starts, axis=1)
+
+
+def reference_calibrated_scores(
+    queries: np.ndarray,
+    catalog: tuple[np.ndarray, np.ndarray],
+    reference: tuple[np.ndarray, np.ndarray],
+    statistic: str,
+    chunk: int = 4096,
+) -> np.ndarray:
+    """:func:`calibrated_scores` (N,) float64 of the queries (N, D) against the ``catalog`` and
+    the ``reference`` whales, each ``(embeddings (M, D), identities (M,))``, worked out ``chunk``
+    queries at a time: the scores of :func:`identity_similarity` on all queries (bit for bit at
+    the same ``chunk``; the matrix products of other block sizes may round differently in the
+    last bits), with memory about ``chunk x (M + M')`` float64 instead of ``N x (K + R)``."""
+    cat, ref = _grouped(*catalog), _grouped(*reference)
+    if len(cat[0]) == 0 or (len(ref[0]) == 0 and statistic != "raw"):
+        raise ValueError(
+            f"calibrated_scores needs K >= 1 and R >= 1, got {len(cat[0])}, {len(ref[0])}"
+        )
+    q = _unit_rows(queries)
+    out = np.empty(len(q), dtype=np.float64)
     step = max(int(chunk), 1)
     for i in range(0, len(q), step):
-        block = q[i : i + step] @ g.T
-        sims[i : i + step] = np.maximum.reduceat(block, starts, axis=1)
-    return names, sims
+        block = q[i : i + step]
+        out[i : i + step] = calibrated_scores(
+            _best_per_identity(block, *cat[1:]), _best_per_identity(block, *ref[1:]), statistic
+        )
+    return out
 
 
 def _log1mexp(a: np.ndarray) -> np.ndarray:
@@ -178,10 +212,12 @@ class ReferenceCalibrated(ThresholdAttack):
             raise ValueError("reference_calibrated needs a gallery of training-photo embeddings")
         if self.reference is None or len(self.reference) == 0:
             raise ValueError("reference_calibrated needs reference embeddings (reference=)")
-        q = np.asarray(signals["embedding"])
-        _, cat = identity_similarity(q, self.gallery, self.gallery_identity)
-        _, ref = identity_similarity(q, self.reference, self.reference_identity)
-        return calibrated_scores(cat, ref, self.statistic)
+        return reference_calibrated_scores(
+            np.asarray(signals["embedding"]),
+            (self.gallery, self.gallery_identity),
+            (self.reference, self.reference_identity),
+            self.statistic,
+        )
 
 
 def _with_identity(emb: np.ndarray | None, identity: np.ndarray | None):

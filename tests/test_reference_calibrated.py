@@ -1,5 +1,5 @@
 """Reference-calibrated known/new scores (attacks/reference_calibrated.py): each statistic
-against hand-computed values, the tail's stability, per-identity similarity against a loop, the
+against hand-computed values, the tail's stability, per-identity similarity against a loop, the blocked scores against the whole computation, the
 attack's construction for a run, and known/new separation on synthetic whales."""
 
 from __future__ import annotations
@@ -71,6 +71,27 @@ def test_identity_similarity_matches_a_loop_in_any_chunking():
     for chunk in (1, 3):
         np.testing.assert_allclose(rc.identity_similarity(q, g, ident, chunk)[1], sims, atol=1e-12)
     assert rc.identity_similarity(q, g[:0], ident[:0])[1].shape == (7, 0)
+
+
+def test_blocked_scores_equal_the_whole_computation_in_any_chunking():
+    """reference_calibrated_scores, a block of queries at a time, gives what identity_similarity
+    on every query followed by calibrated_scores gives (bit for bit at the same block size)."""
+    rng = np.random.default_rng(1)
+    q, g, r = rng.normal(size=(11, 6)), rng.normal(size=(13, 6)), rng.normal(size=(8, 6))
+    gi, ri = rng.integers(0, 5, 13), np.array(list("xyzxyzww"))
+    for st in rc.STATISTICS:
+        whole = rc.calibrated_scores(
+            rc.identity_similarity(q, g, gi)[1], rc.identity_similarity(q, r, ri)[1], st
+        )
+        np.testing.assert_array_equal(
+            rc.reference_calibrated_scores(q, (g, gi), (r, ri), st), whole
+        )
+        for chunk in (1, 4, 11):
+            got = rc.reference_calibrated_scores(q, (g, gi), (r, ri), st, chunk)
+            np.testing.assert_allclose(got, whole, rtol=1e-9, atol=1e-12)
+    assert rc.reference_calibrated_scores(q[:0], (g, gi), (r, ri), "tail").shape == (0,)
+    with pytest.raises(ValueError, match="K >= 1 and R >= 1"):
+        rc.reference_calibrated_scores(q, (g, gi), (r[:0], ri[:0]), "zscore")
 
 
 def test_encounter_embeddings_average_unit_rows():
