@@ -50,9 +50,10 @@ def _block_topk(s: np.ndarray, k: int) -> np.ndarray:
     equal values by lower column index (the order a stable sort gives)."""
     if k == 0:
         return np.empty((len(s), 0), dtype=np.int64)
-    part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else None
-    if part is None:
+    m = s.shape[1]
+    if k >= m:
         return np.argsort(-s, axis=1, kind="stable")
+    part = np.argpartition(s, m - k, axis=1)[:, m - k :]  # the k largest (no negated copy of s)
     kth = np.take_along_axis(s, part, axis=1).min(1, keepdims=True)
     tied = (s >= kth).sum(1) > k  # rows whose k-th value has equals outside the pick
     for r in np.flatnonzero(tied):  # rare with real embeddings: fix those rows exactly

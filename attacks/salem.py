@@ -9,7 +9,6 @@ scores the target's evaluation set. Pure over signal arrays: ``logits`` (N, C), 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,10 +16,6 @@ from attacks.base import RegisteredAttack
 from attacks.metrics import best_threshold
 from attacks.registry import register
 from attacks.signals import membership
-
-if TYPE_CHECKING:  # torch loads when the MLP is built, not when the registry is listed
-    import torch
-    from torch import nn
 
 
 @dataclass
@@ -90,8 +85,8 @@ def topk_posteriors(signals: dict, k: int) -> np.ndarray:
     return p.numpy()
 
 
-def mlp(k: int, hidden: tuple[int, ...] = (64, 32)) -> nn.Sequential:
-    """``k -> 64 -> 32 -> 2`` with ReLU (the paper's 3-layer attack MLP)."""
+def mlp(k: int, hidden: tuple[int, ...] = (64, 32)):
+    """``k -> 64 -> 32 -> 2`` with ReLU (the paper's 3-layer attack MLP): a ``torch.nn.Sequential``."""
     from torch import nn
 
     layers: list[nn.Module] = []
@@ -135,10 +130,10 @@ class SalemAttack(RegisteredAttack):
             raise ValueError(f"salem threshold={threshold!r}: choose 'argmax' or 'fit'")
         self.topk, self.hidden, self.epochs, self.lr = topk, tuple(hidden), epochs, lr
         self.weight_decay, self.seed, self.threshold_mode = weight_decay, seed, threshold
-        self.net: nn.Sequential | None = None
+        self.net = None  # the attack MLP (torch.nn.Sequential) once fitted
         self._tau = 0.5
 
-    def _features(self, signals: dict) -> torch.Tensor:
+    def _features(self, signals: dict):
         import torch
 
         # raw posteriors in [0, 1], as in ML-Leaks: standardising with a shadow's statistics

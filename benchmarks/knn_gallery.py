@@ -7,8 +7,9 @@ similarity matrix: time and peak memory side by side in one run.
 Random unit embeddings (seeded) stand in for a catalog of Happywhale's size (51,033 photos) and a
 survey of 10,000 photos. :func:`attacks.knn.cosine_topk` scores ``--block`` queries at a time;
 the full matrix (``queries x gallery`` float64, then the same top-k) is measured on the same data
-when it fits in ``--full_limit_gb``. Times are measured untraced; peak memory is the tracemalloc
-peak of a second run (numpy's arrays are traced), without the inputs. Also printed: the rate in similarity entries per second, and the
+when it fits in ``--full_limit_gb``. The two sides run in turn ``--reps`` times untraced (the
+figures are medians); peak memory is the tracemalloc peak of one more run of each (numpy's
+arrays are traced), without the inputs. Also printed: the rate in similarity entries per second, and the
 gallery x queries size at which one exact search would take ``--budget_s`` on this machine, the
 point past which an approximate index (e.g. FAISS) would be needed.
 """
@@ -16,6 +17,7 @@ point past which an approximate index (e.g. FAISS) would be needed.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 import tracemalloc
@@ -30,17 +32,27 @@ from attacks.knn import cosine_topk, unit_rows  # noqa: E402
 from benchmarks.common import add_common_args, write_result  # noqa: E402
 
 
-def measured(fn) -> tuple[object, float, float]:
-    """``(result, seconds, peak MiB allocated while it ran)``: timed without tracing, then run
-    again under tracemalloc for the peak (tracing slows allocations down)."""
-    t0 = time.perf_counter()
-    out = fn()
-    seconds = time.perf_counter() - t0
-    tracemalloc.start()
-    fn()
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
-    return out, seconds, peak
+def alternated(sides: dict, reps: int) -> dict[str, dict]:
+    """Per side ``{"out", "seconds" (median), "runs", "peak_mib"}``: the callables of ``sides``
+    timed in turn ``reps`` times each without tracing (the first use of fresh memory is slow on
+    some virtual machines: a single run can be several times its repeat), then once more under
+    tracemalloc for the peak allocated while it ran (tracing slows allocations down)."""
+    runs: dict[str, list[float]] = {name: [] for name in sides}
+    outs: dict[str, object] = {}
+    for _ in range(max(int(reps), 1)):
+        for name, fn in sides.items():
+            t0 = time.perf_counter()
+            outs[name] = fn()
+            runs[name].append(time.perf_counter() - t0)
+    res = {}
+    for name, fn in sides.items():
+        tracemalloc.start()
+        fn()
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        res[name] = {"out": outs[name], "seconds": statistics.median(runs[name])}
+        res[name] |= {"runs": runs[name], "peak_mib": peak}
+    return res
 
 
 def full_topk(q: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:
@@ -62,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--block", type=int, default=1024, help="queries per block")
     ap.add_argument("--full_limit_gb", type=float, default=6.0, help="largest full matrix tried")
     ap.add_argument("--budget_s", type=float, default=600.0, help="the crossover's time budget")
+    ap.add_argument("--reps", type=int, default=5, help="timed runs of each side, alternating")
     add_common_args(ap)
     a = ap.parse_args(argv)
     a.queries = a.queries or (10000 if a.full else 1000)
@@ -69,18 +82,28 @@ def main(argv: list[str] | None = None) -> dict:
     g = rng.standard_normal((a.gallery, a.dim)).astype(np.float32)
     q = rng.standard_normal((a.queries, a.dim)).astype(np.float32)
     cosine_topk(q[:64], g[:4096], a.k)  # warm-up: BLAS threads, first allocations
-    (_, idx), sec, peak = measured(lambda: cosine_topk(q, g, a.k, a.block))
     entries = a.gallery * a.queries
+    full_gb = entries * 8 / 2**30
+    sides = {"blocked": lambda: cosine_topk(q, g, a.k, a.block)[1]}
+    if full_gb <= a.full_limit_gb:
+        sides["full"] = lambda: full_topk(q, g, a.k)
+    m = alternated(sides, a.reps)
+    sec, peak = m["blocked"]["seconds"], m["blocked"]["peak_mib"]
     r = {"gallery": a.gallery, "queries": a.queries, "dim": a.dim, "k": a.k, "block": a.block}
-    r |= {"blocked_s": sec, "blocked_peak_mib": peak, "ms_per_query": 1e3 * sec / a.queries}
+    r |= {"blocked_s": sec, "blocked_runs_s": m["blocked"]["runs"], "blocked_peak_mib": peak}
+    r |= {"ms_per_query": 1e3 * sec / a.queries, "reps": a.reps}
     r["entries_per_s"] = entries / sec
     r["crossover_gallery_x_queries"] = r["entries_per_s"] * a.budget_s
-    full_gb = entries * 8 / 2**30
-    if full_gb <= a.full_limit_gb:
-        ref, fsec, fpeak = measured(lambda: full_topk(q, g, a.k))
-        r |= {"full_s": fsec, "full_peak_mib": fpeak, "same_neighbours": bool((ref == idx).all())}
-        r["time_ratio_blocked_over_full"] = sec / fsec
-        r["memory_ratio_blocked_over_full"] = peak / fpeak
+    if "full" in m:
+        full = m["full"]
+        r |= {
+            "full_s": full["seconds"],
+            "full_runs_s": full["runs"],
+            "full_peak_mib": full["peak_mib"],
+        }
+        r["same_neighbours"] = bool((full["out"] == m["blocked"]["out"]).all())
+        r["time_ratio_blocked_over_full"] = sec / full["seconds"]
+        r["memory_ratio_blocked_over_full"] = peak / full["peak_mib"]
     else:
         r["full_skipped"] = f"the full matrix would take {full_gb:.1f} GiB"
     print(

@@ -326,6 +326,20 @@ def test_cli_help_imports_no_heavy_library():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
 
 
+@pytest.mark.parametrize("command", ["attack", "discriminate", "reid", "defend", "audit"])
+def test_subcommand_help_imports_no_torch(command):
+    """``cli.py COMMAND --help`` builds the command's parser without torch (jsonargparse
+    resolves the settings' annotations, ``if TYPE_CHECKING:`` imports included, so a settings
+    module must not name torch there)."""
+    code = (
+        f"import sys, runpy; sys.argv = ['cli.py', {command!r}, '--help']\n"
+        "try:\n    runpy.run_path('cli.py', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
+
+
 #: what ``cli.py discriminate`` imports on the exported engine, and the other torch-free modules
 #: (docs/architecture.md lists the same)
 TORCH_FREE = (
