@@ -75,6 +75,43 @@ def new_photos(dm, n: int, seed: int = 0) -> torch.Tensor:
     return xs
 
 
+def timed_cases(model, attacks: dict, batch: list, device: str) -> dict:
+    """What is timed, by name: the bare forward of the batch's photos, then each attack's
+    signal extraction + scoring + decision (``yeom_with_embedding``: with the embedding pass
+    that ``discriminate`` adds)."""
+    x = batch[0][0]
+
+    @torch.no_grad()
+    def forward() -> None:
+        model(x.to(device, non_blocking=True))
+        sync(device)
+
+    def attack(name: str, embed=None):
+        def go() -> None:
+            sig = extract_arrays(model, batch, device, embed=embed)
+            scores = attacks[name].score(sig)
+            _ = scores >= attacks[name].score_threshold
+
+        return go
+
+    cases = {"forward": forward, **{name: attack(name) for name in ATTACKS}}
+    cases["yeom_with_embedding"] = attack("yeom", embed=model.embed)
+    return cases
+
+
+def alternate(cases: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each callable of ``cases``, run in turn ``repeats`` times after one warm-up."""
+    for fn in cases.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(repeats):
+        for key, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t0)
+    return times
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=64, help="photos in the one batch (64)")
@@ -104,33 +141,11 @@ def main(argv: list[str] | None = None) -> dict:
     n = len(x)
     batch = [(x, torch.full((n,), -1), torch.arange(n))]  # new photos: no label
 
-    @torch.no_grad()
-    def forward() -> None:
-        model(x.to(device, non_blocking=True))
-        sync(device)
-
-    def attack(name: str, embed=None):
-        def go() -> None:
-            sig = extract_arrays(model, batch, device, embed=embed)
-            scores = attacks[name].score(sig)
-            _ = scores >= attacks[name].score_threshold
-
-        return go
-
-    cases = {"forward": forward, **{name: attack(name) for name in ATTACKS}}
-    cases["yeom_with_embedding"] = attack("yeom", embed=model.embed)
-    for fn in cases.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in cases}
-    for _ in range(repeats):
-        for key, fn in cases.items():
-            t0 = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - t0)
+    times = alternate(timed_cases(model, attacks, batch, device), repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = {k: med[k] / med["forward"] for k in cases if k != "forward"}
+    ratio = {k: med[k] / med["forward"] for k in times if k != "forward"}
     value = max(ratio[k] for k in ATTACKS)
-    per_ms = {k: med[k] / n * 1e3 for k in cases}
+    per_ms = {k: med[k] / n * 1e3 for k in times}
     print(
         f"{model_args['arch']} {data_args['loader']['image_size']} px, one batch of {n} photos: forward "
         f"{per_ms['forward']:.3f} ms/sample; "
@@ -152,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_epochs": train_epochs,
         "full": a.full,
     }
-    result = write_result(
+    return write_result(
         "attack_discrimination_vs_forward",
         value,
         "x ((forward + attack scoring) per sample / forward per sample; worse of yeom, salem)",
@@ -163,7 +178,6 @@ def main(argv: list[str] | None = None) -> dict:
         threads=threads,
         device=device,
     )
-    return result
 
 
 if __name__ == "__main__":

@@ -46,6 +46,19 @@ def write_csv(path: Path, cols: list[str], rows: list[dict]) -> None:
         w.writerows(rows)
 
 
+def skipped_photos(query: Path) -> list[dict]:
+    """Two skipped rows of ``photos.csv`` and their files: an unreadable JPEG that keeps its
+    encounter, and a text file."""
+    (query / "enc_a" / "bad.jpg").write_bytes(b"truncated")
+    (query / "notes.txt").write_text("hi")
+    blank = dict(p_known="", rank="", decision="skipped")
+    return [
+        dict(photo="enc_a/bad.jpg", encounter="enc_a", flag="unreadable", note="cannot be decoded")
+        | blank,
+        dict(photo="notes.txt", encounter="", flag="not_image", note="not an image") | blank,
+    ]
+
+
 def fake_output(tmp_path: Path, warning: str | None = "WARNING: few whales", images=True) -> dict:
     """A discriminate output folder: 3 encounters (known, new, undecided), a skipped file, five
     candidates each; one candidate's catalog photo is missing and one is not an image."""
@@ -92,30 +105,7 @@ def fake_output(tmp_path: Path, warning: str | None = "WARNING: few whales", ima
                     query_photo=rel[0],
                 )
             )
-    (query / "enc_a" / "bad.jpg").write_bytes(b"truncated")  # keeps its encounter, skipped
-    photos.append(
-        dict(
-            photo="enc_a/bad.jpg",
-            encounter="enc_a",
-            p_known="",
-            rank="",
-            decision="skipped",
-            flag="unreadable",
-            note="cannot be decoded",
-        )
-    )
-    (query / "notes.txt").write_text("hi")
-    photos.append(
-        dict(
-            photo="notes.txt",
-            encounter="",
-            p_known="",
-            rank="",
-            decision="skipped",
-            flag="not_image",
-            note="not an image",
-        )
-    )
+    photos += skipped_photos(query)
     write_csv(out / "photos.csv", PHOTO_COLS, photos)
     write_csv(out / "encounters.csv", ENC_COLS, enc_rows)
     write_csv(out / "candidates.csv", CAND_COLS, cands)
