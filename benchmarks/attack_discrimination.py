@@ -40,7 +40,13 @@ sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importa
 
 from attacks.registry import get  # noqa: E402
 from attacks.signals import balanced, subset  # noqa: E402
-from benchmarks.common import add_common_args, apply_threads, sync, write_result  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_common_args,
+    alternate,
+    apply_threads,
+    sync,
+    write_result,
+)
 from benchmarks.fit_throughput import (  # noqa: E402
     RawLoop,
     demo_settings,
@@ -99,19 +105,6 @@ def timed_cases(model, attacks: dict, batch: list, device: str) -> dict:
     return cases
 
 
-def alternate(cases: dict, repeats: int) -> dict[str, list[float]]:
-    """Seconds of each callable of ``cases``, run in turn ``repeats`` times after one warm-up."""
-    for fn in cases.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in cases}
-    for _ in range(repeats):
-        for key, fn in cases.items():
-            t0 = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - t0)
-    return times
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=64, help="photos in the one batch (64)")
@@ -141,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     n = len(x)
     batch = [(x, torch.full((n,), -1), torch.arange(n))]  # new photos: no label
 
-    times = alternate(timed_cases(model, attacks, batch, device), repeats)
+    times, _ = alternate(timed_cases(model, attacks, batch, device), repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = {k: med[k] / med["forward"] for k in times if k != "forward"}
     value = max(ratio[k] for k in ATTACKS)

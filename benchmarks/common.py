@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -245,3 +246,20 @@ def median_spread(values: Sequence[float]) -> dict:
     mid = len(vals) // 2
     med = vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
     return {"median": med, "min": vals[0], "max": vals[-1], "n": len(vals)}
+
+
+def alternate(cases: dict, repeats: int, warm_up: bool = True) -> tuple[dict, dict]:
+    """Each callable of ``cases`` run in turn ``repeats`` times, so every side sees the same
+    machine state (after one untimed call each when ``warm_up``): ``({name: [wall seconds of
+    each run]}, {name: the last run's result})``."""
+    if warm_up:
+        for fn in cases.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    outs: dict = {}
+    for _ in range(max(int(repeats), 1)):
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            outs[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return times, outs

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importable
 
 from attacks.knn import cosine_topk, unit_rows  # noqa: E402
-from benchmarks.common import add_common_args, write_result  # noqa: E402
+from benchmarks.common import add_common_args, alternate, write_result  # noqa: E402
 
 
 def alternated(sides: dict, reps: int) -> dict[str, dict]:
@@ -37,13 +36,7 @@ def alternated(sides: dict, reps: int) -> dict[str, dict]:
     timed in turn ``reps`` times each without tracing (the first use of fresh memory is slow on
     some virtual machines: a single run can be several times its repeat), then once more under
     tracemalloc for the peak allocated while it ran (tracing slows allocations down)."""
-    runs: dict[str, list[float]] = {name: [] for name in sides}
-    outs: dict[str, object] = {}
-    for _ in range(max(int(reps), 1)):
-        for name, fn in sides.items():
-            t0 = time.perf_counter()
-            outs[name] = fn()
-            runs[name].append(time.perf_counter() - t0)
+    runs, outs = alternate(sides, reps, warm_up=False)
     res = {}
     for name, fn in sides.items():
         tracemalloc.start()
