@@ -45,8 +45,9 @@ def logit_confidence(
         return _confidence(z_all, label)
     lab = None if label is None else np.broadcast_to(np.asarray(label), z_all.shape[:-1])
     out = np.empty(z_all.shape[:-1], dtype=np.float64)
-    for s in range(0, len(z_all), max(int(chunk), 1)):
-        part = slice(s, s + max(int(chunk), 1))
+    step = max(int(chunk), 1)
+    for s in range(0, len(z_all), step):
+        part = slice(s, s + step)
         out[part] = _confidence(z_all[part], None if lab is None else lab[part])
     return out
 

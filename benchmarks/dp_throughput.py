@@ -141,10 +141,9 @@ def main(argv: list[str] | None = None) -> dict:
     one_round(args, loader, device, 0)  # untimed: every side's first use (imports, allocator)
     rounds = [one_round(args, loader, device, k) for k in range(args.repeats)]
     # hooks mode stores per-sample gradients (about 8x slower): measured once, after the rounds
-    hooks_once, _ = dp_side(args, loader, device, "hooks")
+    hooks_sps, _ = dp_side(args, loader, device, "hooks")
     plain_sps = statistics.median(r["plain"] for r in rounds)
     dp_sps = statistics.median(r["ghost"] for r in rounds)
-    hooks_sps = hooks_once
     ratios = [r["ghost"] / r["plain"] for r in rounds]
     ratio = statistics.median(ratios)
     dp = rounds[-1]["dp"]

@@ -47,7 +47,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the repository root is importable
 
 from benchmarks.common import add_common_args, apply_threads, sync, write_result  # noqa: E402
-from benchmarks.fit_throughput import Interleave, quiet_lightning, timed_fit  # noqa: E402
+from benchmarks.fit_throughput import (  # noqa: E402
+    Interleave,
+    RawLoop,
+    quiet_lightning,
+    timed_fit,
+)
 from datamodules.catalogs import SyntheticWhalesReader  # noqa: E402
 from datamodules.errors import DataError  # noqa: E402
 from datamodules.population import PopulationDataModule  # noqa: E402
@@ -130,31 +135,20 @@ def recipe_optimizer(model: ReIDEmbedding) -> torch.optim.AdamW:
     return torch.optim.AdamW([g for g in groups if g["params"]])
 
 
-class FloorLoop:
+class FloorLoop(RawLoop):
     """The bare training loop of the trainable stages over in-memory frozen activations
-    ``x`` (N, C', h, w) float16 and labels ``y`` (N,): one epoch of whole batches per call."""
+    ``x`` (N, C', h, w) float16 and labels ``y`` (N,): one epoch of whole batches per call,
+    with the recipe's AdamW and ArcFace loss."""
 
-    def __init__(self, model: ReIDEmbedding, x, y, batch_size: int, device: str, seed: int = 0):
-        self.model = model.to(device).train()
-        self.opt = recipe_optimizer(model)
-        self.x, self.y, self.batch_size, self.device = x, y, batch_size, device
-        self.g = torch.Generator().manual_seed(seed)
+    whole_batches = True
 
-    def epoch(self) -> float:
-        """One shuffled epoch: ``x[idx]``, forward, ArcFace loss, backward, step; seconds."""
-        model, opt, device, b = self.model, self.opt, self.device, self.batch_size
-        sync(device)
-        t0 = time.perf_counter()
-        perm = torch.randperm(len(self.y), generator=self.g)
-        for i in range(0, len(perm) - b + 1, b):
-            idx = perm[i : i + b]
-            a = self.x[idx].to(device, non_blocking=True).float()
-            loss = model.head.loss(model.net.embed_frozen(a), self.y[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sync(device)
-        return time.perf_counter() - t0
+    def make_optimizer(self, model: ReIDEmbedding) -> torch.optim.AdamW:
+        return recipe_optimizer(model)
+
+    def loss(self, idx: torch.Tensor) -> torch.Tensor:
+        """ArcFace loss of the trainable stages on the activations of rows ``idx``."""
+        a = self.x[idx].to(self.device, non_blocking=True).float()
+        return self.model.head.loss(self.model.net.embed_frozen(a), self.y[idx].to(self.device))
 
 
 class AfterWarmup(pl.Callback):

@@ -161,29 +161,41 @@ def in_memory(dm: WhaleDataModule) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class RawLoop:
-    """The bare training loop of ``model`` over in-memory ``x``, ``y``: one epoch per call."""
+    """The bare training loop of ``model`` over in-memory ``x``, ``y``: one epoch per call.
+    Subclasses change :meth:`make_optimizer` and :meth:`loss`; ``whole_batches`` drops the last
+    partial batch."""
+
+    whole_batches = False
 
     def __init__(self, model, x, y, batch_size: int, device: str, seed: int = 0):
         self.model = model.to(device).train()
-        opt = model.configure_optimizers()
-        self.opt = opt["optimizer"] if isinstance(opt, dict) else opt
+        self.opt = self.make_optimizer(model)
         self.x, self.y, self.batch_size, self.device = x, y, batch_size, device
         self.g = torch.Generator().manual_seed(seed)
 
+    def make_optimizer(self, model) -> torch.optim.Optimizer:
+        """The model's own optimizer (:meth:`configure_optimizers`, without a schedule)."""
+        opt = model.configure_optimizers()
+        return opt["optimizer"] if isinstance(opt, dict) else opt
+
+    def loss(self, idx: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the batch of rows ``idx``."""
+        xb = self.x[idx].to(self.device, non_blocking=True)
+        yb = self.y[idx].to(self.device, non_blocking=True)
+        return F.cross_entropy(self.model(xb), yb)
+
     def epoch(self) -> float:
-        """One shuffled epoch of ``x[idx].to(device)``, forward, loss, backward, step; seconds."""
-        x, y, model, opt, device = self.x, self.y, self.model, self.opt, self.device
-        sync(device)
+        """One shuffled epoch of :meth:`loss`, backward, step over batches; seconds."""
+        opt, b = self.opt, self.batch_size
+        sync(self.device)
         t0 = time.perf_counter()
-        perm = torch.randperm(len(y), generator=self.g)
-        for i in range(0, len(y), self.batch_size):
-            idx = perm[i : i + self.batch_size]
-            xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
-            loss = F.cross_entropy(model(xb), yb)
+        perm = torch.randperm(len(self.y), generator=self.g)
+        for i in range(0, len(perm) - b + 1 if self.whole_batches else len(perm), b):
+            loss = self.loss(perm[i : i + b])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        sync(device)
+        sync(self.device)
         return time.perf_counter() - t0
 
 

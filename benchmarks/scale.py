@@ -269,17 +269,17 @@ def preload() -> None:
     import lightning_modules.classifier  # noqa: F401
 
 
-def discriminate_stages(m: Meter, root: Path, run: Path) -> None:
+def discriminate_stages(m: Meter, root: Path, run: Path, sig: dict) -> None:
     """Discriminate on 10 and 30 photos: marginal seconds per photo and the fixed rest, with the
     default attack (Yeom: one forward pass a photo) and with ``cosine`` (each photo against the
-    whole gallery of training photos: ``discriminate_gallery``)."""
-    from attacks.signals import load_signals
+    whole gallery of training photos: ``discriminate_gallery``); ``sig``: the run's final
+    signals."""
     from experiments.commands.discriminate import discriminate
 
-    sets = load_signals(run / "signals" / "final.npz")["set"].astype(str)
+    sets = sig["set"].astype(str)
     rows, train = len(sets), int((sets == "train").sum())
     work = {  # the fixed part reads the run's logits; cosine fits on photos x the gallery
-        "auto": rows * m.stages["final_signals"]["classes"],
+        "auto": rows * sig["logits"].shape[1],
         "cosine": (rows - train) * train,
     }
     for attack, name in (("auto", "discriminate"), ("cosine", "discriminate_gallery")):
@@ -312,7 +312,7 @@ def run_size(n: int, a: argparse.Namespace) -> dict:
         run = write_run(root, a, dm, model)
         sig = attack_stages(m, run, n)
         gallery_stages(m, sig)
-        discriminate_stages(m, root, run)
+        discriminate_stages(m, root, run, sig)
     return {"individuals": n, "photos": photos, "rss_method": m.rss_method, "stages": m.stages}
 
 
@@ -351,14 +351,15 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = [run_size(n, a) for n in a.sizes]
     exps, cpu_exps = growth(sizes), growth(sizes, "cpu_seconds")
     work_exps = growth(sizes, "cpu_seconds", "work_units")
+    judged_exps = judged(cpu_exps, work_exps)
     table = markdown(sizes, exps, cpu_exps, work_exps)
-    bad = flagged(sizes, judged(cpu_exps, work_exps))
+    bad = flagged(sizes, judged_exps)
     print("\n" + table)
     print("\nsuper-linear: " + (", ".join(bad) if bad else "none"))
     worst = max(
         (
             e
-            for name, es in judged(cpu_exps, work_exps).items()
+            for name, es in judged_exps.items()
             if not name.startswith("setup")
             for e in es
             if e is not None
